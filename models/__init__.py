@@ -1,0 +1,1 @@
+"""metarec models package."""
