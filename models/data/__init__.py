@@ -1,0 +1,1 @@
+"""Datasets as EventLogs: loaders for real data and the synthetic generator."""
