@@ -1,0 +1,120 @@
+"""Per-user state and the pure functions that change it.
+
+The Faust table stores one ``UserState`` per user as compact msgpack bytes. Everything here is pure: the agent
+reads a state, calls these functions, and writes the result back, so all the logic is testable without Kafka.
+
+Effectively-once into state: a state remembers the ids of its most recent events (bounded), and an event whose
+id it has seen is not counted again. Redelivery after a crash or rebalance is the only way an id repeats, and it
+repeats within the window of events not yet committed, which is far smaller than the remembered window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from schemas.records import Interaction, UserAttributes
+
+EVENT_TYPE_CODES: dict[str, int] = {"view": 0, "click": 1, "cart": 2, "purchase": 3, "rating": 4, "play": 5}
+EVENT_TYPE_NAMES: tuple[str, ...] = tuple(EVENT_TYPE_CODES)
+
+
+class SupportEvent(msgspec.Struct, array_like=True, frozen=True):
+    """One remembered interaction: what the model adapts on."""
+
+    item_id: str
+    type_code: int
+    value: float | None
+    ts: float
+
+
+class UserState(msgspec.Struct, array_like=True):
+    """Everything metarec keeps about one user (msgpack, positional fields: append new fields at the end)."""
+
+    support: list[SupportEvent] = msgspec.field(default_factory=list)  # oldest first, bounded
+    seen: list[str] = msgspec.field(default_factory=list)  # items interacted with, oldest first, bounded
+    recent_ids: list[str] = msgspec.field(default_factory=list)  # ids of the latest events, bounded
+    interactions: int = 0  # interactions counted into state (duplicates excluded)
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    last_event_id: str = ""
+    head: bytes = b""  # adapted head parameters, float32
+    model_version: str = ""
+    last_recs: list[str] = msgspec.field(default_factory=list)  # the last list we sent
+    attributes: dict[str, str | float | bool] = msgspec.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep every state small whatever a user does."""
+
+    support_size: int = 50
+    seen_max: int = 2000
+    recent_ids: int = 256
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(UserState)
+
+
+def encode_state(state: UserState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_state(raw: bytes | None) -> UserState:
+    """A stored state, or a fresh one for a user we have never seen."""
+    return UserState() if not raw else _decoder.decode(raw)
+
+
+def is_duplicate(state: UserState, event_id: str) -> bool:
+    return event_id in state.recent_ids
+
+
+def _remember_id(state: UserState, event_id: str, limits: Limits) -> None:
+    state.recent_ids.append(event_id)
+    if len(state.recent_ids) > limits.recent_ids:
+        del state.recent_ids[: len(state.recent_ids) - limits.recent_ids]
+
+
+def apply_interaction(state: UserState, event: Interaction, limits: Limits) -> bool:
+    """Count ``event`` into ``state`` in place; False (and no change) if it was already counted."""
+    if is_duplicate(state, event.event_id):
+        return False
+    _remember_id(state, event.event_id, limits)
+    state.support.append(SupportEvent(event.item_id, EVENT_TYPE_CODES[event.type], event.value, event.ts))
+    if len(state.support) > limits.support_size:
+        del state.support[: len(state.support) - limits.support_size]
+    if event.item_id in state.seen:
+        state.seen.remove(event.item_id)  # keep recency order: re-seen items move to the end
+    state.seen.append(event.item_id)
+    if len(state.seen) > limits.seen_max:
+        del state.seen[: len(state.seen) - limits.seen_max]
+    if state.interactions == 0:
+        state.first_ts = event.ts
+    state.interactions += 1
+    state.last_ts = max(state.last_ts, event.ts)
+    state.last_event_id = event.event_id
+    return True
+
+
+def apply_attributes(state: UserState, event: UserAttributes, limits: Limits) -> bool:
+    """Merge user attributes (later values win); False if the event was already applied."""
+    if is_duplicate(state, event.event_id):
+        return False
+    _remember_id(state, event.event_id, limits)
+    state.attributes.update(event.attributes)
+    return True
+
+
+def history_bucket(interactions_before: int) -> str:
+    """The history-length bucket used by the evaluation and the online metrics."""
+    if interactions_before == 0:
+        return "0"
+    if interactions_before < 5:
+        return "1-4"
+    if interactions_before < 10:
+        return "5-9"
+    if interactions_before < 50:
+        return "10-49"
+    return "50+"

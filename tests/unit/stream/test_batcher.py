@@ -1,0 +1,112 @@
+"""The micro-batcher: batches form, order is kept, nothing is dropped, a failing batch loses no request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from stream.batcher import MicroBatcher
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_requests_submitted_together_share_batches_bounded_by_max_size():
+    sizes: list[int] = []
+    batcher = MicroBatcher(lambda reqs: [r * 2 for r in reqs], max_size=8, max_wait_s=0.05,
+                           on_batch=lambda n, _s: sizes.append(n)).start()
+    try:
+        results = run(batcher.submit_many(list(range(50))))
+    finally:
+        batcher.stop()
+    assert results == [r * 2 for r in range(50)]
+    assert max(sizes) <= 8
+    assert sum(sizes) == 50
+    assert len(sizes) < 50, "requests queued together must be batched, not run one by one"
+
+
+def test_per_user_order_is_kept_across_concurrent_submitters():
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def fn(reqs):
+        with lock:
+            seen.extend(reqs)
+        return reqs
+
+    batcher = MicroBatcher(fn, max_size=16, max_wait_s=0.001).start()
+
+    async def user(name: str):
+        return [await batcher.submit((name, i)) for i in range(30)]
+
+    async def main():
+        return await asyncio.gather(*(user(f"u{k}") for k in range(5)))
+
+    try:
+        per_user = run(main())
+    finally:
+        batcher.stop()
+    for k, results in enumerate(per_user):
+        assert results == [(f"u{k}", i) for i in range(30)]
+        assert [i for name, i in seen if name == f"u{k}"] == list(range(30))
+
+
+def test_a_failing_batch_loses_no_request_and_only_the_bad_one_fails():
+    calls: list[list[int]] = []
+
+    def fn(reqs):
+        calls.append(list(reqs))
+        if 13 in reqs:
+            raise ValueError("poisoned request 13")
+        return [r + 100 for r in reqs]
+
+    batcher = MicroBatcher(fn, max_size=32, max_wait_s=0.05).start()
+
+    async def main():
+        futures = [asyncio.ensure_future(batcher.submit(r)) for r in range(20)]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        results = run(main())
+    finally:
+        batcher.stop()
+    for r, result in enumerate(results):
+        if r == 13:
+            assert isinstance(result, ValueError)
+        else:
+            assert result == r + 100, f"request {r} lost or wrong: {result!r}"
+    assert any(len(c) > 1 for c in calls), "the first attempt must have been a batch"
+
+
+def test_backpressure_bounds_waiting_requests():
+    release = threading.Event()
+    high_water = [0]
+
+    def fn(reqs):
+        release.wait(5)
+        return reqs
+
+    batcher = MicroBatcher(fn, max_size=2, max_wait_s=0.0, queue_max=4).start()
+
+    async def main():
+        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(12)]
+        for _ in range(20):
+            await asyncio.sleep(0)  # let submitters run until they block on the bound
+        high_water[0] = len(batcher._pending)
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    try:
+        results = run(main())
+    finally:
+        batcher.stop()
+    assert results == list(range(12))
+    assert high_water[0] <= 4
+
+
+def test_invalid_bounds_are_refused():
+    with pytest.raises(ValueError):
+        MicroBatcher(lambda r: r, max_size=10, queue_max=5)
