@@ -1,0 +1,141 @@
+"""The model worker: owns the serving model and runs adaptation for micro-batches of users.
+
+The meta-parameters are read-only while serving. A new version is loaded off the event loop, checked, and swapped
+in as a whole by one reference assignment; a batch reads the reference once, so every result in a batch comes
+from one version, and each result names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from models.serving import AdaptRequest, AdaptResult, Recommender
+from stream import versions
+from stream.batcher import MicroBatcher
+from stream.metrics import Metrics
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One user's result and the model version that produced it."""
+
+    result: AdaptResult
+    version: str
+
+
+def pick_device(name: str) -> str:
+    """``auto`` means CUDA when present, else CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+class ModelWorker:
+    """Micro-batches adaptation requests onto one compute thread and swaps model versions whole."""
+
+    def __init__(self, model: Recommender, settings: Settings, metrics: Metrics) -> None:
+        self._model = model
+        self._settings = settings
+        self._metrics = metrics
+        self._tried: Path | None = None
+        self._batcher: MicroBatcher[AdaptRequest, Served] = MicroBatcher(
+            self._run_batch,
+            max_size=settings.batch_max,
+            max_wait_s=settings.batch_wait_ms / 1000.0,
+            queue_max=settings.queue_max,
+            on_batch=self._observe_batch,
+        )
+        metrics.serving(model.version)
+        metrics.catalogue_size.set(len(model.item_ids))
+
+    @property
+    def model(self) -> Recommender:
+        return self._model
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    def start(self) -> "ModelWorker":
+        self._batcher.start()
+        return self
+
+    def stop(self) -> None:
+        self._batcher.stop()
+
+    async def recommend(self, requests: Sequence[AdaptRequest]) -> list[Served]:
+        return await self._batcher.submit_many(requests)
+
+    def _run_batch(self, requests: Sequence[AdaptRequest]) -> list[Served]:
+        model = self._model  # one version for the whole batch
+        results = model.recommend(requests, self._settings.top_k)
+        return [Served(r, model.version) for r in results]
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self._metrics.batch_size.observe(size)
+        self._metrics.adaptation_time.observe(seconds)
+
+    def observe_losses(self, served: Sequence[Served]) -> None:
+        before = self._metrics.adaptation_loss.labels(stage="before", model_version=self.version)
+        after = self._metrics.adaptation_loss.labels(stage="after", model_version=self.version)
+        for s in served:
+            if not math.isnan(s.result.loss_before):
+                before.observe(s.result.loss_before)
+                after.observe(s.result.loss_after)
+
+    # --- versions ---------------------------------------------------------------------------------------------
+    def swap(self, model: Recommender) -> None:
+        """Serve ``model`` from the next batch on."""
+        old = self._model.version
+        self._model = model
+        self._metrics.serving(model.version)
+        self._metrics.catalogue_size.set(len(model.item_ids))
+        self._metrics.model_swaps.labels(result="swapped").inc()
+        log.info("model version %s -> %s", old, model.version)
+
+    def try_load(self, path: str | Path) -> bool:
+        """Load the version at ``path`` and swap to it; a bad checkpoint is refused and the old one keeps serving.
+
+        A folder is tried once: a refused one is not retried until ``LATEST`` points somewhere else.
+        """
+        try:
+            folder = versions.resolve(path)
+        except FileNotFoundError as exc:
+            self._refuse(path, exc)
+            return False
+        if folder == self._tried:
+            return False
+        self._tried = folder
+        try:
+            model = Recommender.load(folder, device=pick_device(self._settings.device))
+        except Exception as exc:  # noqa: BLE001 - any failure to load means: refuse, keep serving
+            self._refuse(folder, exc)
+            return False
+        if model.version != self._model.version:
+            self.swap(model)
+        return True
+
+    def _refuse(self, path: str | Path, exc: Exception) -> None:
+        self._metrics.model_swaps.labels(result="refused").inc()
+        log.error("refused model at %s (still serving %s): %s", path, self.version, exc)
+
+    async def watch(self, path: str | Path, interval_s: float) -> None:
+        """Poll ``path`` for a new published version; loading happens off the event loop."""
+        while True:
+            await asyncio.sleep(interval_s)  # a poll interval, not synchronisation
+            try:
+                folder = versions.resolve(path)
+            except FileNotFoundError:
+                continue
+            if folder != self._tried:
+                await asyncio.to_thread(self.try_load, path)
