@@ -45,7 +45,7 @@ class Settings:
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     session_timeout_s: float = 6.0
-    embedded_broker: bool = True
+    recovery_consistency_check: bool = False  # True on Apache Kafka; the embedded broker under-reports highwater
 
     # --- worker ----------------------------------------------------------------------------------------------
     data_dir: Path = Path("var")

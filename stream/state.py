@@ -99,11 +99,11 @@ def apply_interaction(state: UserState, event: Interaction, limits: Limits) -> b
 
 
 def apply_attributes(state: UserState, event: UserAttributes, limits: Limits) -> bool:
-    """Merge user attributes (later values win); False if the event was already applied."""
+    """Replace the user's attributes as a whole; False if the event was already applied."""
     if is_duplicate(state, event.event_id):
         return False
     _remember_id(state, event.event_id, limits)
-    state.attributes.update(event.attributes)
+    state.attributes = dict(event.attributes)
     return True
 
 

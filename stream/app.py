@@ -1,0 +1,186 @@
+"""Builds the Faust app — topics, the per-user table, the agent — from one Settings object.
+
+The agent is thin: it takes a batch of raw messages, lets ``stream.pipeline`` decide what they mean, asks the
+model worker for everyone's fresh top-K in one micro-batch, writes state and sends. Offsets of a batch are acked
+only after its state writes and sends are handed to the producer, so output is at-least-once, and the event ids
+kept in state make the state effectively-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import faust
+
+from schemas.decode import encode
+from schemas import records
+from stream.faust_compat import event_context
+from stream.metrics import Metrics
+from stream.model_worker import ModelWorker
+from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
+from stream.pipeline import recommendation
+from stream.settings import Settings
+from stream.state import Limits, UserState, decode_state, encode_state
+
+log = logging.getLogger(__name__)
+
+USERS_TABLE = "users"
+
+
+@dataclass
+class Topics:
+    interactions: faust.TopicT
+    recommendations: faust.TopicT
+    dead_letters: faust.TopicT
+
+
+def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faust.App:
+    """A Faust app wired to ``worker``; nothing connects until it is started."""
+    app = faust.App(
+        settings.app_id,
+        broker=settings.faust_broker_url,
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir / settings.app_id),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
+        broker_commit_interval=settings.commit_interval_s,
+        recovery_consistency_check=settings.recovery_consistency_check,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, 2 * settings.take_max),
+        producer_linger=0.001,
+        web_enabled=False,
+        autodiscover=False,
+        worker_redirect_stdouts=False,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    topics = Topics(
+        interactions=app.topic(settings.interactions_topic, partitions=settings.partitions, **raw),
+        recommendations=app.topic(settings.recommendations_topic, partitions=settings.partitions, **raw),
+        dead_letters=app.topic(settings.dead_letters_topic, partitions=1, **raw),
+    )
+    table = app.Table(USERS_TABLE, partitions=settings.partitions, help="Per-user state (msgpack UserState).", **raw)
+    handler = BatchHandler(settings, worker, metrics, table, topics)
+
+    @app.agent(topics.interactions, name="interactions")
+    async def interactions(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
+            await handler.handle(events)
+
+    if settings.checkpoint:
+        @app.task
+        async def watch_model() -> None:
+            await worker.watch(settings.checkpoint, settings.model_poll_s)
+
+    return app
+
+
+class BatchHandler:
+    """Turns one batch of consumed events into state writes, dead letters and recommendations."""
+
+    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, table: Any, topics: Topics):
+        self._worker = worker
+        self._metrics = metrics
+        self._table = table
+        self._topics = topics
+        self._rules = Rules(
+            limits=Limits(settings.support_size, settings.seen_max, settings.recent_event_ids),
+            max_event_bytes=settings.max_event_bytes,
+            max_future_skew_s=settings.max_future_skew_s,
+        )
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        messages = [
+            RawMessage(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,
+                       e.message.timestamp, e)
+            for e in events
+        ]
+        plan = plan_batch(messages, self._load, self._rules, time.time())
+        for dead in plan.dead:
+            await self._send_dead_letter(dead)
+        self._count(plan)
+        await self._serve(plan)
+
+    def _load(self, user_id: str, msg: RawMessage) -> UserState:
+        with event_context(msg.ref):
+            return decode_state(self._table.get(user_id.encode()))
+
+    def _count(self, plan: BatchPlan) -> None:
+        m = self._metrics
+        m.events.labels(result="processed").inc(plan.processed)
+        m.events.labels(result="duplicate").inc(plan.duplicates)
+        m.events.labels(result="dead_letter").inc(len(plan.dead))
+        for work in plan.users.values():
+            for bucket, hit in work.hits:
+                m.online_trials.labels(bucket=bucket).inc()
+                if hit:
+                    m.online_hits.labels(bucket=bucket).inc()
+
+    async def _serve(self, plan: BatchPlan) -> None:
+        objective = self._worker.model.config.objective
+        wanted = [w for w in plan.users.values() if w.trigger is not None]
+        served = await self._worker.recommend([adapt_request(w.user_id, w.state, objective) for w in wanted])
+        self._worker.observe_losses(served)
+        by_user = {w.user_id: s for w, s in zip(wanted, served)}
+        for work in plan.users.values():
+            key = work.user_id.encode()
+            if work.deleted:
+                await self._topics.recommendations.send(key=key, value=None)  # tombstone: forget the old list
+                self._metrics.deletions.inc()
+            result = by_user.get(work.user_id)
+            if result is not None:
+                work.state.head = result.result.head.tobytes()
+                work.state.model_version = result.version
+                work.state.last_recs = list(result.result.items)
+            with event_context(work.ref):
+                if work.deleted and result is None and not work.state.recent_ids:
+                    self._table.pop(key, None)  # deletes from the store and tombstones the changelog
+                else:
+                    self._table[key] = encode_state(work.state)
+            if result is not None:
+                await self._send_recommendation(work, result.result.items, result.result.scores, result.version)
+
+    async def _send_recommendation(self, work: UserWork, items: list[str], scores: list[float], version: str):
+        assert work.trigger is not None
+        now = time.time()
+        rec = recommendation(work.user_id, items, scores, version, work.trigger, now)
+        await self._topics.recommendations.send(key=work.user_id.encode(), value=encode(rec))
+        self._metrics.recommendations.labels(model_version=version).inc()
+        self._metrics.latency.observe(max(0.0, now - work.trigger_timestamp))
+
+    async def _send_dead_letter(self, dead: DeadLetter) -> None:
+        msg = dead.message
+        headers = [
+            (records.HEADER_REASON, dead.reason.encode()),
+            (records.HEADER_ERROR, dead.detail[:1000].encode("utf-8", "replace")),
+            (records.HEADER_SOURCE_TOPIC, msg.topic.encode()),
+            (records.HEADER_SOURCE_PARTITION, str(msg.partition).encode()),
+            (records.HEADER_SOURCE_OFFSET, str(msg.offset).encode()),
+        ]
+        await self._topics.dead_letters.send(key=msg.key, value=msg.value, headers=headers)
+        self._metrics.dead_letters.labels(reason=dead.reason).inc()
+
+
+def _credentials(settings: Settings) -> Any:
+    """SASL/SSL settings passed through to Faust's own clients, as to every other client."""
+    context = None
+    if settings.security_protocol.upper() in {"SSL", "SASL_SSL"}:
+        context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
+    if settings.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.reveal(),
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None

@@ -1,0 +1,162 @@
+"""What one batch of raw ``interactions`` messages does to user state, as pure functions.
+
+The agent hands over raw messages and a way to read a user's stored state; it gets back the dead letters, and per
+user the new state and what to recommend. Nothing here touches Kafka, so every rule is a unit test away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from models.serving import AdaptRequest
+from models.targets import event_target
+from schemas.decode import DecodeError, decode_user_event
+from schemas.records import Interaction, Recommendation, ScoredItem, UserAttributes, UserDeletion
+from stream.state import (
+    EVENT_TYPE_NAMES,
+    Limits,
+    UserState,
+    apply_attributes,
+    apply_interaction,
+    history_bucket,
+)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed message, as the pipeline needs it; ``ref`` carries the framework's event through."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # Kafka message timestamp, seconds
+    ref: Any = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: RawMessage
+    reason: str
+    detail: str
+
+
+@dataclass
+class UserWork:
+    """The outcome of a batch for one user."""
+
+    user_id: str
+    state: UserState
+    ref: Any  # the user's last message's framework event: table writes happen in its context
+    trigger: Interaction | None = None  # the latest interaction (also if it was a redelivered duplicate)
+    trigger_timestamp: float = 0.0  # Kafka timestamp of the trigger's message
+    deleted: bool = False  # a deletion happened in this batch (state restarts empty after it)
+    applied: int = 0  # interactions newly counted into state
+    duplicates: int = 0
+    hits: list[tuple[str, bool]] = field(default_factory=list)  # (history bucket, hit) per new interaction
+
+
+@dataclass
+class BatchPlan:
+    dead: list[DeadLetter] = field(default_factory=list)
+    users: dict[str, UserWork] = field(default_factory=dict)
+
+    @property
+    def processed(self) -> int:
+        return sum(w.applied for w in self.users.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(w.duplicates for w in self.users.values())
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a valid event must satisfy beyond its schema."""
+
+    limits: Limits = Limits()
+    max_event_bytes: int = 65536
+    max_future_skew_s: float = 86400.0
+
+
+def plan_batch(
+    messages: Iterable[RawMessage],
+    load_state: Callable[[str, RawMessage], UserState],
+    rules: Rules,
+    now: float,
+) -> BatchPlan:
+    """Decode, validate and apply a batch in message order; users' states are loaded once each."""
+    plan = BatchPlan()
+    for msg in messages:
+        try:
+            event = _decode(msg, rules, now)
+        except DecodeError as err:
+            plan.dead.append(DeadLetter(msg, err.reason, err.detail))
+            continue
+        work = plan.users.get(event.user_id)
+        if work is None:
+            work = plan.users[event.user_id] = UserWork(event.user_id, load_state(event.user_id, msg), msg.ref)
+        work.ref = msg.ref
+        _apply(work, event, msg, rules.limits)
+    return plan
+
+
+def _decode(msg: RawMessage, rules: Rules, now: float) -> Interaction | UserAttributes | UserDeletion:
+    if msg.value is None:
+        raise DecodeError("invalid", "message has no value (null payload)")
+    event = decode_user_event(msg.value, max_bytes=rules.max_event_bytes)
+    if msg.key is None:
+        raise DecodeError("key_mismatch", "message has no key; key every event by its user_id")
+    if msg.key != event.user_id.encode():
+        raise DecodeError("key_mismatch", "message key differs from user_id; key every event by its user_id")
+    if event.ts > now + rules.max_future_skew_s:
+        raise DecodeError("out_of_range", f"ts {event.ts} is more than {rules.max_future_skew_s}s in the future")
+    return event
+
+
+def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, msg: RawMessage,
+           limits: Limits) -> None:
+    if isinstance(event, UserDeletion):
+        work.state = UserState()
+        work.deleted = True
+        work.trigger = None
+        return
+    if isinstance(event, UserAttributes):
+        apply_attributes(work.state, event, limits)
+        return
+    before = work.state.interactions
+    last_recs = work.state.last_recs
+    if apply_interaction(work.state, event, limits):
+        work.applied += 1
+        if last_recs:
+            work.hits.append((history_bucket(before), event.item_id in last_recs))
+    else:
+        work.duplicates += 1
+    work.trigger = event
+    work.trigger_timestamp = msg.timestamp
+
+
+def adapt_request(user_id: str, state: UserState, objective: str) -> AdaptRequest:
+    """What the model adapts on: the bounded support set mapped to targets, and the seen items to exclude."""
+    support = []
+    for s in state.support:
+        target = event_target(EVENT_TYPE_NAMES[s.type_code], s.value, objective)
+        if target is not None:
+            support.append((s.item_id, target))
+    return AdaptRequest(user_id=user_id, support=support, exclude=frozenset(state.seen))
+
+
+def recommendation(
+    user_id: str, items: Sequence[str], scores: Sequence[float], version: str, trigger: Interaction, now: float
+) -> Recommendation:
+    return Recommendation(
+        user_id=user_id,
+        items=[ScoredItem(item_id=i, score=float(s) if math.isfinite(s) else 0.0) for i, s in zip(items, scores)],
+        model_version=version,
+        event_id=trigger.event_id,
+        event_ts=trigger.ts,
+        produced_ts=now,
+    )
