@@ -37,6 +37,7 @@ REASONS: Final = frozenset(
         "wrong_type",
         "out_of_range",
         "invalid",
+        "key_mismatch",  # raised by the stream side: the Kafka key is not the record's user_id / item_id
     }
 )
 _DETAIL_MAX = 300
