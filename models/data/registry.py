@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from models.data.events import EventLog
 
 
@@ -50,6 +52,4 @@ def split_by_time(log: EventLog, fraction: float) -> tuple[EventLog, EventLog]:
     """The first ``fraction`` of events in time order, and the rest."""
     ordered = log.sorted_by_time()
     cut = int(len(ordered) * fraction)
-    import numpy as np
-
     return ordered.take(np.arange(cut)), ordered.take(np.arange(cut, len(ordered)))
