@@ -21,7 +21,7 @@ from schemas import records
 from stream.faust_compat import event_context
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker
-from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
+from stream.pipeline import DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
 from stream.pipeline import recommendation
 from stream.settings import Settings
 from stream.state import Limits, UserState, decode_state, encode_state
@@ -104,29 +104,19 @@ class BatchHandler:
         plan = plan_batch(messages, self._load, self._rules, time.time())
         for dead in plan.dead:
             await self._send_dead_letter(dead)
-        self._count(plan)
+        self._metrics.observe_plan(plan)
         await self._serve(plan)
 
     def _load(self, user_id: str, msg: RawMessage) -> UserState:
         with event_context(msg.ref):
             return decode_state(self._table.get(user_id.encode()))
 
-    def _count(self, plan: BatchPlan) -> None:
-        m = self._metrics
-        m.events.labels(result="processed").inc(plan.processed)
-        m.events.labels(result="duplicate").inc(plan.duplicates)
-        m.events.labels(result="dead_letter").inc(len(plan.dead))
-        for work in plan.users.values():
-            for bucket, hit in work.hits:
-                m.online_trials.labels(bucket=bucket).inc()
-                if hit:
-                    m.online_hits.labels(bucket=bucket).inc()
-
     async def _serve(self, plan: BatchPlan) -> None:
         objective = self._worker.model.config.objective
         wanted = [w for w in plan.users.values() if w.trigger is not None]
         served = await self._worker.recommend([adapt_request(w.user_id, w.state, objective) for w in wanted])
         self._worker.observe_losses(served)
+        self._metrics.observe_served([w.state for w in wanted], [s.result for s in served], self._worker.version)
         by_user = {w.user_id: s for w, s in zip(wanted, served)}
         for work in plan.users.values():
             key = work.user_id.encode()

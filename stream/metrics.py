@@ -7,8 +7,14 @@ that are actually loaded), so cardinality stays bounded whatever the input.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from models.serving import AdaptResult
+    from stream.pipeline import BatchPlan
+    from stream.state import UserState
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,20 @@ class Metrics:
             "metarec_online_trials", "Events of users who had been sent a list, by history bucket.", ["bucket"],
             registry=r,
         )
+
+    def observe_plan(self, plan: "BatchPlan") -> None:
+        """Counts from one decoded batch: results, and online hits of the lists we sent before."""
+        self.events.labels(result="processed").inc(plan.processed)
+        self.events.labels(result="duplicate").inc(plan.duplicates)
+        self.events.labels(result="dead_letter").inc(len(plan.dead))
+        for work in plan.users.values():
+            for bucket, hit in work.hits:
+                self.online_trials.labels(bucket=bucket).inc()
+                if hit:
+                    self.online_hits.labels(bucket=bucket).inc()
+
+    def observe_served(self, states: Sequence["UserState"], results: Sequence["AdaptResult"], version: str) -> None:
+        """What was recommended in one batch (states are after the batch's events)."""
 
     def serving(self, version: str) -> None:
         """Mark ``version`` as the only version serving."""
