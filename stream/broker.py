@@ -55,12 +55,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    """A Tansu broker on a free loopback port, as a context manager: ``with EmbeddedBroker() as b: b.bootstrap``."""
+    """A Tansu broker on a loopback port, as a context manager: ``with EmbeddedBroker() as b: b.bootstrap``.
+
+    ``port=None`` picks a free port and retries another one if the broker dies at start; a fixed ``port`` is
+    tried once.
+    """
 
     def __init__(
         self,
         *,
         host: str = "127.0.0.1",
+        port: int | None = None,
         binary: str | os.PathLike[str] | None = None,
         log_path: Path | None = None,
         start_timeout_s: float = 20.0,
@@ -74,6 +79,7 @@ class EmbeddedBroker:
         self.start_timeout_s = start_timeout_s
         self.attempts = attempts
         self.stop_timeout_s = stop_timeout_s
+        self._fixed_port = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
 
@@ -111,18 +117,17 @@ class EmbeddedBroker:
             os.close(fd)
             self._log_path = Path(name)
         why = "no attempt made"
-        for attempt in range(1, self.attempts + 1):
-            port = free_port(self.host)
+        attempts = 1 if self._fixed_port else self.attempts  # a fixed port that is taken stays taken
+        for attempt in range(1, attempts + 1):
+            port = self._fixed_port or free_port(self.host)
             why = self._try_start(binary, port)
             if not why:
                 self._port = port
                 atexit.register(self.stop)
                 log.info("embedded broker ready at %s (log: %s)", self.bootstrap, self._log_path)
                 return self
-            log.warning("embedded broker attempt %d/%d on port %d failed: %s", attempt, self.attempts, port, why)
-        raise BrokerError(
-            f"embedded broker did not start after {self.attempts} attempts: {why} (log: {self._log_path})"
-        )
+            log.warning("embedded broker attempt %d/%d on port %d failed: %s", attempt, attempts, port, why)
+        raise BrokerError(f"embedded broker did not start after {attempts} attempt(s): {why} (log: {self._log_path})")
 
     def _try_start(self, binary: str, port: int) -> str:
         """One start on ``port``; returns '' when ready, else why not (the broker is then stopped)."""
@@ -170,6 +175,12 @@ class EmbeddedBroker:
         except (OSError, AttributeError):
             return "(no log)"
         return lines[-1][:300] if lines else "(empty log)"
+
+    def wait(self) -> int:
+        """Block until the broker exits (for ``metarec broker``); returns its exit code."""
+        if self._proc is None:
+            raise BrokerError("embedded broker is not running")
+        return self._proc.wait()
 
     def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after ``stop_timeout_s``); idempotent."""

@@ -1,0 +1,40 @@
+"""Integration fixtures: one embedded broker per test session, unique topic names per test."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from stream.broker import BrokerError, EmbeddedBroker, resolve_binary
+from stream.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """A running Tansu broker (memory only); the tests that use it skip if its binary is not installed."""
+    try:
+        resolve_binary()
+    except BrokerError as exc:
+        pytest.skip(f"embedded broker unavailable: {exc}")
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix no other test uses, so tests sharing the broker never see each other's records."""
+    return f"t{uuid.uuid4().hex[:12]}-"
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the session broker, with this test's own topics, consumer group and data dir."""
+    return Settings(
+        brokers=broker.bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=f"{topic_prefix}app",
+        data_dir=tmp_path / "data",
+    )
