@@ -1,15 +1,15 @@
 """Strict, fast decoding of topic payloads, with failures reduced to a few fixed reasons.
 
 Agents decode once at the edge and send what fails to the dead-letter topic. The reason becomes a metric label
-and a Kafka header, so it comes from the small fixed set :data:`REASONS`; the free-text ``detail`` says exactly
-what was wrong for a human reading the dead letter.
+and a Kafka header, so it comes from the small fixed set :data:`REASONS`; the free-text ``detail`` says
+exactly what was wrong for a human reading the dead letter.
 
 Guards beyond what the types say:
 
 * payloads over ``max_bytes`` are refused before any parsing (a cheap defence against huge messages);
 * invalid UTF-8 anywhere in the payload is refused, also inside fields we ignore;
-* nesting deeper than :data:`MAX_DEPTH` is refused before msgspec sees it, because msgspec skips unknown fields
-  recursively and a 64 KiB payload can nest 30,000 levels deep (a ``RecursionError`` otherwise);
+* nesting deeper than :data:`MAX_DEPTH` is refused before msgspec sees it, because msgspec skips unknown
+  fields recursively and a 64 KiB payload can nest 30,000 levels deep (a ``RecursionError`` otherwise);
 * NaN and Infinity are not JSON, and numbers beyond float range (``1e400``) are refused by msgspec.
 """
 
@@ -118,8 +118,8 @@ def _check_depth(raw: bytes) -> None:
     """Refuse nesting deeper than MAX_DEPTH without recursion; near free for ordinary payloads.
 
     The bracket count bounds the depth, so a payload with few brackets needs no closer look. Otherwise the
-    strings are blanked out, only brackets are kept, and innermost ``[]``/``{}`` pairs are peeled one level per
-    pass (each pass a C-speed regex); at most MAX_DEPTH passes.
+    strings are blanked out, only brackets are kept, and innermost ``[]``/``{}`` pairs are peeled one level
+    per pass (each pass a C-speed regex); at most MAX_DEPTH passes.
     """
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return

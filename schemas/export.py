@@ -45,7 +45,11 @@ SCHEMAS: dict[str, tuple[Any, str, str]] = {
 def render(type_: Any, title: str, description: str) -> str:
     """The JSON Schema of ``type_`` as stable, pretty text (sorted keys, trailing newline)."""
     schema = msgspec.json.schema(type_)
-    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "description": description}
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "description": description,
+    }
     doc.update(schema)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -77,14 +81,17 @@ def write(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m schemas.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed files drift from the code")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the committed files drift from the code"
+    )
     parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help="where the schema files live")
     args = parser.parse_args(argv)
     if args.check:
         stale = drifted(args.dir)
         if stale:
             sys.stderr.write(
-                f"schema files out of date: {', '.join(stale)}; run `python -m schemas.export` and commit them\n"
+                f"schema files out of date: {', '.join(stale)}; "
+                "run `python -m schemas.export` and commit them\n"
             )
             return 1
         return 0

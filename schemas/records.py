@@ -33,14 +33,18 @@ ATTRIBUTES_MAX = 64
 CATEGORIES_MAX = 64
 RECOMMENDATION_ITEMS_MAX = 1000
 
-EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="Unique per event; dedup key.")]
+EventId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, description="Unique per event; dedup key.")
+]
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Timestamp = Annotated[
     float, msgspec.Meta(ge=TS_MIN, le=TS_MAX, description="Seconds since the Unix epoch (UTC), 1990..2100.")
 ]
 Value = Annotated[float, msgspec.Meta(ge=-VALUE_ABS_MAX, le=VALUE_ABS_MAX)]
-Version = Annotated[Literal[1], msgspec.Meta(description="Schema version; consumers refuse unknown versions.")]
+Version = Annotated[
+    Literal[1], msgspec.Meta(description="Schema version; consumers refuse unknown versions.")
+]
 AttributeKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AttributeValue = Union[Annotated[str, msgspec.Meta(max_length=1024)], float, bool]
 Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=ATTRIBUTES_MAX)]
@@ -106,7 +110,7 @@ class ScoredItem(msgspec.Struct, frozen=True, gc=False):
 
 
 class Recommendation(_Record, tag="recommendation"):
-    """Top-K items for a user, produced after the event ``event_id`` (at ``event_ts``) was taken into account."""
+    """Top-K items for a user, produced once the event ``event_id`` (at ``event_ts``) was applied."""
 
     user_id: UserId
     items: Annotated[list[ScoredItem], msgspec.Meta(max_length=RECOMMENDATION_ITEMS_MAX)]

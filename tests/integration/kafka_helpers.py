@@ -39,7 +39,12 @@ def produce(
     count = 0
     for record in records:
         key, value, headers = (*record, None) if len(record) == 2 else record  # type: ignore[misc]
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": list(headers or []), "on_delivery": on_delivery}
+        kwargs: dict[str, Any] = {
+            "key": key,
+            "value": value,
+            "headers": list(headers or []),
+            "on_delivery": on_delivery,
+        }
         if partition is not None:
             kwargs["partition"] = partition
         producer.produce(topic, **kwargs)
@@ -47,7 +52,9 @@ def produce(
         count += 1
     left = producer.flush(timeout_s)
     if left or errors:
-        raise AssertionError(f"produce to {topic}: {left} undelivered after {timeout_s}s, errors: {errors[:3]}")
+        raise AssertionError(
+            f"produce to {topic}: {left} undelivered after {timeout_s}s, errors: {errors[:3]}"
+        )
     return count
 
 
@@ -59,7 +66,7 @@ def consume_until(
     *,
     config: Mapping[str, Any] | None = None,
 ) -> list[Message]:
-    """Consume ``topics`` from the earliest offset in a fresh group until ``until`` holds or ``timeout_s`` passes.
+    """Consume ``topics`` from the start, in a new group, until ``until`` holds or ``timeout_s`` passes.
 
     ``until`` is a message count or a predicate over all messages so far. Returns the messages consumed (the
     caller asserts on them, so a timeout shows what did arrive). Error events are skipped: a topic that does

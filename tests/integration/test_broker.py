@@ -60,7 +60,9 @@ def test_ensure_topics_creates_the_partitions_asked_for(broker: EmbeddedBroker, 
     assert ensure_topics(broker.kafka_config(), specs) == []  # idempotent
 
 
-def test_partition_mismatch_is_an_error_that_names_the_topic(broker: EmbeddedBroker, topic_prefix: str) -> None:
+def test_partition_mismatch_is_an_error_that_names_the_topic(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     name = f"{topic_prefix}fixed"
     ensure_topics(broker.kafka_config(), [TopicSpec(name, 2)])
     with pytest.raises(TopicError, match=f"{name}.*2 partitions but 4"):

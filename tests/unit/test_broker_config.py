@@ -20,7 +20,7 @@ def test_missing_binary_is_a_one_line_broker_error() -> None:
 
 def test_bootstrap_before_start_is_an_error() -> None:
     with pytest.raises(BrokerError, match="not running"):
-        EmbeddedBroker().bootstrap
+        _ = EmbeddedBroker().bootstrap
 
 
 def test_a_binary_that_exits_at_once_fails_after_the_attempts() -> None:

@@ -14,7 +14,14 @@ from schemas.records import Interaction, UserAttributes
 
 
 def interaction(**changes: Any) -> dict[str, Any]:
-    doc = {"kind": "interaction", "event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1.7e9}
+    doc = {
+        "kind": "interaction",
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "type": "click",
+        "ts": 1.7e9,
+    }
     doc.update(changes)
     return doc
 
@@ -42,7 +49,13 @@ def test_unknown_fields_are_ignored() -> None:
 
 
 def test_attributes_accept_strings_numbers_and_bools() -> None:
-    doc = {"kind": "user", "event_id": "e", "user_id": "u", "ts": 1.7e9, "attributes": {"a": "x", "b": 2, "c": True}}
+    doc = {
+        "kind": "user",
+        "event_id": "e",
+        "user_id": "u",
+        "ts": 1.7e9,
+        "attributes": {"a": "x", "b": 2, "c": True},
+    }
     event = decode_user_event(raw(doc))
     assert isinstance(event, UserAttributes)
     assert event.attributes == {"a": "x", "b": 2.0, "c": True}
@@ -89,7 +102,13 @@ def test_numbers_beyond_float_range_are_refused(number: bytes) -> None:
 
 
 def test_attribute_bounds() -> None:
-    many = {"kind": "user", "event_id": "e", "user_id": "u", "ts": 1.7e9, "attributes": {str(i): i for i in range(65)}}
+    many = {
+        "kind": "user",
+        "event_id": "e",
+        "user_id": "u",
+        "ts": 1.7e9,
+        "attributes": {str(i): i for i in range(65)},
+    }
     assert reason_of(raw(many)) == "out_of_range"
     long_value = dict(many, attributes={"k": "x" * 1025})
     assert reason_of(raw(long_value)) == "out_of_range"
@@ -160,8 +179,12 @@ def test_arbitrary_bytes_raise_only_decode_error(payload: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=5),
-                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=3), kids, max_size=3)))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.text(max_size=5),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=3), kids, max_size=3),
+    )
+)
 def test_arbitrary_json_values_in_every_field_raise_only_decode_error(value: Any) -> None:
     for field in ("event_id", "ts", "value", "type", "kind", "v", "extra"):
         try:

@@ -14,7 +14,9 @@ def test_committed_schema_files_match_the_code() -> None:
     assert export.drifted() == [], "run `python -m schemas.export` and commit the schema files"
 
 
-def test_check_fails_on_drift_and_passes_after_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fails_on_drift_and_passes_after_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert export.main(["--check", "--dir", str(tmp_path)]) == 1
     assert "out of date" in capsys.readouterr().err
     assert export.main(["--dir", str(tmp_path)]) == 0
