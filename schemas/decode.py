@@ -62,6 +62,9 @@ class DecodeError(ValueError):
         self.reason = reason
         self.detail = detail[:_DETAIL_MAX]
 
+    def __reduce__(self) -> tuple[type["DecodeError"], tuple[str, str]]:
+        return (DecodeError, (self.reason, self.detail))  # picklable despite the two-argument constructor
+
 
 def decode_user_event(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> UserEvent:
     """Decode one ``interactions`` payload into an Interaction, UserAttributes or UserDeletion."""
@@ -94,7 +97,10 @@ def _decode(decoder: msgspec.json.Decoder, raw: bytes | None, max_bytes: int) ->
         raise DecodeError("too_large", f"{len(raw)} bytes > limit of {max_bytes}")
     if not raw.isascii():
         _check_utf8(raw)
-    _check_depth(raw)
+    if (
+        raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    ):  # the bracket count bounds the depth: usually no more to do
+        _check_depth(raw)
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -115,14 +121,11 @@ def _check_utf8(raw: bytes) -> None:
 
 
 def _check_depth(raw: bytes) -> None:
-    """Refuse nesting deeper than MAX_DEPTH without recursion; near free for ordinary payloads.
+    """Refuse nesting deeper than MAX_DEPTH without recursion (only called for payloads with many brackets).
 
-    The bracket count bounds the depth, so a payload with few brackets needs no closer look. Otherwise the
-    strings are blanked out, only brackets are kept, and innermost ``[]``/``{}`` pairs are peeled one level
+    Strings are blanked out, only brackets are kept, and innermost ``[]``/``{}`` pairs are peeled one level
     per pass (each pass a C-speed regex); at most MAX_DEPTH passes.
     """
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return
     brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     for _ in range(MAX_DEPTH):
         peeled = _EMPTY_PAIR.sub(b"", brackets)

@@ -191,3 +191,10 @@ def test_arbitrary_json_values_in_every_field_raise_only_decode_error(value: Any
             decode_user_event(json.dumps(interaction(**{field: value})).encode())
         except DecodeError as err:
             assert err.reason in REASONS
+
+
+def test_decode_error_survives_pickling() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(DecodeError("not_json", "bad")))
+    assert (err.reason, err.detail, str(err)) == ("not_json", "bad", "not_json: bad")
