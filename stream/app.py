@@ -40,12 +40,14 @@ class Topics:
 
 def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faust.App:
     """A Faust app wired to ``worker``; nothing connects until it is started."""
+    datadir = settings.data_dir / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker_url,
         broker_credentials=_credentials(settings),
         store=settings.store,
-        datadir=str(settings.data_dir / settings.app_id),
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.session_timeout_s,
@@ -65,7 +67,14 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         recommendations=app.topic(settings.recommendations_topic, partitions=settings.partitions, **raw),
         dead_letters=app.topic(settings.dead_letters_topic, partitions=1, **raw),
     )
-    table = app.Table(USERS_TABLE, partitions=settings.partitions, help="Per-user state (msgpack UserState).", **raw)
+    table = app.Table(
+        USERS_TABLE,
+        partitions=settings.partitions,
+        help="Per-user state (msgpack UserState).",
+    )
+    # Tables take their codecs from model types; ours are plain bytes (msgpack we encode ourselves), so say so
+    # before the store is created on first use.
+    table.key_serializer = table.value_serializer = "raw"
     handler = BatchHandler(settings, worker, metrics, table, topics)
 
     @app.agent(topics.interactions, name="interactions")
