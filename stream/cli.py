@@ -96,10 +96,11 @@ def replay(ctx: click.Context, data: str, rate: float | None, limit: int | None)
 def train(data: str, out: Path, steps: int, time_budget: float | None, seed: int) -> None:
     """Meta-train a model on an event log and publish it as a new version."""
     from models.data.registry import load_dataset
+
+    events = load_dataset(data, seed=seed)  # bad input fails before the heavier imports
     from models.train import meta_train
     from stream.versions import publish
 
-    events = load_dataset(data, seed=seed)
     model = meta_train(events, steps=steps, time_budget_s=time_budget, seed=seed, progress=True)
     folder = publish(out, model)
     click.echo(f"published {folder.name} to {out} ({len(events)} events, {len(model.item_ids)} items)")
