@@ -1,0 +1,140 @@
+"""Per-user adaptation (the Meta-SGD inner loop) and scoring, as pure functions of tensors.
+
+Nothing here holds state: the meta-learned init and step sizes come in, adapted heads go out. Training, offline
+evaluation and the stream worker all call these same functions, so what is measured is what is served. Users are
+batched with ``torch.func.vmap`` over padded support sets; padding is masked out of every loss, so a user's result
+does not depend on who shares the batch, and an empty support set leaves the init untouched (its gradient is an
+exact zero).
+
+A head is ``{"w": (H,), "b": ()}``; batched heads carry a leading user dimension. ``item_bias`` means everything
+in a score that does not depend on the head (global mean plus item bias), so ``s = z . w + b + item_bias``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.func import grad_and_value, vmap
+
+Head = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """Adapted heads and the support loss per user before (at the init) and after adaptation."""
+
+    heads: Head  # {"w": (B, H), "b": (B,)}
+    loss_before: Tensor  # (B,)
+    loss_after: Tensor  # (B,)
+
+
+def head_scores(head: Head, item_vecs: Tensor, item_bias: Tensor) -> Tensor:
+    """Scores of one user's head on some items: (..., H), (...) -> (...)."""
+    return item_vecs @ head["w"] + head["b"] + item_bias
+
+
+def support_loss(
+    head: Head,
+    item_vecs: Tensor,  # (S, H)
+    item_bias: Tensor,  # (S,)
+    targets: Tensor,  # (S,)
+    mask: Tensor,  # (S,) float, 1 = real event, 0 = padding
+    neg_vecs: Tensor,  # (K, H)
+    neg_bias: Tensor,  # (K,)
+    objective: str,
+) -> Tensor:
+    """One user's support loss: masked MSE (rating) or weighted sampled-softmax ranking loss (implicit).
+
+    For ``implicit`` the targets are confidence weights: each support item should outrank the K negatives.
+    Normalised by the number of real events, so step sizes mean the same for short and long histories.
+    """
+    pos = head_scores(head, item_vecs, item_bias)  # (S,)
+    count = mask.sum().clamp(min=1.0)
+    if objective == "rating":
+        return ((pos - targets) ** 2 * mask).sum() / count
+    neg = head_scores(head, neg_vecs, neg_bias)  # (K,)
+    logits = torch.cat([pos[:, None], neg[None, :].expand(pos.shape[0], -1)], dim=1)  # (S, 1 + K)
+    nll = torch.logsumexp(logits, dim=1) - pos  # (S,)
+    return (nll * targets * mask).sum() / count
+
+
+def _adapt_one(
+    head0: Head,
+    lrs: Head,
+    item_vecs: Tensor,
+    item_bias: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    neg_vecs: Tensor,
+    neg_bias: Tensor,
+    steps: int,
+    objective: str,
+    first_order: bool,
+) -> tuple[Head, Tensor, Tensor]:
+    """``steps`` Meta-SGD steps for one user: theta <- theta - lr (elementwise) * grad."""
+    data = (item_vecs, item_bias, targets, mask, neg_vecs, neg_bias, objective)
+    grad_fn: Callable[..., tuple[Head, Tensor]] = grad_and_value(support_loss)
+    head = head0
+    before = support_loss(head0, *data)
+    for _ in range(steps):
+        grads, _loss = grad_fn(head, *data)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        head = {k: head[k] - lrs[k] * grads[k] for k in head}
+    after = support_loss(head, *data) if steps else before
+    return head, before, after
+
+
+def adapt(
+    head0: Head,
+    lrs: Head,
+    item_vecs: Tensor,
+    item_bias: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    neg_vecs: Tensor | None = None,
+    neg_bias: Tensor | None = None,
+    *,
+    steps: int,
+    objective: str,
+    first_order: bool = False,
+) -> Adapted:
+    """Adapt every user's head on their padded support set, in one vmapped call.
+
+    Shapes: ``head0`` {"w": (B, H), "b": (B,)} (the init, possibly user-specific); ``lrs`` {"w": (H,), "b": ()}
+    (shared step sizes); ``item_vecs`` (B, S, H); ``item_bias``, ``targets``, ``mask`` (B, S); ``neg_vecs``
+    (B, K, H) and ``neg_bias`` (B, K), sampled by the caller so this stays deterministic (ignored for ``rating``).
+
+    Differentiable with respect to every input when autograd is on: ``first_order=False`` keeps second-order
+    terms for meta-training, ``first_order=True`` treats inner gradients as constants. Works under
+    ``torch.no_grad()``: the inner gradients come from a function transform, not from the outer autograd.
+    """
+    batch, _support, dim = item_vecs.shape
+    if neg_vecs is None or neg_bias is None or objective == "rating":
+        neg_vecs = item_vecs.new_zeros(batch, 0, dim)
+        neg_bias = item_vecs.new_zeros(batch, 0)
+    mask = mask.to(item_vecs.dtype)
+
+    def one(h0: Head, v: Tensor, ib: Tensor, t: Tensor, m: Tensor, nv: Tensor, nb: Tensor):
+        return _adapt_one(h0, lrs, v, ib, t, m, nv, nb, steps, objective, first_order)
+
+    heads, before, after = vmap(one)(head0, item_vecs, item_bias, targets, mask, neg_vecs, neg_bias)
+    return Adapted(heads=heads, loss_before=before, loss_after=after)
+
+
+def score(heads: Head, item_vecs: Tensor, item_bias: Tensor) -> Tensor:
+    """Every user's scores on a shared item set: heads {"w": (B, H), "b": (B,)}, (N, H), (N,) -> (B, N)."""
+    return heads["w"] @ item_vecs.T + heads["b"][:, None] + item_bias[None, :]
+
+
+def expand_head(head: Head, batch: int) -> Head:
+    """The same head for ``batch`` users: {"w": (H,), "b": ()} -> {"w": (B, H), "b": (B,)}."""
+    return {k: v.expand(batch, *v.shape) for k, v in head.items()}
+
+
+def flatten_heads(heads: Head) -> Tensor:
+    """Batched heads as rows ``[w, b]``: (B, H + 1), the layout stored in user state."""
+    return torch.cat([heads["w"], heads["b"][:, None]], dim=1)
