@@ -1,17 +1,30 @@
 """Domain metrics, declared once, against a registry the caller passes (tests pass their own).
 
-Label values come from small fixed sets (event results, dead-letter reasons, history buckets, model versions
-that are actually loaded), so cardinality stays bounded whatever the input.
+Label values come from small fixed sets (event results, dead-letter reasons, history buckets, event types, the
+app's own topics and partitions, model versions that are actually loaded), so cardinality stays bounded whatever
+the input. Children of fixed label sets are created at zero up front: a rate over them is 0, not "no data".
+
+Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_served`; they push into the
+bounded windows of :class:`stream.monitoring.Monitor` (numpy, O(batch)) and recompute the window gauges (coverage,
+Gini, drift) at most once per ``refresh_s``. Framework figures (Faust's own sensor) and consumer lag need the app:
+:func:`install_app_metrics` wires them.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from schemas.decode import REASONS
+from stream.monitoring import Monitor, MonitorConfig
+from stream.state import EVENT_TYPE_NAMES, history_bucket
+
 if TYPE_CHECKING:
+    import faust
+
     from models.serving import AdaptResult
     from stream.pipeline import BatchPlan
     from stream.state import UserState
@@ -21,14 +34,39 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LOSS_BUCKETS = (0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+EVENT_RESULTS = ("processed", "duplicate", "dead_letter")
+HISTORY_BUCKETS = ("0", "1-4", "5-9", "10-49", "50+")
+DRIFT_SIGNALS = ("score", "item_popularity", "event_type")
+FAUST_PREFIX = "faust"  # fixed, not the app id: dashboards and alerts must not depend on a deployment's name
+LAG_INTERVAL_S = 5.0
 
 
 class Metrics:
-    """The worker's Prometheus metrics."""
+    """The worker's Prometheus metrics, and the sliding windows behind the drift and exposure gauges."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        monitor: MonitorConfig | None = None,
+        refresh_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        self._declare_pipeline(self.registry)
+        self._declare_model(self.registry)
+        self._declare_windows(self.registry)
+        self.monitor = Monitor(monitor or MonitorConfig())
+        self._monitor_version: str | None = None
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._last_refresh = -float("inf")
+        self._lag_labels: set[tuple[str, str]] = set()
+        for result in EVENT_RESULTS:
+            self.events.labels(result=result)
+        for reason in sorted(REASONS):
+            self.dead_letters.labels(reason=reason)
+
+    def _declare_pipeline(self, r: CollectorRegistry) -> None:
         self.events = Counter(
             "metarec_events", "Events read, by result (processed, duplicate, dead_letter).", ["result"], registry=r
         )
@@ -42,6 +80,12 @@ class Metrics:
             "From the event's Kafka timestamp to its recommendation being handed to the producer.",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.consumer_lag = Gauge(
+            "metarec_consumer_lag", "Events in a partition not read yet (high watermark minus position).",
+            ["topic", "partition"], registry=r,
+        )
+
+    def _declare_model(self, r: CollectorRegistry) -> None:
         self.batch_size = Histogram("metarec_adaptation_batch_size", "Users per adaptation micro-batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.adaptation_time = Histogram("metarec_adaptation_seconds", "Wall time of one adaptation micro-batch.",
@@ -56,35 +100,160 @@ class Metrics:
                                    ["result"], registry=r)
         self.catalogue_size = Gauge("metarec_catalogue_items", "Items the serving model can recommend.",
                                     registry=r)
+
+    def _declare_windows(self, r: CollectorRegistry) -> None:
         self.online_hits = Counter(
-            "metarec_online_hits", "Events whose item was in the last list sent to that user, by history bucket.",
-            ["bucket"], registry=r,
+            "metarec_online_hits",
+            "Events whose item was in the last list sent to that user, by history bucket and that list's version.",
+            ["bucket", "model_version"], registry=r,
         )
         self.online_trials = Counter(
-            "metarec_online_trials", "Events of users who had been sent a list, by history bucket.", ["bucket"],
-            registry=r,
+            "metarec_online_trials", "Events of users who had been sent a list, by history bucket and its version.",
+            ["bucket", "model_version"], registry=r,
         )
+        self.served_lists = Counter(
+            "metarec_served_lists",
+            "Lists computed, by the user's history length before the triggering event (bucket 0: a cold user).",
+            ["bucket", "model_version"], registry=r,
+        )
+        self.coverage = Gauge("metarec_recommended_coverage",
+                              "Share of the catalogue recommended at least once in the sliding window.",
+                              ["model_version"], registry=r)
+        self.gini = Gauge("metarec_recommended_gini",
+                          "Gini coefficient of item exposure in the sliding window (0 even, 1 concentrated).",
+                          ["model_version"], registry=r)
+        self.drift_psi = Gauge(
+            "metarec_drift_psi",
+            "Population stability index, current window vs the reference window since start or model swap.",
+            ["signal", "model_version"], registry=r,
+        )
+        self.event_type_share = Gauge("metarec_event_type_share", "Share of each event type in the sliding window.",
+                                      ["type"], registry=r)
 
+    # --- per batch --------------------------------------------------------------------------------------------
     def observe_plan(self, plan: "BatchPlan") -> None:
-        """Counts from one decoded batch: results, and online hits of the lists we sent before."""
+        """Counts from one decoded batch: results, online hits of the lists we sent before, the new events."""
         self.events.labels(result="processed").inc(plan.processed)
         self.events.labels(result="duplicate").inc(plan.duplicates)
         self.events.labels(result="dead_letter").inc(len(plan.dead))
+        items: list[str] = []
+        types: list[int] = []
         for work in plan.users.values():
-            for bucket, hit in work.hits:
-                self.online_trials.labels(bucket=bucket).inc()
-                if hit:
-                    self.online_hits.labels(bucket=bucket).inc()
+            if work.hits:
+                self._count_hits(work.hits, work.state.model_version or "unknown")
+            new = min(work.applied, len(work.state.support))
+            for event in work.state.support[len(work.state.support) - new:]:  # this batch's, in order
+                items.append(event.item_id)
+                types.append(event.type_code)
+        self.monitor.observe_events(items, types)
+
+    def _count_hits(self, hits: Iterable[tuple[str, bool]], version: str) -> None:
+        for bucket, hit in hits:
+            self.online_trials.labels(bucket=bucket, model_version=version).inc()
+            if hit:
+                self.online_hits.labels(bucket=bucket, model_version=version).inc()
 
     def observe_served(self, states: Sequence["UserState"], results: Sequence["AdaptResult"], version: str) -> None:
         """What was recommended in one batch (states are after the batch's events)."""
+        if version != self._monitor_version:
+            self._rebaseline(version)
+        for state in states:
+            self.served_lists.labels(bucket=history_bucket(max(0, state.interactions - 1)),
+                                     model_version=version).inc()
+        if results:
+            self.monitor.observe_lists([r.items for r in results], [r.scores for r in results])
+        if self._clock() - self._last_refresh >= self._refresh_s:
+            self.refresh()
 
+    def _rebaseline(self, version: str) -> None:
+        """A new version: drift is measured against what the new version has seen, gauges carry its label."""
+        if self._monitor_version is not None:
+            log.info("model version %s: drift reference windows start over", version)
+        self.monitor.reset()
+        for gauge in (self.coverage, self.gini, self.drift_psi):
+            gauge.clear()
+        self._monitor_version = version
+        self._init_version(version)
+
+    def _init_version(self, version: str) -> None:
+        for bucket in HISTORY_BUCKETS:
+            self.served_lists.labels(bucket=bucket, model_version=version)
+            self.online_hits.labels(bucket=bucket, model_version=version)
+            self.online_trials.labels(bucket=bucket, model_version=version)
+
+    def refresh(self) -> None:
+        """Recompute the window gauges now (O(window) work)."""
+        self._last_refresh = self._clock()
+        version = self._monitor_version
+        if version is None:
+            return
+        snap = self.monitor.snapshot(self._catalogue_items())
+        if snap.coverage is not None and snap.gini is not None:
+            self.coverage.labels(model_version=version).set(snap.coverage)
+            self.gini.labels(model_version=version).set(snap.gini)
+        for signal, value in snap.psi.items():
+            self.drift_psi.labels(signal=signal, model_version=version).set(value)
+        if snap.event_type_share is not None:
+            for name, share in zip(EVENT_TYPE_NAMES, snap.event_type_share):
+                self.event_type_share.labels(type=name).set(float(share))
+
+    def _catalogue_items(self) -> int:
+        samples = self.catalogue_size.collect()[0].samples
+        return int(samples[0].value) if samples else 0
+
+    def observe_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Set the lag of every assigned partition; partitions no longer assigned lose their series."""
+        labels = {(topic, str(partition)) for topic, partition in lags}
+        for stale in self._lag_labels - labels:
+            self.consumer_lag.remove(*stale)
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+        self._lag_labels = labels
+
+    # --- model and exposition ---------------------------------------------------------------------------------
     def serving(self, version: str) -> None:
         """Mark ``version`` as the only version serving."""
         self.model_info.clear()
         self.model_info.labels(model_version=version).set(1)
+        self._init_version(version)
 
     def serve_http(self, host: str, port: int) -> None:
         """Expose ``/metrics``; bound to loopback unless configured otherwise."""
         start_http_server(port, addr=host, registry=self.registry)
         log.info("metrics on http://%s:%d/metrics", host, port)
+
+
+def consumer_lag(consumer: Any, monitor: Any, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """Per assigned partition of ``topics``: the high watermark the consumer last saw minus its position.
+
+    The position is the offset after the last one read (Faust's monitor records reads), else the committed
+    offset; a partition with neither, or whose high watermark is not known yet, is left out.
+    """
+    wanted = set(topics)
+    lags: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        if tp.topic not in wanted:
+            continue
+        highwater = consumer.highwater(tp)
+        read = monitor.tp_read_offsets.get(tp)
+        position = read + 1 if read is not None else monitor.tp_committed_offsets.get(tp)
+        if highwater is None or position is None:
+            continue
+        monitor.track_tp_end_offset(tp, highwater)
+        lags[(tp.topic, tp.partition)] = max(0, int(highwater) - int(position))
+    return lags
+
+
+def install_app_metrics(app: "faust.App", metrics: Metrics, topics: Sequence[str],
+                        interval_s: float = LAG_INTERVAL_S) -> None:
+    """Faust's own Prometheus sensor on our registry (one /metrics), and a timer that sets consumer lag.
+
+    Call once from the app factory, before the worker starts. The sensor's metrics are named ``faust_*``.
+    """
+    from faust.sensors.prometheus import setup_prometheus_sensors
+
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix=FAUST_PREFIX)
+
+    @app.timer(interval_s, name="metarec_consumer_lag")
+    async def _consumer_lag() -> None:
+        metrics.observe_lag(consumer_lag(app.consumer, app.monitor, topics))
