@@ -38,3 +38,16 @@ def settings(broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path) -> Setti
         app_id=f"{topic_prefix}app",
         data_dir=tmp_path / "data",
     )
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model meta-trained once for the session and published like `metarec train` does."""
+    from models.data.synthetic import generate
+    from models.train import meta_train
+    from stream.versions import publish
+
+    log = generate(seed=3, n_users=300, n_items=200, mean_events=20)
+    root = tmp_path_factory.mktemp("models")
+    publish(root, meta_train(log, steps=60, seed=0))
+    return root

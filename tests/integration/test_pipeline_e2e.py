@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -146,15 +145,3 @@ def test_state_survives_a_restart_and_no_event_is_counted_twice(broker, worker_s
     assert {u: s.interactions for u, s in states.items()} == dict(expected)
     for user, state in states.items():
         assert state.last_event_id == [e for e in first + extra if e.user_id == user][-1].event_id
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small model meta-trained once for the session and published like `metarec train` does."""
-    from models.train import meta_train
-    from stream.versions import publish
-
-    log = generate(seed=3, n_users=300, n_items=200, mean_events=20)
-    root = tmp_path_factory.mktemp("models")
-    publish(root, meta_train(log, steps=60, seed=0))
-    return root
