@@ -1,0 +1,73 @@
+"""What a method must offer to be replayed by the stream-order (test-then-train) protocol.
+
+The interface is narrow, like river's ``reco`` API: a method never sees where events come from, only the calls
+below in stream order. The protocol guarantees that ``rank``/``predict_rating`` for an event come before that
+event (and every later one) is given to ``learn``; a method can therefore not peek at the future.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from models.data.events import EventLog
+
+
+@runtime_checkable
+class StreamMethod(Protocol):
+    """One recommender under evaluation; items and users are the EventLog's dense indices."""
+
+    name: str
+
+    def fit_prefix(self, log: EventLog) -> None:
+        """Warm up on the events before evaluation starts (in time order; ``log`` carries the side tables)."""
+
+    def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
+        """The user's top-``k`` items, best first, none of them in ``exclude``."""
+
+    def predict_rating(self, user: int, item: int) -> float | None:
+        """The rating the method expects before learning the event; None if it predicts no ratings."""
+
+    def learn(self, user: int, item: int, value: float, type_code: int, ts: float) -> None:
+        """Take one event into the method's state (``value`` is NaN when the event carries none)."""
+
+
+@runtime_checkable
+class BatchRanker(Protocol):
+    """A method whose ranking for a user depends only on state frozen within a chunk plus that user's own events.
+
+    For such a method, ranking a chunk of consecutive events in which every user appears at most once, all at
+    once before learning any of them, gives exactly the same lists as ranking them one by one between learns.
+    ``events_until_refresh`` bounds a chunk: how many more events may be learned before the shared (frozen)
+    state changes, e.g. before a scheduled re-training; None means it never changes.
+    """
+
+    def rank_many(self, users: Sequence[int], k: int, excludes: Sequence[set[int]]) -> list[list[int]]:
+        """``rank`` for several users at once."""
+
+    def events_until_refresh(self) -> int | None:
+        """Events that can still be learned before the shared state changes (None: never)."""
+
+
+def top_k(scores: np.ndarray, k: int, exclude: set[int], priority: np.ndarray) -> list[int]:
+    """The ``k`` best-scoring items not in ``exclude``; equal scores are ordered by ``priority`` (higher first).
+
+    A fixed random ``priority`` breaks ties instead of the item index, since dense indices follow the data file's
+    order and would leak it into methods that score many items alike (popularity early on, cold users).
+    Items scored ``-inf`` are never returned, so a list can be shorter than ``k``.
+    """
+    s = scores.astype(np.float64, copy=True)  # (n_items,)
+    if exclude:
+        s[np.fromiter(exclude, np.int64, len(exclude))] = -np.inf
+    valid = int(np.count_nonzero(s > -np.inf))
+    k = min(k, valid)
+    if k <= 0:
+        return []
+    kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th largest score
+    above = np.flatnonzero(s > kth)
+    tied = np.flatnonzero(s == kth)
+    tied = tied[np.argsort(-priority[tied], kind="stable")][: k - len(above)]
+    chosen = np.concatenate([above, tied])
+    order = np.lexsort((-priority[chosen], -s[chosen]))
+    return chosen[order].tolist()

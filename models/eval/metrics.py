@@ -1,0 +1,85 @@
+"""Hit rate, NDCG and rating errors, accumulated per user-history bucket as the stream is replayed.
+
+A bucket says how many events the user had before the event being predicted (warm-up events included), so the
+report shows how fast each method learns a new user: "0" is a user's very first event.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+BUCKETS: tuple[str, ...] = ("0", "1-4", "5-9", "10-49", "50+")
+FIRST_TEN: tuple[str, ...] = ("0", "1-4", "5-9")  # a user's first 10 events, pooled in summaries
+
+
+def history_bucket(n_before: int) -> str:
+    """The bucket of an event whose user had ``n_before`` events before it."""
+    if n_before <= 0:
+        return "0"
+    if n_before < 5:
+        return "1-4"
+    if n_before < 10:
+        return "5-9"
+    if n_before < 50:
+        return "10-49"
+    return "50+"
+
+
+def hit_and_ndcg(ranked: list[int], item: int, k: int) -> tuple[float, float]:
+    """(1, 1/log2(position + 2)) if ``item`` is in the first ``k`` of ``ranked`` (position from 0), else (0, 0).
+
+    With one relevant item per evaluation point the ideal DCG is 1, so NDCG is the DCG of that item alone.
+    """
+    top = ranked[:k]
+    if item not in top:
+        return 0.0, 0.0
+    return 1.0, 1.0 / math.log2(top.index(item) + 2)
+
+
+@dataclass
+class Accumulator:
+    """Running sums for one method: hits and NDCG per bucket, absolute and squared rating errors."""
+
+    k: int = 10
+    count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+    hits: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
+    ndcg: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
+    abs_err: float = 0.0
+    sq_err: float = 0.0
+    rated: int = 0
+
+    def add_ranking(self, bucket: str, ranked: list[int], item: int) -> None:
+        hit, gain = hit_and_ndcg(ranked, item, self.k)
+        self.count[bucket] += 1
+        self.hits[bucket] += hit
+        self.ndcg[bucket] += gain
+
+    def add_rating(self, predicted: float | None, actual: float) -> None:
+        if predicted is None or math.isnan(actual):
+            return
+        err = float(predicted) - float(actual)
+        self.abs_err += abs(err)
+        self.sq_err += err * err
+        self.rated += 1
+
+    def _rates(self, sums: dict[str, float]) -> dict[str, float | None]:
+        total = sum(self.count.values())
+        out: dict[str, float | None] = {"all": sum(sums.values()) / total if total else None}
+        for b in BUCKETS:
+            out[b] = sums[b] / self.count[b] if self.count[b] else None
+        return out
+
+    def summary(self) -> dict[str, object]:
+        """The per-method block of the result file: hr@k and ndcg@k by bucket, mae and rmse (None if unrated)."""
+        return {
+            f"hr@{self.k}": self._rates(self.hits),
+            f"ndcg@{self.k}": self._rates(self.ndcg),
+            "mae": self.abs_err / self.rated if self.rated else None,
+            "rmse": math.sqrt(self.sq_err / self.rated) if self.rated else None,
+        }
+
+    def pooled_hr(self, buckets: tuple[str, ...] = FIRST_TEN) -> float | None:
+        """HR over several buckets together (weighted by their counts), e.g. a user's first ten events."""
+        n = sum(self.count[b] for b in buckets)
+        return sum(self.hits[b] for b in buckets) / n if n else None

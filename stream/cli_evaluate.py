@@ -1,0 +1,78 @@
+"""``metarec evaluate``: run an offline evaluation protocol and write its results under ``--out``.
+
+Only argument parsing lives here; the protocols are in ``models.eval``. Errors a user can cause (an unknown
+method, a missing dataset, a protocol not built yet) are click usage errors: one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def _stream_methods(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    from models.eval.registry import parse_methods
+
+    try:
+        return parse_methods(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--methods") from None
+
+
+def _dataset(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if value != "synthetic" and not Path(value).expanduser().exists():
+        raise click.BadParameter(f"{value!r} not found (give 'synthetic', a dataset folder or an event file)")
+    return value
+
+
+def _command_line() -> str:
+    return "metarec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@click.command("evaluate")
+@click.option("--dataset", required=True, callback=_dataset,
+              help="'synthetic', an ml-100k or Last.fm folder, or a CSV/JSON-lines event file.")
+@click.option("--protocol", type=click.Choice(["stream", "coldstart"]), default="stream", show_default=True,
+              help="stream: test-then-train replay in time order; coldstart: MeLU-style new-user splits.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/results"),
+              show_default=True, help="Folder for the result files.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--methods", help="Comma list of methods (default: all).")
+@click.option("--max-events", type=click.IntRange(min=10), help="Only the earliest N events (quick runs).")
+@click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
+              help="Share of the stream given to every method before scoring starts (stream protocol).")
+def evaluate(dataset: str, protocol: str, out: Path, seed: int, methods: str | None,
+             max_events: int | None, warmup: float) -> None:
+    """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
+    from models.data.generic import EventFileError
+    from models.data.registry import DatasetError
+
+    try:
+        if protocol == "coldstart":
+            names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+            result = _coldstart(dataset, out, seed, names, max_events)
+        else:
+            from models.eval.stream_runner import run_stream
+
+            result = run_stream(dataset, out=out, seed=seed, methods=_stream_methods(methods),
+                                max_events=max_events, warmup_fraction=warmup, progress=True,
+                                command=_command_line())
+    except (DatasetError, EventFileError, FileNotFoundError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--dataset") from None
+    click.echo(f"wrote {protocol} results for {result.get('dataset', dataset)} to {out}")
+
+
+def _coldstart(dataset: str, out: Path, seed: int, methods: list[str] | None, max_events: int | None) -> dict:
+    try:
+        from models.eval.coldstart import run_coldstart
+    except ImportError:
+        raise click.UsageError("--protocol coldstart is not available (models.eval.coldstart is missing)") from None
+    return run_coldstart(dataset, out=out, seed=seed, methods=methods, max_events=max_events)
