@@ -167,9 +167,9 @@ class Metrics:
 
     def _rebaseline(self, version: str) -> None:
         """A new version: drift is measured against what the new version has seen, gauges carry its label."""
-        if self._monitor_version is not None:
+        if self._monitor_version is not None:  # the first version keeps what was observed before it was known
             log.info("model version %s: drift reference windows start over", version)
-        self.monitor.reset()
+            self.monitor.reset()
         for gauge in (self.coverage, self.gini, self.drift_psi):
             gauge.clear()
         self._monitor_version = version
@@ -254,6 +254,6 @@ def install_app_metrics(app: "faust.App", metrics: Metrics, topics: Sequence[str
 
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix=FAUST_PREFIX)
 
-    @app.timer(interval_s, name="metarec_consumer_lag")
-    async def _consumer_lag() -> None:
+    @app.timer(interval_s)
+    async def metarec_consumer_lag() -> None:
         metrics.observe_lag(consumer_lag(app.consumer, app.monitor, topics))
