@@ -1,0 +1,197 @@
+"""Users adapted per second: the batched ``torch.func`` path against a per-user Python loop, beside the hardware limit.
+
+Both paths run the same model and the same work per user: ``inner_steps`` Meta-SGD steps of the implicit
+objective (support set of up to ``--support`` events against ``--negatives`` sampled negatives, head of width
+``--head-dim``), then scoring the whole catalogue and taking the top 10. The batched path is
+``models.adapt.adapt`` + ``models.adapt.score`` over padded support sets; the loop is the learn2learn way: per
+user, clone the head, take each step with ``torch.autograd.grad``, score.
+
+The limit beside each figure is FLOPs per adaptation (counted analytically, cross-checked against
+``torch.utils.flop_counter`` for the matrix products) divided by the device's peak (see :mod:`bench.hardware`).
+
+    .venv/bin/python -m bench.adaptation                 # CPU -> bench/results/adaptation-cpu.json
+    .venv/bin/python -m bench.adaptation --device cuda   # -> bench/results/adaptation-cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from bench.common import RESULTS, machine_info, write_results
+from bench.hardware import device_peak
+from models.adapt import adapt, expand_head, score, support_loss
+
+log = logging.getLogger("bench.adaptation")
+TOP_K = 10
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batches", default="1,4,16,64,256,1024,4096")
+    p.add_argument("--support", type=int, default=50, help="largest support set; sizes are drawn in [5, this]")
+    p.add_argument("--negatives", type=int, default=64)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--items", type=int, default=1000, help="catalogue scored after adaptation")
+    p.add_argument("--loop-max-users", type=int, default=256, help="users timed per loop figure (rate is per user)")
+    p.add_argument("--min-time-s", type=float, default=0.5, help="time each figure at least this long")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--out", default="")
+    return p.parse_args(argv)
+
+
+class World:
+    """A random catalogue and, per user, a support set with padding, negatives, head init and step sizes."""
+
+    def __init__(self, args: argparse.Namespace, batch: int, device: torch.device, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        h, s, k, n = args.head_dim, args.support, args.negatives, args.items
+        self.cat_vecs = torch.randn(n, h, generator=g).to(device)  # (N, H)
+        self.cat_bias = torch.randn(n, generator=g).to(device)  # (N,)
+        items = torch.randint(0, n, (batch, s), generator=g)  # (B, S)
+        self.sizes = torch.randint(5, s + 1, (batch,), generator=g)  # (B,)
+        self.mask = (torch.arange(s)[None, :] < self.sizes[:, None]).float().to(device)  # (B, S)
+        self.items = items.to(device)
+        self.targets = (torch.rand(batch, s, generator=g) + 0.5).to(device)  # (B, S) confidence weights
+        self.negs = torch.randint(0, n, (batch, k), generator=g).to(device)  # (B, K)
+        self.head0 = {"w": (torch.randn(h, generator=g) * 0.01).to(device), "b": torch.zeros((), device=device)}
+        self.lrs = {"w": torch.full((h,), 0.1, device=device), "b": torch.tensor(0.1, device=device)}
+
+
+def batched(world: World, steps: int) -> Tensor:
+    """One call for all users: vmapped adaptation, catalogue scores, top-k. Returns (B, k) indices."""
+    batch = world.items.shape[0]
+    with torch.no_grad():
+        out = adapt(expand_head(world.head0, batch), world.lrs, world.cat_vecs[world.items],
+                    world.cat_bias[world.items], world.targets, world.mask, world.cat_vecs[world.negs],
+                    world.cat_bias[world.negs], steps=steps, objective="implicit")
+        return score(out.heads, world.cat_vecs, world.cat_bias).topk(TOP_K, dim=1).indices  # (B, k)
+
+
+def loop(world: World, steps: int, users: int) -> list[Tensor]:
+    """The learn2learn way: per user, clone the init and step with ``torch.autograd.grad``; then score."""
+    out = []
+    for u in range(users):
+        size = int(world.sizes[u])
+        items, negs = world.items[u, :size], world.negs[u]
+        vecs, bias, targets = world.cat_vecs[items], world.cat_bias[items], world.targets[u, :size]  # (S_u, H) ..
+        mask = torch.ones(size, device=vecs.device)
+        w = world.head0["w"].clone().requires_grad_(True)
+        b = world.head0["b"].clone().requires_grad_(True)
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = support_loss({"w": w, "b": b}, vecs, bias, targets, mask, world.cat_vecs[negs],
+                                    world.cat_bias[negs], "implicit")
+                gw, gb = torch.autograd.grad(loss, (w, b))
+                w, b = w - world.lrs["w"] * gw, b - world.lrs["b"] * gb
+        with torch.no_grad():
+            out.append((world.cat_vecs @ w + b + world.cat_bias).topk(TOP_K).indices)  # (k,)
+    return out
+
+
+def timed(fn: Callable[[], Any], device: torch.device, min_time_s: float) -> float:
+    """Median seconds per call over repeats lasting at least ``min_time_s`` (after one warm-up call)."""
+    def once() -> float:
+        started = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    once()
+    times, spent = [], 0.0
+    while spent < min_time_s or len(times) < 3:
+        times.append(once())
+        spent += times[-1]
+    return statistics.median(times)
+
+
+def flops_per_user(s: int, k: int, h: int, steps: int, n: int) -> dict[str, float]:
+    """Analytical FLOPs of one user's adaptation + scoring (padding included: the batched path pays for it).
+
+    Forward of the loss: pos and neg scores (2(S+K)H), logsumexp over S x (1+K) logits (~4 per element), the
+    weighted sum (~3S). Backward: the two transposed products (2(S+K)H) and the softmax gradient (~4 per logit).
+    ``steps`` forward+backward passes, two extra forwards (loss before and after), then 2NH to score N items.
+    """
+    fwd = 2 * (s + k) * h + 4 * s * (1 + k) + 3 * s
+    bwd = 2 * (s + k) * h + 4 * s * (1 + k) + 2 * s
+    adapt_f = steps * (fwd + bwd) + 2 * fwd + steps * 3 * (h + 1)  # + the elementwise updates
+    scoring = 2 * n * h + n  # scores, + the bias
+    return {"adapt": float(adapt_f), "score": float(scoring), "total": float(adapt_f + scoring)}
+
+
+def bytes_per_user(s: int, k: int, h: int, n: int) -> float:
+    """Bytes that must cross memory once per user in the batched path: gathered vectors in, scores out (fp32)."""
+    return 4.0 * ((s + k) * (h + 1) + 3 * s + n + (h + 1))
+
+
+def measure_flops(args: argparse.Namespace, device: torch.device) -> float:
+    """Matrix-product FLOPs per user of the batched path, as torch's flop counter sees them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    world = World(args, 16, device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        batched(world, args.steps)
+    return counter.get_total_flops() / 16
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = device_peak(device)
+    flops = flops_per_user(args.support, args.negatives, args.head_dim, args.steps, args.items)
+    nbytes = bytes_per_user(args.support, args.negatives, args.head_dim, args.items)
+    limit = min(peak["flops"] / flops["total"], peak["bytes_per_s"] / nbytes) if peak["flops"] else None
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",") if b):
+        world = World(args, batch, device)
+        t_batched = timed(lambda: batched(world, args.steps), device, args.min_time_s)
+        loop_users = min(batch, args.loop_max_users)
+        t_loop = timed(lambda: loop(world, args.steps, loop_users), device, args.min_time_s)
+        row = {
+            "batch": batch,
+            "batched_users_per_s": round(batch / t_batched, 1),
+            "loop_users_per_s": round(loop_users / t_loop, 1),
+            "speedup": round((batch / t_batched) / (loop_users / t_loop), 2),
+            "batched_ms_per_batch": round(t_batched * 1e3, 3),
+            "batched_gflops_per_s": round(batch * flops["total"] / t_batched / 1e9, 2),
+            "hardware_limit_users_per_s": round(limit, 1) if limit else None,
+            "share_of_limit": round(batch / t_batched / limit, 4) if limit else None,
+        }
+        log.info("%s", row)
+        rows.append(row)
+    return {"device": str(device), "peak": peak, "flops_per_user": flops,
+            "flop_counter_matmul_flops_per_user": measure_flops(args, device), "bytes_per_user": nbytes,
+            "hardware_limit_users_per_s": round(limit, 1) if limit else None, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here")
+    result = {"machine": machine_info(), "args": vars(args),
+              "setup": f"implicit objective, {args.steps} inner steps, head {args.head_dim}, support 5..{args.support}"
+                       f" (padded to {args.support} in the batched path), {args.negatives} negatives, "
+                       f"{args.items} items scored + top-{TOP_K}; loop = per-user clone + torch.autograd.grad",
+              **run(args)}
+    kind = "cuda" if args.device.startswith("cuda") else args.device
+    if kind == "cpu":
+        result["cuda"] = "not measured: no GPU in this task (the device tool lent none); run with --device cuda"
+    write_results(Path(args.out) if args.out else RESULTS / f"adaptation-{kind}.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Kafka-side instruments for the throughput bench: a producer, a downstream clock, the passthrough, a worker.
+
+The passthrough and the worker run as processes of their own, so each has its own interpreter lock, as in
+production; the producer and the downstream consumer are threads of the bench, which only call into librdkafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import msgspec
+from confluent_kafka import Consumer, Producer
+
+log = logging.getLogger(__name__)
+
+PRODUCER_CONF = {"linger.ms": 1, "batch.num.messages": 10000, "queue.buffering.max.messages": 2_000_000,
+                 "enable.idempotence": False}
+
+
+def consumer_conf(bootstrap: str, group: str | None = None) -> dict:
+    return {"bootstrap.servers": bootstrap, "group.id": group or f"bench-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 5}
+
+
+# --- producing -----------------------------------------------------------------------------------------------
+def produce_all(bootstrap: str, topic: str, keys: Sequence[bytes], values: Sequence[bytes],
+                rate: float | None = None, on_sent=None) -> float:
+    """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time.
+
+    Returns the seconds from the first produce to the last acknowledgement.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
+    started = time.perf_counter()
+    for i, (key, value) in enumerate(zip(keys, values)):
+        if rate:
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)  # pacing an offered load, not synchronisation
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)  # local queue full: wait for deliveries
+        if on_sent is not None:
+            on_sent(i, time.time())
+        if i % 256 == 0:
+            producer.poll(0)
+    left = producer.flush(60)
+    if left:
+        raise RuntimeError(f"{left} events not acknowledged by the broker")
+    return time.perf_counter() - started
+
+
+# --- the downstream clock ------------------------------------------------------------------------------------
+class _RecHead(msgspec.Struct):
+    """The two fields of a Recommendation the bench needs (msgspec skips the rest without building it)."""
+
+    user_id: str
+    event_id: str
+
+
+_rec_decoder = msgspec.json.Decoder(_RecHead)
+
+
+@dataclass
+class Arrivals:
+    """Recommendations as they arrive downstream: (arrival time, user id, trigger event id)."""
+
+    times: list[float] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+
+class RecCollector(threading.Thread):
+    """Consumes the recommendations topic from the start and timestamps every list on arrival."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(name="rec-collector", daemon=True)
+        self.arrivals = Arrivals()
+        self._consumer = Consumer(consumer_conf(bootstrap))
+        self._consumer.subscribe([topic])
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self.tombstones = 0
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._consumer.consume(1000, 0.05)
+                now = time.time()
+                got = False
+                for msg in batch:
+                    if msg.error() is not None:
+                        continue
+                    value = msg.value()
+                    if value is None:
+                        self.tombstones += 1
+                        continue
+                    head = _rec_decoder.decode(value)
+                    self.arrivals.times.append(now)
+                    self.arrivals.users.append(head.user_id)
+                    self.arrivals.events.append(head.event_id)
+                    got = True
+                if got:
+                    with self._changed:
+                        self._changed.notify_all()
+        finally:
+            self._consumer.close()
+
+    def wait_for(self, event_ids: set[str], timeout_s: float) -> float | None:
+        """Block until a recommendation triggered by each of ``event_ids`` arrived; the last arrival time."""
+        pending = set(event_ids)
+        seen = 0
+        last = None
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                events, times = self.arrivals.events, self.arrivals.times
+                n = len(events)
+                for i in range(seen, n):
+                    if events[i] in pending:
+                        pending.discard(events[i])
+                        last = times[i]
+                seen = n
+                left = deadline - time.monotonic()
+                if not pending or left <= 0:
+                    break
+                self._changed.wait(min(left, 0.5))
+        if pending:
+            log.warning("%d recommendations never arrived", len(pending))
+            return None
+        return last
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(10)
+
+
+# --- the passthrough ceiling ---------------------------------------------------------------------------------
+def _passthrough_main(bootstrap: str, source: str, sink: str, expected: int, out: mp.Queue) -> None:
+    consumer = Consumer(consumer_conf(bootstrap))
+    consumer.subscribe([source])
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
+    count, first = 0, None
+    deadline = time.monotonic() + 600
+    while count < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.2):
+            if msg.error() is not None:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            producer.produce(sink, key=msg.key(), value=msg.value())
+            count += 1
+        producer.poll(0)
+    producer.flush(60)
+    done = time.perf_counter()
+    consumer.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out.put({"events": count, "seconds": done - (first or done), "cpu_s": usage.ru_utime + usage.ru_stime})
+
+
+def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> dict:
+    """A raw confluent-kafka consume -> produce copy of ``source`` to ``sink`` in a fresh process: events/s."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_passthrough_main, args=(bootstrap, source, sink, expected, out), daemon=True)
+    proc.start()
+    result = out.get(timeout=660)
+    proc.join(30)
+    result["events_per_s"] = round(result["events"] / result["seconds"], 1) if result["seconds"] else None
+    result["events_per_cpu_s"] = round(result["events"] / result["cpu_s"], 1) if result["cpu_s"] else None
+    return result
+
+
+# --- a worker process ----------------------------------------------------------------------------------------
+class WorkerRun:
+    """``python -m stream worker`` as a subprocess with its environment and log; RSS read from /proc."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env={**os.environ, **env},
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (VmRSS), in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the worker has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
