@@ -65,6 +65,8 @@ class Metrics:
             self.events.labels(result=result)
         for reason in sorted(REASONS):
             self.dead_letters.labels(reason=reason)
+        for result in ("swapped", "refused"):
+            self.model_swaps.labels(result=result)
 
     def _declare_pipeline(self, r: CollectorRegistry) -> None:
         self.events = Counter(
