@@ -87,22 +87,44 @@ def replay(ctx: click.Context, data: str, rate: float | None, limit: int | None)
 
 
 @cli.command()
-@click.option("--data", "data", required=True, help="'synthetic', a MovieLens/Last.fm folder, or an event file.")
+@click.option("--data", "data", help="'synthetic', a MovieLens/Last.fm folder, or an event file.")
+@click.option("--follow", is_flag=True, help="Follow the interactions topic and publish a version every --interval.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("var/models"),
               show_default=True, help="Folder of versions; LATEST points at the new one.")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Meta-training steps.")
-@click.option("--time-budget", type=click.FloatRange(min=1), help="Stop after this many seconds.")
+@click.option("--time-budget", type=click.FloatRange(min=1), help="Stop a round after this many seconds.")
+@click.option("--interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="With --follow: seconds between publications.")
+@click.option("--window", type=click.IntRange(min=100), default=200_000, show_default=True,
+              help="With --follow: most recent events trained on.")
+@click.option("--rounds", type=click.IntRange(min=1), help="With --follow: stop after this many publications.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(data: str, out: Path, steps: int, time_budget: float | None, seed: int) -> None:
-    """Meta-train a model on an event log and publish it as a new version."""
+@click.pass_context
+def train(ctx: click.Context, data: str | None, follow: bool, out: Path, steps: int, time_budget: float | None,
+          interval: float, window: int, rounds: int | None, seed: int) -> None:
+    """Meta-train a model and publish it as a new version (once from --data, or continually with --follow)."""
+    if follow == bool(data):
+        raise click.UsageError("give exactly one of --data or --follow")
     from models.data.registry import load_dataset
 
-    events = load_dataset(data, seed=seed)  # bad input fails before the heavier imports
+    events = load_dataset(data, seed=seed) if data else None  # bad input fails before the heavier imports
+    from stream import versions
+
+    if follow:
+        from models.serving import Recommender
+        from stream.trainer import FollowPlan, follow as run_follow
+
+        settings = _settings(ctx)
+        init = Recommender.load(versions.resolve(out)) if (out / versions.LATEST).exists() else None
+        plan = FollowPlan(out=out, interval_s=interval, window=window, steps=steps, time_budget_s=time_budget,
+                          rounds=rounds, seed=seed)
+        published = run_follow(settings, plan, init=init)
+        click.echo(f"published {len(published)} versions to {out}")
+        return
     from models.train import meta_train
-    from stream.versions import publish
 
     model = meta_train(events, steps=steps, time_budget_s=time_budget, seed=seed, progress=True)
-    folder = publish(out, model)
+    folder = versions.publish(out, model)
     click.echo(f"published {folder.name} to {out} ({len(events)} events, {len(model.item_ids)} items)")
 
 
