@@ -250,6 +250,7 @@ def install_app_metrics(app: "faust.App", metrics: Metrics, topics: Sequence[str
                         interval_s: float = LAG_INTERVAL_S) -> None:
     """Faust's own Prometheus sensor on our registry (one /metrics), and a timer that sets consumer lag.
 
+    The timer also refreshes the window gauges, so they catch up with the last batches when traffic stops.
     Call once from the app factory, before the worker starts. The sensor's metrics are named ``faust_*``.
     """
     from faust.sensors.prometheus import setup_prometheus_sensors
@@ -259,3 +260,4 @@ def install_app_metrics(app: "faust.App", metrics: Metrics, topics: Sequence[str
     @app.timer(interval_s)
     async def metarec_consumer_lag() -> None:
         metrics.observe_lag(consumer_lag(app.consumer, app.monitor, topics))
+        metrics.refresh()
