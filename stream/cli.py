@@ -141,6 +141,26 @@ def demo(data: str, rate: float, partitions: int) -> None:
     run_demo(data=data, rate=rate, partitions=partitions)
 
 
+@cli.command()
+@click.option("--eval", "evaluations", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An evaluation result JSON (repeatable).")
+@click.option("--metrics-url", help="A worker's /metrics URL to sample, e.g. http://127.0.0.1:9464/metrics.")
+@click.option("--duration", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to sample the worker.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("var/report.html"),
+              show_default=True)
+def report(evaluations: tuple[Path, ...], metrics_url: str | None, duration: float, interval: float,
+           out: Path) -> None:
+    """Write a self-contained HTML report from evaluation results and/or a running worker's metrics."""
+    from stream.report import build_report, http_fetch, sample_metrics
+
+    if not evaluations and not metrics_url:
+        raise click.UsageError("give --eval FILE and/or --metrics-url URL")
+    samples = sample_metrics(http_fetch(metrics_url), duration, interval) if metrics_url else None
+    click.echo(f"wrote {build_report(out, list(evaluations), samples)}")
+
+
 def _register_optional() -> None:
     try:
         from stream.cli_evaluate import evaluate
