@@ -46,11 +46,13 @@ def send(bootstrap: str, topic: str, events: list[Interaction]) -> None:
     produce(bootstrap, topic, [(e.user_id.encode(), encode(e)) for e in events])
 
 
-def latest_recs(bootstrap: str, topic: str, last_ids: dict[str, str], timeout_s: float = 90.0):
-    """Consume recommendations until every user has one triggered by their last event."""
+def latest_recs(bootstrap: str, topic: str, last_ids: dict[str, str], worker: WorkerProcess,
+                timeout_s: float = 90.0):
+    """Consume recommendations until every user has one triggered by their last event (fails if the worker dies)."""
     pending = dict(last_ids)
 
     def done(msgs) -> bool:
+        assert worker.alive(), f"the worker exited: {worker.log_text()[-2000:]}"
         for m in msgs[done.seen:]:
             if m.value() is not None:
                 rec = decode_recommendation(m.value())
@@ -79,7 +81,7 @@ def test_every_user_gets_fresh_recommendations_without_seen_items(broker, worker
     try:
         send(broker.bootstrap, settings.interactions_topic, events)
         last = {e.user_id: e.event_id for e in events}
-        recs = latest_recs(broker.bootstrap, settings.recommendations_topic, last)
+        recs = latest_recs(broker.bootstrap, settings.recommendations_topic, last, worker)
     finally:
         worker.stop()
     position = {e.event_id: i for i, e in enumerate(events)}
@@ -111,8 +113,8 @@ def test_malformed_events_go_to_dead_letters_and_valid_ones_are_processed(broker
     worker = WorkerProcess(worker_spec, tmp_path / "worker.log")
     try:
         produce(broker.bootstrap, settings.interactions_topic, mixed)
-        dead = consume_until(broker.bootstrap, [settings.dead_letters_topic], len(bad), timeout_s=90)
-        latest_recs(broker.bootstrap, settings.recommendations_topic, {e.user_id: e.event_id for e in valid})
+        latest_recs(broker.bootstrap, settings.recommendations_topic, {e.user_id: e.event_id for e in valid}, worker)
+        dead = consume_until(broker.bootstrap, [settings.dead_letters_topic], len(bad), timeout_s=30)
     finally:
         worker.stop()
     assert sorted(m.value() for m in dead) == sorted(v for _, v in bad), "original bytes are kept"
@@ -128,14 +130,14 @@ def test_state_survives_a_restart_and_no_event_is_counted_twice(broker, worker_s
     worker = WorkerProcess(worker_spec, tmp_path / "worker-1.log")
     try:
         send(broker.bootstrap, settings.interactions_topic, first)
-        latest_recs(broker.bootstrap, settings.recommendations_topic, {e.user_id: e.event_id for e in first})
+        latest_recs(broker.bootstrap, settings.recommendations_topic, {e.user_id: e.event_id for e in first}, worker)
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
     # restart: the same events arrive again (a redelivery) followed by new ones
     worker = WorkerProcess(worker_spec, tmp_path / "worker-2.log")
     try:
         send(broker.bootstrap, settings.interactions_topic, first + extra)
-        latest_recs(broker.bootstrap, settings.recommendations_topic, {e.user_id: e.event_id for e in extra})
+        latest_recs(broker.bootstrap, settings.recommendations_topic, {e.user_id: e.event_id for e in extra}, worker)
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
     states = read_user_states(worker_spec.data_dir)
