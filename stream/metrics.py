@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter as PyCounter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -140,28 +141,35 @@ class Metrics:
         self.events.labels(result="dead_letter").inc(len(plan.dead))
         items: list[str] = []
         types: list[int] = []
+        trials: PyCounter[tuple[str, str]] = PyCounter()
+        hits: PyCounter[tuple[str, str]] = PyCounter()
         for work in plan.users.values():
             if work.hits:
-                self._count_hits(work.hits, work.state.model_version or "unknown")
+                version = work.state.model_version or "unknown"  # the version of the list that was tested
+                for bucket, hit in work.hits:
+                    trials[(bucket, version)] += 1
+                    hits[(bucket, version)] += hit
             new = min(work.applied, len(work.state.support))
             for event in work.state.support[len(work.state.support) - new:]:  # this batch's, in order
                 items.append(event.item_id)
                 types.append(event.type_code)
+        self._count(self.online_trials, trials)
+        self._count(self.online_hits, hits)
         self.monitor.observe_events(items, types)
 
-    def _count_hits(self, hits: Iterable[tuple[str, bool]], version: str) -> None:
-        for bucket, hit in hits:
-            self.online_trials.labels(bucket=bucket, model_version=version).inc()
-            if hit:
-                self.online_hits.labels(bucket=bucket, model_version=version).inc()
+    @staticmethod
+    def _count(counter: Counter, counts: Mapping[tuple[str, str], int]) -> None:
+        """One ``labels()`` look-up per label set and batch, not per event: it is the costly part."""
+        for (bucket, version), n in counts.items():
+            if n:
+                counter.labels(bucket=bucket, model_version=version).inc(n)
 
     def observe_served(self, states: Sequence["UserState"], results: Sequence["AdaptResult"], version: str) -> None:
         """What was recommended in one batch (states are after the batch's events)."""
         if version != self._monitor_version:
             self._rebaseline(version)
-        for state in states:
-            self.served_lists.labels(bucket=history_bucket(max(0, state.interactions - 1)),
-                                     model_version=version).inc()
+        buckets = PyCounter(history_bucket(max(0, state.interactions - 1)) for state in states)
+        self._count(self.served_lists, {(bucket, version): n for bucket, n in buckets.items()})
         if results:
             self.monitor.observe_lists([r.items for r in results], [r.scores for r in results])
         if self._clock() - self._last_refresh >= self._refresh_s:

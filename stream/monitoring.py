@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -193,6 +194,7 @@ class Monitor:
         self._scores_ref = Reference(c.reference_slots, dtype=np.float64)
         self._scores_now = RingBuffer(c.window_slots, dtype=np.float64)
         self._score_edges: np.ndarray | None = None
+        self._score_ref_counts = np.zeros(0, dtype=np.int64)
         self._index: dict[str, int] = {}
         self._recs_now = RingBuffer(c.window_slots)
         self._rec_counts = np.zeros(0, dtype=np.int64)  # (len(index),) grows with the index
@@ -209,14 +211,14 @@ class Monitor:
         self._items_now.push(items)
         self._types_now.push(types)
 
-    def observe_lists(self, lists: Sequence[Sequence[str]], scores: Sequence[np.ndarray]) -> None:
+    def observe_lists(self, lists: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]) -> None:
         """Recommended lists and their scores (non-finite scores are left out of the score distribution)."""
-        flat_scores = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in scores]) if scores else None
-        if flat_scores is not None and len(flat_scores):
-            flat_scores = flat_scores[np.isfinite(flat_scores)]
+        flat_scores = np.fromiter(chain.from_iterable(scores), dtype=np.float64)  # one array, not one per list
+        flat_scores = flat_scores[np.isfinite(flat_scores)]
+        if len(flat_scores):
             self._into_reference(self._scores_ref, flat_scores)
             self._scores_now.push(flat_scores)
-        items = [i for items in lists for i in items]
+        items = list(chain.from_iterable(lists))
         if items:
             self._count_recommended(self._indices(items))
 
@@ -257,11 +259,10 @@ class Monitor:
             ref_counts = np.bincount(self._types_ref.values(), minlength=c.event_types)
             drift["event_type"] = psi(ref_counts, self._types_now.counts)
         if self._ready(self._scores_ref, self._scores_now.size, c.window_slots):
-            if self._score_edges is None:
+            if self._score_edges is None:  # the reference is frozen from here on: bin it once
                 self._score_edges = quantile_edges(self._scores_ref.values(), c.score_bins)
-            edges = self._score_edges
-            drift["score"] = psi(histogram(self._scores_ref.values(), edges),
-                                 histogram(self._scores_now.values(), edges))
+                self._score_ref_counts = histogram(self._scores_ref.values(), self._score_edges)
+            drift["score"] = psi(self._score_ref_counts, histogram(self._scores_now.values(), self._score_edges))
         shares = None
         if self._types_now.size:
             shares = self._types_now.counts / self._types_now.size
