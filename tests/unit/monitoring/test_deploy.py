@@ -123,3 +123,17 @@ def test_dashboard_panels_use_the_provisioned_datasource():
     provider = (DEPLOY / "grafana" / "provisioning" / "dashboards" / "metarec.yml").read_text()
     mount = re.search(r"path:\s*(\S+)", provider).group(1)
     assert f"./deploy/grafana/dashboards:{mount}" in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_compose_runs_metarec_commands_the_cli_accepts():
+    from stream.cli import cli
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)  # compose's ${VAR:-default}, as run by default
+    commands = [json.loads(f"[{m}]") for m in re.findall(r"^\s+command: \[(.*)\]$", text, re.M)]
+    assert {c[0] for c in commands} >= {"train", "worker", "replay"}
+    for args in commands:
+        with cli.make_context("metarec", list(args), resilient_parsing=False) as ctx:
+            sub = cli.get_command(ctx, args[0])
+            assert sub is not None, f"metarec has no command {args[0]!r}"
+            sub.make_context(args[0], list(args[1:]), parent=ctx)  # raises on an unknown option or bad value
