@@ -7,7 +7,8 @@ event (and every later one) is given to ``learn``; a method can therefore not pe
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -33,18 +34,41 @@ class StreamMethod(Protocol):
         """Take one event into the method's state (``value`` is NaN when the event carries none)."""
 
 
+class Pending(NamedTuple):
+    """One of the user's events that comes before the one being predicted but has not been learned yet."""
+
+    item: int
+    value: float
+    type_code: int
+    ts: float
+
+
+@dataclass(frozen=True)
+class Query:
+    """A ranking request of a chunk: the user, their excluded items, and their pending earlier events."""
+
+    user: int
+    exclude: set[int]  # every item the user had before the predicted event (pending ones included)
+    pending: tuple[Pending, ...] = ()  # the user's earlier events in this chunk, oldest first
+
+
 @runtime_checkable
 class BatchRanker(Protocol):
     """A method whose ranking for a user depends only on state frozen within a chunk plus that user's own events.
 
-    For such a method, ranking a chunk of consecutive events in which every user appears at most once, all at
-    once before learning any of them, gives exactly the same lists as ranking them one by one between learns.
-    ``events_until_refresh`` bounds a chunk: how many more events may be learned before the shared (frozen)
-    state changes, e.g. before a scheduled re-training; None means it never changes.
+    metarec is one: its meta-parameters change only when it is re-trained, and a user's list comes from adapting
+    the frozen init on the user's own events. Such a method can rank a whole chunk of consecutive events in one
+    batched call, before learning any of them, and get exactly the lists that ranking them one by one between
+    learns would give, provided each query also brings the user's ``pending`` events: those earlier in the chunk,
+    which one-by-one replay would have learned already. ``events_until_refresh`` bounds a chunk: how many more
+    events may be learned before the shared state changes (e.g. a scheduled re-training); None means never.
     """
 
-    def rank_many(self, users: Sequence[int], k: int, excludes: Sequence[set[int]]) -> list[list[int]]:
-        """``rank`` for several users at once."""
+    def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
+        """``rank`` for each query, as if its pending events had been learned."""
+
+    def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
+        """``predict_rating`` of ``items[n]`` for ``queries[n]``, as if its pending events had been learned."""
 
     def events_until_refresh(self) -> int | None:
         """Events that can still be learned before the shared state changes (None: never)."""

@@ -10,9 +10,9 @@ every method at once through ``fit_prefix`` and not scored. After that, for each
 Repeat interactions (the user already had the item) are not evaluation points, as is usual for next-item
 evaluation: the item is excluded from the user's list, so it could never be a hit. They are still learned.
 
-A method that implements ``BatchRanker`` is ranked chunk by chunk: a chunk is a run of consecutive events with
-each user at most once, and no longer than the method's frozen state lasts, so the lists are the same as one by
-one. Every other method is ranked event by event.
+A method that implements ``BatchRanker`` is ranked chunk by chunk: a chunk is a run of consecutive events no
+longer than the method's frozen state lasts; each query carries the user's earlier events of the chunk (not yet
+learned), so the lists are the same as one by one. Every other method is ranked event by event.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.methods import BatchRanker, StreamMethod
+from models.eval.methods import BatchRanker, Pending, Query, StreamMethod
 from models.eval.metrics import BUCKETS, Accumulator, history_bucket
 
 log = logging.getLogger(__name__)
@@ -122,36 +122,37 @@ def _replay_events(method: StreamMethod, plan: StreamPlan, seen: dict[int, set[i
         progress((len(ev) - plan.start) % 256)
 
 
-def _chunk_end(plan: StreamPlan, begin: int, limit: int) -> int:
-    """End (exclusive) of the longest run from ``begin`` with distinct users and at most ``limit`` events."""
-    users: set[int] = set()
-    end = begin
-    stop = min(len(plan.log), begin + limit)
-    while end < stop:
-        user = int(plan.log.users[end])
-        if user in users:
-            break
-        users.add(user)
-        end += 1
-    return end
+def _queries(plan: StreamPlan, begin: int, end: int, seen: dict[int, set[int]]) -> tuple[list[int], list[Query]]:
+    """The chunk's evaluation points and their queries, each with the user's earlier events of the chunk."""
+    ev, scored = plan.log, plan.scored
+    pending: dict[int, list[Pending]] = {}
+    points, queries = [], []
+    for m in range(begin, end):
+        user, item = int(ev.users[m]), int(ev.items[m])
+        earlier = pending.setdefault(user, [])
+        if scored[m]:
+            exclude = seen.get(user, set()) | {p.item for p in earlier}
+            points.append(m)
+            queries.append(Query(user, exclude, tuple(earlier)))
+        earlier.append(Pending(item, float(ev.values[m]), int(ev.types[m]), float(ev.ts[m])))
+    return points, queries
 
 
 def _replay_chunks(method: BatchRanker, plan: StreamPlan, seen: dict[int, set[int]], acc: Accumulator,
                    progress: Progress | None) -> None:
-    ev, scored, explicit = plan.log, plan.scored, plan.log.explicit
+    ev, explicit = plan.log, plan.log.explicit
     n = plan.start
     while n < len(ev):
         budget = method.events_until_refresh()
-        end = _chunk_end(plan, n, MAX_CHUNK if budget is None else max(1, min(MAX_CHUNK, budget)))
-        points = [m for m in range(n, end) if scored[m]]
-        users = [int(ev.users[m]) for m in points]
+        end = min(len(ev), n + (MAX_CHUNK if budget is None else max(1, min(MAX_CHUNK, budget))))
+        points, queries = _queries(plan, n, end, seen)
         if points:
-            lists = method.rank_many(users, acc.k, [seen.get(u, set()) for u in users])
+            lists = method.rank_many(queries, acc.k)
             for m, ranked in zip(points, lists):
                 acc.add_ranking(history_bucket(int(plan.n_before[m])), ranked, int(ev.items[m]))
             if explicit:
-                for m, user in zip(points, users):
-                    predicted = method.predict_rating(user, int(ev.items[m]))  # type: ignore[attr-defined]
+                items = [int(ev.items[m]) for m in points]
+                for m, predicted in zip(points, method.predict_many(queries, items)):
                     acc.add_rating(predicted, float(ev.values[m]))
         for m in range(n, end):
             _learn(method, plan, m, seen)  # type: ignore[arg-type]

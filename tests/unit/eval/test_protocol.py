@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.data.events import EventLog
+from models.eval.methods import Query
 from models.eval.metrics import Accumulator, history_bucket, hit_and_ndcg
 from models.eval.stream_protocol import plan_stream, replay
 from tests.unit.eval.conftest import make_log, planted_stream
@@ -59,7 +60,11 @@ class CheatingDetector:
 
 
 class BatchCheatingDetector(CheatingDetector):
-    """The same oracle through ``rank_many``, with its frozen state refreshed every ``period`` events."""
+    """The same oracle through ``rank_many``, with its frozen state refreshed every ``period`` events.
+
+    A query's pending events must be exactly the user's unlearned events before the predicted one: the events the
+    one-by-one replay would have learned by then, and nothing later.
+    """
 
     def __init__(self, ordered: EventLog, period: int = 7) -> None:
         super().__init__(ordered)
@@ -69,16 +74,27 @@ class BatchCheatingDetector(CheatingDetector):
     def events_until_refresh(self) -> int | None:
         return self.period - self.learned % self.period
 
-    def rank_many(self, users: Sequence[int], k: int, excludes: Sequence[set[int]]) -> list[list[int]]:
-        assert len(set(users)) == len(users), "a chunk must hold each user at most once"
-        boundary = self.learned + self.events_until_refresh()
+    def _check(self, query: Query) -> int:
+        later = [n for n in range(self.learned, len(self.events)) if self.events[n][0] == query.user]
+        assert len(later) > len(query.pending), f"no event left to predict for user {query.user}: leaked"
+        n = later[len(query.pending)]
+        expected = [(self.events[m][1], self.events[m][2]) for m in later[: len(query.pending)]]
+        assert [(p.item, p.ts) for p in query.pending] == expected, "pending events are not the user's earlier ones"
+        assert n < self.learned + self.events_until_refresh(), "a chunk spans a refresh of the frozen state"
+        return n
+
+    def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
         self.batches += 1
         out = []
-        for user, exclude in zip(users, excludes):
-            n = self._predicted(user)
-            assert n < boundary, "a chunk spans a refresh of the frozen state"
-            out.append(self._answer(user, n, exclude))
+        for query in queries:
+            n = self._check(query)
+            out.append(self._answer(query.user, n, query.exclude))
         return out
+
+    def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
+        for query, item in zip(queries, items):
+            assert self.events[self._check(query)][1] == item
+        return [None] * len(queries)
 
 
 def leaky_replay(method: CheatingDetector, log: EventLog) -> None:

@@ -1,0 +1,194 @@
+"""metarec as stream methods: meta-trained on the warm-up, re-meta-trained as the stream goes, served per user.
+
+Three variants share one training schedule (and, through ``TrainingCache``, one set of trained models):
+
+- ``metarec``: each user's head is adapted from the meta-init on their support set (their most recent events,
+  mapped by ``event_target``) with the meta-learned step sizes, exactly as the stream worker does;
+- ``metarec-no-adapt``: the meta-init alone (inner steps 0), to show what adaptation adds;
+- ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number of
+  plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
+
+Continual meta-training: the model is meta-trained on the warm-up, then every ``retrain_every`` learned events it
+is meta-trained further (from the current meta-parameters) on every event seen so far. Between re-trainings the
+meta-parameters are frozen and a user's list depends only on their own events, so chunks are ranked in one
+batched ``Recommender.recommend`` call (``BatchRanker``), which is what the worker runs online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from models.data.events import EVENT_TYPES, EventLog
+from models.eval.methods import Pending, Query
+from models.metalearner import MetaRec
+from models.serving import AdaptRequest, Recommender
+from models.targets import event_target
+from models.train import meta_train
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("metarec", "metarec-no-adapt", "metarec-finetune")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How much meta-training happens, and when. Step counts, not time budgets, so a seed fixes the result."""
+
+    steps: int = 300  # outer steps on the warm-up
+    retrain_steps: int = 100  # outer steps at each re-training
+    retrain_every: int | None = None  # learned events between re-trainings; None = half the warm-up
+    support_size: int = 50  # most recent events kept per user, as the worker's state keeps (Limits.support_size)
+    finetune_lr: float = 0.1  # the fixed step size of metarec-finetune
+
+
+class TrainingCache:
+    """Models meta-trained on identical events with identical settings are identical: train them once.
+
+    Keyed by a digest of the events and the schedule, so the three variants replayed one after another share
+    every (re-)training. Holds the most recent ``size`` models: enough for a whole schedule.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple, Recommender] = OrderedDict()
+
+    def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
+            init_key: tuple | None) -> tuple[Recommender, tuple]:
+        digest = hashlib.blake2b(digest_size=16)
+        for arr in (events.users, events.items, events.ts, events.values, events.types):
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        key = (events.name, events.n_items, digest.hexdigest(), steps, seed, init_key)
+        if key not in self._models:
+            self._models[key] = meta_train(events, steps=steps, seed=seed, init=init)
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        self._models.move_to_end(key)
+        return self._models[key], key
+
+
+CACHE = TrainingCache()
+
+
+def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Recommender:
+    """The Recommender a variant serves: the trained one, or a copy with its head init/step sizes replaced."""
+    if variant == "metarec":
+        return trained
+    cfg = trained.config
+    state = {k: v.detach().clone().cpu() for k, v in trained.model.state_dict().items()}
+    if variant == "metarec-no-adapt":
+        cfg = replace(cfg, inner_steps=0)
+    elif variant == "metarec-finetune":
+        state["head_w"].zero_()
+        state["head_b"].zero_()
+        state["user_proj"].zero_()
+        state["log_lr_w"].fill_(math.log(finetune_lr))
+        state["log_lr_b"].fill_(math.log(finetune_lr))
+    else:
+        raise ValueError(f"unknown metarec variant {variant!r}")
+    model = MetaRec(cfg)
+    model.load_state_dict(state)
+    return Recommender(model, trained.item_ids, version=f"{trained.version}-{variant}",
+                       item_feature_names=trained.item_feature_names)
+
+
+class MetarecMethod:
+    """One metarec variant under the stream protocol (a ``StreamMethod`` and a ``BatchRanker``)."""
+
+    def __init__(self, variant: str, seed: int = 0, schedule: Schedule = Schedule(),
+                 cache: TrainingCache = CACHE) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown metarec variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        self.name, self.seed, self.schedule, self.cache = variant, seed, schedule, cache
+        self.rounds = 0
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def fit_prefix(self, log_: EventLog) -> None:
+        self.template = log_
+        self.period = self.schedule.retrain_every or max(1, len(log_) // 2)
+        self.since = 0
+        self.columns: list[list[float]] = [[] for _ in range(5)]  # users, items, ts, values, types
+        self.support: dict[int, deque[Pending]] = {}
+        for u, i, v, t, ts in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist(),
+                                  log_.types.tolist(), log_.ts.tolist()):
+            self._remember(u, i, v, t, ts)
+        self._train(self.schedule.steps, init=None)
+
+    def _seen_log(self) -> EventLog:
+        users, items, ts, values, types = self.columns
+        return replace(self.template, users=np.array(users, np.int64), items=np.array(items, np.int64),
+                       ts=np.array(ts, np.float64), values=np.array(values, np.float32),
+                       types=np.array(types, np.int8))
+
+    def _train(self, steps: int, init: Recommender | None) -> None:
+        previous = getattr(self, "key", None)
+        trained, self.key = self.cache.get(self._seen_log(), steps, self.seed + self.rounds, init, previous)
+        self.trained = trained
+        self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
+        self.index = {item: n for n, item in enumerate(self.model.item_ids)}
+        self.objective = self.model.config.objective
+        self.rounds += 1
+        log.info("%s: model round %d on %d events", self.name, self.rounds, len(self.columns[0]))
+
+    def _remember(self, user: int, item: int, value: float, type_code: int, ts: float) -> None:
+        for column, x in zip(self.columns, (user, item, ts, value, type_code)):
+            column.append(x)
+        queue = self.support.setdefault(user, deque(maxlen=self.schedule.support_size))
+        queue.append(Pending(item, value, type_code, ts))
+
+    def learn(self, user: int, item: int, value: float, type_code: int, ts: float) -> None:
+        self._remember(user, item, value, type_code, ts)
+        self.since += 1
+        if self.since >= self.period:
+            self.since = 0
+            self._train(self.schedule.retrain_steps, init=self.trained)
+
+    def events_until_refresh(self) -> int | None:
+        return self.period - self.since
+
+    # --- serving -----------------------------------------------------------------------------------------------
+    def _request(self, query: Query) -> AdaptRequest:
+        """What the worker would send for this user: recent events mapped to targets, seen items excluded."""
+        recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
+        ids = self.template.item_ids
+        support = []
+        for ev in recent:
+            value = None if math.isnan(ev.value) else ev.value
+            target = event_target(EVENT_TYPES[ev.type_code], value, self.objective)
+            if target is not None:
+                support.append((ids[ev.item], target))
+        feats = self.template.user_features
+        return AdaptRequest(
+            user_id=self.template.user_ids[query.user],
+            support=support,
+            exclude=frozenset(ids[i] for i in query.exclude),
+            user_features=None if feats is None else feats[query.user].tolist(),
+        )
+
+    def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
+        results = self.model.recommend([self._request(q) for q in queries], k)
+        return [[self.index[i] for i in r.items] for r in results]
+
+    def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
+        if self.objective != "rating" or not queries:
+            return [None] * len(queries)
+        ids = self.template.item_ids
+        scores = self.model.predict([self._request(q) for q in queries], [ids[i] for i in items])  # (B, B)
+        return np.diagonal(scores).astype(float).tolist()  # query n's rating of item n
+
+    def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
+        return self.rank_many([Query(user, exclude)], k)[0]
+
+    def predict_rating(self, user: int, item: int) -> float | None:
+        return self.predict_many([Query(user, set())], [item])[0]
+
+
+def build_metarec(variant: str, seed: int = 0, schedule: Schedule | None = None) -> MetarecMethod:
+    """A fresh metarec method; the schedule defaults to ``Schedule()``."""
+    return MetarecMethod(variant, seed, schedule or Schedule())
