@@ -33,7 +33,7 @@ class ModelConfig:
     max_support: int = 50  # most recent events a user adapts on
     query_size: int = 8  # events after the cut that a training task is scored on
     id_dropout: float = 0.15  # share of items trained features-only, so new items get useful vectors
-    outer_lr: float = 3e-3
+    outer_lr: float = 1e-2
     weight_decay: float = 1e-5
     seed: int = 0
 

@@ -1,0 +1,96 @@
+"""The meta-parameters: an item tower, biases, and the user head's meta-learned init and step sizes (Meta-SGD).
+
+A user is a small linear head theta = {w: (H,), b: ()} on top of shared item vectors z_i, so
+``s(u, i) = mu + b_i + b + z_i . w``: a rating on explicit data, a logit on implicit data. The head starts from a
+meta-learned init (shifted by the user's side features, when there are any) and takes a few gradient steps on the
+user's own events with meta-learned per-parameter step sizes; see ``models.adapt``.
+
+Items are an id embedding plus a projection of their side features. Training drops the id part of random items
+(``id_dropout``), so the tower also learns to place an item from its features alone; a new item is exactly that,
+an item whose id embedding and id bias are zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from models.adapt import Head
+from models.config import ModelConfig
+
+
+class MetaRec(nn.Module):
+    """Item tower + global/item biases + head init and Meta-SGD step sizes. Read-only while serving."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n, f, g, d, h = cfg.n_items, cfg.n_item_features, cfg.n_user_features, cfg.dim, cfg.head_dim
+        self.item_emb = nn.Parameter(torch.randn(n, d) * 0.1)  # (N, D)
+        self.item_bias = nn.Parameter(torch.zeros(n))  # (N,)
+        self.register_buffer("item_features", torch.zeros(n, f))  # (N, F) part of the checkpoint
+        self.feat_proj = nn.Parameter(torch.randn(f, d) / math.sqrt(max(f, 1)))  # (F, D)
+        self.feat_bias = nn.Parameter(torch.zeros(f))  # (F,)
+        self.tower = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, h), nn.LayerNorm(h))
+        self.mu = nn.Parameter(torch.zeros(()))
+        self.head_w = nn.Parameter(torch.randn(h) * 0.01)  # (H,) meta-learned init of w
+        self.head_b = nn.Parameter(torch.zeros(()))
+        self.user_proj = nn.Parameter(torch.zeros(g, h + 1))  # (G, H + 1) user features -> init offset
+        init_log_lr = math.log(cfg.inner_lr_init)
+        self.log_lr_w = nn.Parameter(torch.full((h,), init_log_lr))  # (H,) Meta-SGD step sizes, log scale
+        self.log_lr_b = nn.Parameter(torch.tensor(init_log_lr))
+
+    # --- items -------------------------------------------------------------------------------------------------
+    def item_vectors(self, drop_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The catalogue's vectors (N, H) and head-independent score offsets mu + b_i (N,).
+
+        ``drop_ids`` (N,) bool marks items to encode from their features only (training's id dropout).
+        """
+        emb, bias = self.item_emb, self.item_bias  # (N, D), (N,)
+        if drop_ids is not None:
+            keep = (~drop_ids).to(emb.dtype)  # (N,)
+            emb, bias = emb * keep[:, None], bias * keep
+        return self._encode(emb, bias, self.item_features)
+
+    def cold_vectors(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Vectors and offsets of items known only by their features (M, F): (M, H), (M,)."""
+        m = features.shape[0]
+        zeros = features.new_zeros(m, self.cfg.dim)
+        return self._encode(zeros, features.new_zeros(m), features)
+
+    def _encode(self, emb: Tensor, bias: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        x = emb + features @ self.feat_proj  # (M, D)
+        offset = self.mu + bias + features @ self.feat_bias  # (M,)
+        return self.tower(x), offset  # (M, H), (M,)
+
+    # --- user head ---------------------------------------------------------------------------------------------
+    def head_init(self, batch: int, user_features: Tensor | None = None) -> Head:
+        """Every user's starting head {"w": (B, H), "b": (B,)}: the meta-init, offset by user features if any."""
+        w = self.head_w.expand(batch, -1)  # (B, H)
+        b = self.head_b.expand(batch)  # (B,)
+        if user_features is not None and self.cfg.n_user_features:
+            offset = user_features @ self.user_proj  # (B, H + 1)
+            w, b = w + offset[:, :-1], b + offset[:, -1]
+        return {"w": w, "b": b}
+
+    def step_sizes(self) -> Head:
+        """Meta-SGD's per-parameter learning rates {"w": (H,), "b": ()}, kept positive by a log scale."""
+        return {"w": self.log_lr_w.exp(), "b": self.log_lr_b.exp()}
+
+    # --- catalogue growth --------------------------------------------------------------------------------------
+    def with_items(self, features: Tensor) -> "MetaRec":
+        """A new model whose catalogue also has ``features.shape[0]`` new items (features only, zero ids).
+
+        The model serving now is left untouched, so readers never see a half-grown catalogue.
+        """
+        extra = features.shape[0]
+        grown = MetaRec(replace(self.cfg, n_items=self.cfg.n_items + extra)).to(self.item_emb.device)
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        state["item_emb"] = torch.cat([state["item_emb"], state["item_emb"].new_zeros(extra, self.cfg.dim)])
+        state["item_bias"] = torch.cat([state["item_bias"], state["item_bias"].new_zeros(extra)])
+        state["item_features"] = torch.cat([state["item_features"], features.to(state["item_features"])])
+        grown.load_state_dict(state)
+        return grown.requires_grad_(self.item_emb.requires_grad).train(self.training)

@@ -1,0 +1,265 @@
+"""What the stream worker calls: adapt a batch of users on their recent events and rank the catalogue.
+
+One ``Recommender`` is one model version. Its meta-parameters never change while it serves; the catalogue can
+grow (``add_items``), which builds a new snapshot beside the old one and swaps a single reference, so concurrent
+``recommend`` calls from worker threads each see one consistent catalogue without taking a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Collection, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.adapt import Adapted, adapt, flatten_heads, score
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import ModelConfig
+from models.metalearner import MetaRec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptRequest:
+    """One user to adapt and rank for."""
+
+    user_id: str
+    support: Sequence[tuple[str, float]]  # (item_id, target) oldest first, already mapped by event_target
+    exclude: Collection[str]  # items the user has seen: never recommended
+    user_features: Sequence[float] | None = None  # (G,) when the model was trained with user features
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    items: list[str]  # top-k, best first
+    scores: list[float]
+    head: np.ndarray  # adapted head [w, b] flattened, float32, (H + 1,)
+    loss_before: float  # support loss at the meta-init (nan if the support set is empty)
+    loss_after: float  # support loss after adaptation (nan if the support set is empty)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything one call reads: the model and its catalogue's cached vectors, replaced whole."""
+
+    model: MetaRec
+    item_ids: tuple[str, ...]
+    index: dict[str, int]
+    vecs: Tensor  # (N, H)
+    bias: Tensor  # (N,) mu + item bias
+    cold_vec: Tensor  # (H,) an item known by nothing (used by predict for unknown ids)
+    cold_bias: Tensor  # ()
+    feature_names: tuple[str, ...] = field(default=())
+
+
+def new_version() -> str:
+    return time.strftime("m%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cuda`` when asked for and present; otherwise CPU (with a warning if CUDA was asked for)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log.warning("CUDA requested but not available: serving on CPU")
+        return torch.device("cpu")
+    return dev
+
+
+class Recommender:
+    """A meta-trained model version, ready to adapt and rank for batches of users."""
+
+    def __init__(
+        self,
+        model: MetaRec,
+        item_ids: Sequence[str],
+        *,
+        version: str | None = None,
+        item_feature_names: Sequence[str] = (),
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if len(item_ids) != model.cfg.n_items:
+            raise ValueError(f"{len(item_ids)} item ids for a model of {model.cfg.n_items} items")
+        self.version = version or new_version()
+        self.device = resolve_device(device)
+        model = model.to(self.device).eval().requires_grad_(False)
+        self._grow_lock = threading.Lock()
+        self._snap = _snapshot(model, tuple(item_ids), tuple(item_feature_names))
+
+    # --- attributes ----------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> ModelConfig:
+        return self._snap.model.cfg
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self._snap.item_ids)
+
+    @property
+    def item_feature_names(self) -> list[str]:
+        return list(self._snap.feature_names)
+
+    @property
+    def model(self) -> MetaRec:
+        """The meta-parameters (read-only: frozen, eval mode)."""
+        return self._snap.model
+
+    # --- persistence ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Recommender":
+        """Load a checkpoint folder; raises ``models.checkpoint.CheckpointError`` if it is unusable."""
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.model, ckpt.item_ids, version=ckpt.version, item_feature_names=ckpt.item_feature_names,
+                   device=device)
+
+    def save(self, path: str | Path, version: str | None = None) -> None:
+        """Save to ``path``; a given ``version`` names the saved model and, from now on, this one too."""
+        if version is not None:
+            self.version = version
+        snap = self._snap
+        save_checkpoint(path, snap.model, snap.item_ids, self.version, snap.feature_names)
+
+    # --- serving -------------------------------------------------------------------------------------------------
+    def recommend(self, requests: Sequence[AdaptRequest], k: int) -> list[AdaptResult]:
+        """Adapt each user on their support set and return their top-``k`` unseen items, best first."""
+        if not requests:
+            return []
+        snap = self._snap  # one catalogue for the whole call
+        out, sizes = self._adapt(snap, requests, None)
+        with torch.inference_mode():
+            scores = score(out.heads, snap.vecs, snap.bias)  # (B, N)
+            rows, cols = _excluded(snap.index, requests)
+            scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
+            top = scores.topk(min(k, scores.shape[1]), dim=1)
+        values, indices = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        heads = flatten_heads(out.heads).cpu().numpy().astype(np.float32)
+        before, after = out.loss_before.cpu().numpy(), out.loss_after.cpu().numpy()
+        results = []
+        for b in range(len(requests)):
+            keep = np.isfinite(values[b])
+            results.append(AdaptResult(
+                items=[snap.item_ids[i] for i in indices[b][keep]],
+                scores=values[b][keep].tolist(),
+                head=heads[b],
+                loss_before=float(before[b]) if sizes[b] else float("nan"),
+                loss_after=float(after[b]) if sizes[b] else float("nan"),
+            ))
+        return results
+
+    def predict(
+        self, requests: Sequence[AdaptRequest], item_ids: Sequence[str], *, steps: int | None = None
+    ) -> np.ndarray:
+        """Scores (B, len(item_ids)) after adaptation: ratings on the rating objective (clipped to the scale).
+
+        Ids outside the catalogue get the vector of an item known by nothing. ``steps`` overrides the number of
+        inner steps (0 = the meta-init alone), for ablations.
+        """
+        snap = self._snap
+        if not requests:
+            return np.zeros((0, len(item_ids)), np.float32)
+        out, _sizes = self._adapt(snap, requests, steps)
+        idx = torch.tensor([snap.index.get(i, -1) for i in item_ids], dtype=torch.long, device=self.device)
+        known = idx >= 0  # (M,)
+        with torch.inference_mode():
+            vecs = torch.where(known[:, None], snap.vecs[idx.clamp(min=0)], snap.cold_vec)  # (M, H)
+            bias = torch.where(known, snap.bias[idx.clamp(min=0)], snap.cold_bias)  # (M,)
+            scores = score(out.heads, vecs, bias)  # (B, M)
+            if self.config.objective == "rating":
+                scores = scores.clamp(self.config.rating_min, self.config.rating_max)
+        return scores.cpu().numpy().astype(np.float32)
+
+    def add_items(self, item_ids: Sequence[str], features: np.ndarray | None = None) -> None:
+        """Extend the catalogue; new items are placed by their features alone. Known ids are skipped."""
+        with self._grow_lock:
+            snap = self._snap
+            fresh = [(n, i) for n, i in enumerate(item_ids) if i not in snap.index]
+            if len(set(i for _, i in fresh)) != len(fresh):
+                raise ValueError("add_items got the same new item id twice")
+            if not fresh:
+                return
+            n_feat = snap.model.cfg.n_item_features
+            feats = np.zeros((len(item_ids), n_feat), np.float32) if features is None else np.asarray(features)
+            if feats.shape != (len(item_ids), n_feat):
+                raise ValueError(f"features must be ({len(item_ids)}, {n_feat}), got {feats.shape}")
+            rows = torch.as_tensor(feats[[n for n, _ in fresh]], dtype=torch.float32, device=self.device)
+            grown = snap.model.with_items(rows).eval()
+            ids = snap.item_ids + tuple(i for _, i in fresh)
+            self._snap = _snapshot(grown, ids, snap.feature_names)
+        log.info("catalogue grew by %d items to %d", len(fresh), len(ids))
+
+    # --- internals -----------------------------------------------------------------------------------------------
+    def _adapt(self, snap: _Snapshot, requests: Sequence[AdaptRequest], steps: int | None) -> tuple[Adapted, list[int]]:
+        cfg = snap.model.cfg
+        items, targets, mask, sizes = _pad_support(snap.index, requests, cfg.max_support)
+        dev = self.device
+        items, targets, mask = items.to(dev), targets.to(dev), mask.to(dev)
+        with torch.no_grad():
+            neg_vecs = neg_bias = None
+            if cfg.objective == "implicit":
+                neg = _negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed).to(dev)  # (B, K)
+                neg_vecs, neg_bias = snap.vecs[neg], snap.bias[neg]
+            out = adapt(
+                snap.model.head_init(len(requests), _user_features(requests, cfg, dev)),
+                snap.model.step_sizes(),
+                snap.vecs[items], snap.bias[items], targets, mask, neg_vecs, neg_bias,
+                steps=cfg.inner_steps if steps is None else steps, objective=cfg.objective,
+            )
+        return out, sizes
+
+
+def _snapshot(model: MetaRec, item_ids: tuple[str, ...], feature_names: tuple[str, ...]) -> _Snapshot:
+    with torch.no_grad():
+        vecs, bias = model.item_vectors()
+        cold_vec, cold_bias = model.cold_vectors(model.item_features.new_zeros(1, model.cfg.n_item_features))
+    index = {item: n for n, item in enumerate(item_ids)}
+    return _Snapshot(model, item_ids, index, vecs, bias, cold_vec[0], cold_bias[0], feature_names)
+
+
+def _pad_support(
+    index: dict[str, int], requests: Sequence[AdaptRequest], max_support: int
+) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+    """Known support items, the last ``max_support`` of each user, padded to the longest: (B, S) x 3."""
+    kept = [[(index[i], t) for i, t in r.support if i in index][-max_support:] for r in requests]
+    sizes = [len(k) for k in kept]
+    width = max(1, max(sizes))
+    items = torch.zeros(len(requests), width, dtype=torch.long)
+    targets = torch.zeros(len(requests), width)
+    for b, pairs in enumerate(kept):
+        if pairs:
+            items[b, : len(pairs)] = torch.tensor([p[0] for p in pairs])
+            targets[b, : len(pairs)] = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
+    mask = torch.arange(width)[None, :] < torch.tensor(sizes)[:, None]  # (B, S)
+    return items, targets, mask, sizes
+
+
+def _negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int) -> Tensor:
+    """K uniform negatives per user, seeded by the user id: a user's result never depends on the batch."""
+    rows = [np.random.default_rng([seed, zlib.crc32(r.user_id.encode())]).integers(0, n_items, k) for r in requests]
+    return torch.as_tensor(np.stack(rows), dtype=torch.long)  # (B, K)
+
+
+def _user_features(requests: Sequence[AdaptRequest], cfg: ModelConfig, device: torch.device) -> Tensor | None:
+    if not cfg.n_user_features:
+        return None
+    rows = np.zeros((len(requests), cfg.n_user_features), np.float32)
+    for b, r in enumerate(requests):
+        if r.user_features is not None:
+            rows[b] = np.asarray(r.user_features, np.float32)
+    return torch.as_tensor(rows, device=device)
+
+
+def _excluded(index: dict[str, int], requests: Sequence[AdaptRequest]) -> tuple[Tensor, Tensor]:
+    """(row, column) pairs of every known excluded item."""
+    pairs = [(b, index[i]) for b, r in enumerate(requests) for i in r.exclude if i in index]
+    if not pairs:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    rows, cols = zip(*pairs)
+    return torch.tensor(rows), torch.tensor(cols)
