@@ -4,8 +4,8 @@ Two layouts are recognised by their file names:
 
 * ML-100K: ``u.data`` (tab: user, item, rating, ts), ``u.item`` (pipe, ISO-8859-1: id, title, release date,
   video date, URL, 19 genre flags), ``u.user`` (pipe: id, age, gender, occupation, zip).
-* ML-1M: ``ratings.dat`` / ``movies.dat`` / ``users.dat``, ``::``-separated, genres as ``A|B``, the year in the
-  title, age as a group code and occupation as a number 0-20.
+* ML-1M: ``ratings.dat`` / ``movies.dat`` / ``users.dat``, ``::``-separated, genres as ``A|B``, the year in
+  the title, age as a group code and occupation as a number 0-20.
 
 Side tables, indexed by the dense ids of the log (only items/users that have ratings appear):
 
@@ -36,9 +36,9 @@ ML100K_GENRES: tuple[str, ...] = (
 )  # fmt: skip
 ML1M_OCCUPATIONS: tuple[str, ...] = (
     "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
-    "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer",
-    "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
-    "unemployed", "writer",
+    "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer",
+    "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
+    "tradesman/craftsman", "unemployed", "writer",
 )  # fmt: skip
 ZIP_PREFIXES: tuple[str, ...] = tuple("0123456789") + ("other",)
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
@@ -92,7 +92,11 @@ def _read_100k(folder: Path) -> tuple[list[list[str]], dict[str, _Movie], dict[s
         uid, age, gender, occupation, zip_code = line.split("|")[:5]
         users[uid] = _User(float(age), gender, occupation, zip_code)
     occ_path = folder / "u.occupation"
-    occupations = _lines(occ_path, "iso-8859-1") if occ_path.exists() else sorted({u.occupation for u in users.values()})
+    occupations = (
+        _lines(occ_path, "iso-8859-1")
+        if occ_path.exists()
+        else sorted({u.occupation for u in users.values()})
+    )
     return ratings, movies, users, occupations
 
 
@@ -157,7 +161,11 @@ def _user_tables(user_ids: list[str], users: dict[str, _User], occupations: list
         if user is None:
             continue
         ages[row] = user.age
-        for key in (f"gender:{user.gender}", f"occupation:{user.occupation}", f"zip:{_zip_prefix(user.zip_code)}"):
+        for key in (
+            f"gender:{user.gender}",
+            f"occupation:{user.occupation}",
+            f"zip:{_zip_prefix(user.zip_code)}",
+        ):
             if key in column:
                 features[row, column[key]] = 1.0
     features[:, 0] = _min_max(ages)
