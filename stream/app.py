@@ -9,7 +9,9 @@ kept in state make the state effectively-once.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -18,10 +20,10 @@ import faust
 
 from schemas.decode import encode
 from schemas import records
-from stream.faust_compat import event_context
+from stream.faust_compat import event_context, use_real_highwaters
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker
-from stream.pipeline import DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
+from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
 from stream.pipeline import recommendation
 from stream.settings import Settings
 from stream.state import Limits, UserState, decode_state, encode_state
@@ -29,6 +31,7 @@ from stream.state import Limits, UserState, decode_state, encode_state
 log = logging.getLogger(__name__)
 
 USERS_TABLE = "users"
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch could not be processed; it was not committed
 
 
 @dataclass
@@ -60,27 +63,33 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         web_enabled=False,
         autodiscover=False,
         worker_redirect_stdouts=False,
+        env={},  # Faust reads BROKER_URL, APP_DATADIR, ... from the environment; only Settings may configure us
     )
+    use_real_highwaters(app, settings.kafka_config())
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     topics = Topics(
         interactions=app.topic(settings.interactions_topic, partitions=settings.partitions, **raw),
         recommendations=app.topic(settings.recommendations_topic, partitions=settings.partitions, **raw),
         dead_letters=app.topic(settings.dead_letters_topic, partitions=1, **raw),
     )
+    # Keys and values are plain bytes (msgpack we encode ourselves). Saying so through the types, not by setting
+    # serializers afterwards, is what makes the changelog topic raw too: otherwise recovery decodes it as JSON.
     table = app.Table(
         USERS_TABLE,
+        key_type=bytes,
+        value_type=bytes,
         partitions=settings.partitions,
         help="Per-user state (msgpack UserState).",
     )
-    # Tables take their codecs from model types; ours are plain bytes (msgpack we encode ourselves), so say so
-    # before the store is created on first use.
-    table.key_serializer = table.value_serializer = "raw"
     handler = BatchHandler(settings, worker, metrics, table, topics)
 
     @app.agent(topics.interactions, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
-            await handler.handle(events)
+            try:
+                await handler.handle(events)
+            except Exception:  # noqa: BLE001 - see fail_stop: nothing may ack a batch that was not processed
+                fail_stop(len(events))
 
     if settings.checkpoint:
         @app.task
@@ -88,6 +97,21 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     return app
+
+
+def fail_stop(batch_size: int) -> None:
+    """Exit at once, committing nothing, after a batch failed to process (an infrastructure or model error).
+
+    Why not raise: ``take_events`` acks a batch's events in a ``finally``, also when the agent raised, and the
+    next commit would then skip events that never reached state or the output. Exiting here is a crash like
+    ``kill -9``, which the state's event ids and the changelog are built to survive (tests/integration/
+    test_guarantees_crash.py): a supervisor restarts the worker and the batch is read again.
+    """
+    log.critical("a batch of %d events failed; exiting without committing it", batch_size, exc_info=True)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 class BatchHandler:

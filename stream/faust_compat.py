@@ -1,18 +1,39 @@
 """The one place metarec reaches into Faust's internals, and why.
 
-Faust tables pick the RocksDB partition and the changelog partition of a write from the *current event*, a
-context variable that the stream sets while an agent iterates event by event. ``Stream.take_events`` fills its
-buffer from a background task, so inside a batching agent that variable is unset (or stale). Batching is what
-makes the worker fast, so each table read and write runs inside the context of the event it belongs to.
+1. Faust tables pick the RocksDB partition and the changelog partition of a write from the *current event*, a
+   context variable that the stream sets while an agent iterates event by event. ``Stream.take_events`` fills
+   its buffer from a background task, so inside a batching agent that variable is unset (or stale). Batching is
+   what makes the worker fast, so each table read and write runs inside the context of the event it belongs to
+   (:func:`event_context`).
+
+2. Faust's table recovery reads a changelog partition up to the high watermark that a ListOffsets request
+   reports, then stops. The embedded broker (Tansu) reports the base offset of the partition's last record
+   batch plus one there, not the end: when that batch held several records, recovery would stop early and the
+   newest states in the tail would be lost on a restart or a takeover. A Fetch response carries the true high
+   watermark on every broker, so :func:`use_real_highwaters` gives the app a consumer whose ``highwaters``
+   reads the last batch of each partition to the end of the partition (a few records; one on Apache Kafka,
+   where the two agree) and reports where that is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import uuid
 import weakref
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+import faust
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.streams import _current_event
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+END_PROBE_TIMEOUT_S = 30.0
+_LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
 
 
 @contextmanager
@@ -23,3 +44,72 @@ def event_context(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def use_real_highwaters(app: faust.App, kafka_config: Mapping[str, Any],
+                        timeout_s: float = END_PROBE_TIMEOUT_S) -> None:
+    """Make ``app``'s consumer report each partition's true end, so table recovery reads every record."""
+    base: type = app.transport.Consumer
+
+    class RealEndConsumer(base):  # type: ignore[misc, valid-type]
+        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+            reported = await super().highwaters(*partitions)
+            return await asyncio.to_thread(real_end_offsets, kafka_config, reported, timeout_s)
+
+    app.transport.Consumer = RealEndConsumer
+
+
+def real_end_offsets(
+    kafka_config: Mapping[str, Any], reported: Mapping[TP, int | None], timeout_s: float = END_PROBE_TIMEOUT_S
+) -> dict[TP, int | None]:
+    """The offset after each partition's last record, found by fetching from the last batch reported on.
+
+    ``reported`` is what ListOffsets(latest) said; the true end is at or after it. A partition is read from one
+    before the reported end until the consumer reports partition EOF, whose offset comes from the Fetch
+    response's high watermark. If the broker does not answer in ``timeout_s`` the reported ends are kept (and a
+    warning logged): recovery is then exactly as good as Faust's own.
+    """
+    probe = {tp: end for tp, end in reported.items() if end is not None and end > 0}
+    result: dict[TP, int | None] = dict(reported)
+    if not probe:
+        return result
+    consumer = Consumer({
+        **kafka_config,
+        "group.id": f"metarec-end-probe-{uuid.uuid4().hex}",  # never joined: partitions are assigned by hand
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "logger": _LIBRDKAFKA_LOG,
+    })
+    try:
+        consumer.assign([TopicPartition(tp.topic, tp.partition, end - 1) for tp, end in probe.items()])
+        ends = _read_to_eof(consumer, set(probe), time.monotonic() + timeout_s)
+    finally:
+        consumer.close()
+    missing = set(probe) - set(ends)
+    if missing:
+        log.warning("could not find the end of %d changelog partitions in %.0fs; using the reported ends",
+                    len(missing), timeout_s)
+    moved = {tp: (probe[tp], end) for tp, end in ends.items() if end != probe[tp]}
+    if moved:
+        log.info("changelog ends beyond the reported high watermark: %s",
+                 ", ".join(f"{tp.topic}[{tp.partition}] {a}->{b}" for tp, (a, b) in sorted(moved.items())))
+    result.update(ends)
+    return result
+
+
+def _read_to_eof(consumer: Consumer, pending: set[TP], deadline: float) -> dict[TP, int]:
+    """Poll until every partition in ``pending`` reported EOF (or the deadline); the EOF offsets by partition."""
+    ends: dict[TP, int] = {}
+    while pending and (left := deadline - time.monotonic()) > 0:
+        msg = consumer.poll(min(left, 1.0))
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is not None and err.code() == KafkaError._PARTITION_EOF:
+            tp = TP(msg.topic(), msg.partition())
+            if tp in pending:
+                pending.discard(tp)
+                ends[tp] = msg.offset()
+        elif err is not None:
+            log.debug("end probe: %s", err)
+    return ends

@@ -52,6 +52,7 @@ def startup_model(settings: Settings) -> Recommender:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one metarec worker until SIGTERM/SIGINT; returns after a clean shutdown."""
+    log.info("settings: %s", settings.redacted())
     kafka = settings.kafka_config()
     wait_for_broker(kafka, timeout=10.0)
     ensure_topics(kafka, app_topic_specs(settings))
