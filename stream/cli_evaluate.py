@@ -75,4 +75,11 @@ def _coldstart(dataset: str, out: Path, seed: int, methods: list[str] | None, ma
         from models.eval.coldstart import run_coldstart
     except ImportError:
         raise click.UsageError("--protocol coldstart is not available (models.eval.coldstart is missing)") from None
-    return run_coldstart(dataset, out=out, seed=seed, methods=methods, max_events=max_events)
+    from models.data.registry import dataset_name, load_dataset
+    from models.eval.stream_runner import first_events
+
+    events = first_events(load_dataset(dataset, seed=seed), max_events)
+    try:
+        return run_coldstart(events, out, dataset_name(dataset), seed=seed, methods=methods)
+    except ValueError as exc:  # unknown methods, data the protocol cannot use
+        raise click.UsageError(str(exc).splitlines()[0]) from None

@@ -33,8 +33,8 @@ class DenseCooccurrence:
             self.counts[idx, item] += 1.0
 
     def weighted_rows(self, rows: Sequence[int], weights: np.ndarray) -> np.ndarray:
-        block = self.counts[np.asarray(rows, np.int64)]  # (R, n_items)
-        return weights.astype(np.float64) @ block
+        block = np.take(self.counts, np.asarray(rows, np.int64), axis=0)  # (R, n_items)
+        return (weights.astype(np.float32) @ block).astype(np.float64)  # float32: no upcast copy of the block
 
 
 class SparseCooccurrence:

@@ -86,6 +86,7 @@ def run_stream(
         "events": len(events),
         "bucket_events": plan.bucket_events(),
         "methods": {name: acc.summary() for name, acc in accs.items()},
+        f"first_ten_hr@{k}": {name: acc.pooled_hr() for name, acc in accs.items()},  # buckets 0, 1-4, 5-9 pooled
         "seed": seed,
         "warmup_fraction": warmup_fraction,
         "warmup_events": plan.start,
