@@ -6,6 +6,7 @@ production; the producer and the downstream consumer are threads of the bench, w
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -93,13 +94,13 @@ class RecCollector(threading.Thread):
         self.arrivals = Arrivals()
         self._consumer = Consumer(consumer_conf(bootstrap))
         self._consumer.subscribe([topic])
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._changed = threading.Condition()
         self.tombstones = 0
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 batch = self._consumer.consume(1000, 0.05)
                 now = time.time()
                 got = False
@@ -145,8 +146,15 @@ class RecCollector(threading.Thread):
             return None
         return last
 
+    def wait_any(self, timeout_s: float) -> bool:
+        """Block until at least one recommendation has arrived (or ``timeout_s`` passed)."""
+        with self._changed:
+            if not self.arrivals.times:
+                self._changed.wait(timeout_s)
+        return bool(self.arrivals.times)
+
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 
@@ -190,9 +198,10 @@ def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> dict:
 class WorkerRun:
     """``python -m stream worker`` as a subprocess with its environment and log; RSS read from /proc."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path, metrics_port: int) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.metrics_port = metrics_port
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env={**os.environ, **env},
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
 
@@ -226,3 +235,50 @@ class WorkerRun:
 
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's Prometheus samples, summed over labels: ``{"metarec_adaptation_batch_size_sum": ..}``."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                continue
+            out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+    return out
+
+
+def batch_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Mean micro-batch size and adaptation time between two scrapes."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("metarec_adaptation_batch_size_count")
+    return {
+        "model_batches": batches,
+        "mean_users_per_model_batch": round(delta("metarec_adaptation_batch_size_sum") / batches, 1) if batches else None,
+        "mean_model_batch_ms": round(1e3 * delta("metarec_adaptation_seconds_sum") / batches, 2) if batches else None,
+        "model_seconds": round(delta("metarec_adaptation_seconds_sum"), 2),
+    }
+
+
+def faust_ceiling(bootstrap: str, topic: str, sink: str, expected: int, mode: str, partitions: int,
+                  workdir: Path) -> dict:
+    """Run :mod:`bench.faust_ceiling` on ``topic`` in a fresh process; its figures, or why it failed."""
+    out = workdir / f"ceiling-{mode}.json"
+    cmd = [sys.executable, "-m", "bench.faust_ceiling", "--brokers", bootstrap, "--topic", topic, "--sink", sink,
+           "--expected", str(expected), "--mode", mode, "--partitions", str(partitions), "--out", str(out)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        return {"mode": mode, "error": "timed out"}
+    if not out.exists():
+        return {"mode": mode, "error": (done.stderr or done.stdout)[-500:]}
+    return json.loads(out.read_text())

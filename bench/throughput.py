@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -31,7 +30,8 @@ import numpy as np
 from bench.analysis import event_latencies_ms, last_event_per_user, rocksdb_footprint
 from bench.common import RESULTS, EventStream, catalogue, machine_info, percentiles, read_results, \
     train_checkpoint, write_results, zipf_events
-from bench.kafka_tools import RecCollector, WorkerRun, passthrough, produce_all
+from bench.kafka_tools import RecCollector, WorkerRun, batch_stats, faust_ceiling, passthrough, \
+    produce_all, scrape
 from bench.profiling import profile_worker
 from stream.broker import EmbeddedBroker, free_port
 from stream.settings import Settings
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra worker environment, e.g. METAREC_TAKE_MAX=2000")
     p.add_argument("--label", default="final", help="name of this run inside the results file")
     p.add_argument("--profile-s", type=float, default=0.0, help="py-spy the worker this long during saturation")
+    p.add_argument("--ceilings", default="take,table", help="Faust-only ceilings to measure (bench.faust_ceiling)")
     p.add_argument("--passthrough-only", action="store_true", help="measure the ceiling only (no worker)")
     p.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     p.add_argument("--cache", type=Path, default=ROOT / "var" / "bench", help="trained checkpoint is kept here")
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run["passthrough"] = passthrough(broker.bootstrap, settings.interactions_topic, sink, len(backlog))
         run["passthrough_events_per_s"] = run["passthrough"]["events_per_s"]
         log.info("passthrough: %s events/s", run["passthrough_events_per_s"])
+        run["faust_ceiling"] = {}
+        for mode in args.ceilings.split(","):
+            if mode:
+                run["faust_ceiling"][mode] = faust_ceiling(broker.bootstrap, settings.interactions_topic, sink,
+                                                           len(backlog), mode, args.partitions, Path(tmp))
+                log.info("faust ceiling %s: %s", mode, run["faust_ceiling"][mode])
         if not args.passthrough_only:
             run.update(pipeline_phases(args, broker.bootstrap, settings, checkpoint, backlog, Path(tmp)))
     run["machine"]["loadavg_at_end"] = list(os.getloadavg())
@@ -95,7 +102,9 @@ def pipeline_phases(args, bootstrap: str, settings: Settings, checkpoint: Path, 
     env = worker_env(settings, checkpoint, data_dir, args.env)
     collector = RecCollector(bootstrap, settings.recommendations_topic)
     collector.start()
-    worker = WorkerRun(env, tmp / "worker.log", ROOT)
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    worker = WorkerRun(env, logs / f"worker-{args.label}.log", ROOT, int(env["METAREC_METRICS_PORT"]))
     out: dict[str, Any] = {"worker_env": {k: v for k, v in env.items() if k not in {"METAREC_BROKERS"}}}
     try:
         out["saturation"] = saturation(args, worker, collector, backlog)
@@ -112,8 +121,6 @@ def pipeline_phases(args, bootstrap: str, settings: Settings, checkpoint: Path, 
         code = worker.stop()
         collector.stop()
         out["worker_exit_code"] = code
-        if code not in (0, None):
-            shutil.copy(worker.log_path, RESULTS / f"worker-{args.label}.log")
     footprint = rocksdb_footprint(data_dir)
     users = max(footprint["users"], 1)
     out["memory"].update({
@@ -152,15 +159,15 @@ def saturation(args, worker: WorkerRun, collector: RecCollector, backlog: EventS
     while not collector.arrivals.times:
         if worker.proc.poll() is not None or time.monotonic() - started > 300:
             raise RuntimeError(f"worker produced nothing (see {worker.log_path})")
-        collector.wait_for({"-never-"}, 0.2)  # bounded wait on the collector's arrivals
+        collector.wait_any(0.5)
     first = collector.arrivals.times[0]
-    rss0, cpu0 = worker.rss_bytes(), worker.cpu_seconds()
+    rss0, cpu0, m0 = worker.rss_bytes(), worker.cpu_seconds(), scrape(worker.metrics_port)
     profile = None
     if args.profile_s:
         profile = threading.Thread(target=profile_worker, args=(worker.pid, args.profile_s, args.label))
         profile.start()
     done = collector.wait_for(set(last.values()), timeout_s=1800)
-    cpu1, rss1 = worker.cpu_seconds(), worker.rss_bytes()
+    cpu1, rss1, m1 = worker.cpu_seconds(), worker.rss_bytes(), scrape(worker.metrics_port)
     if profile is not None:
         profile.join()
     if done is None:
@@ -175,6 +182,7 @@ def saturation(args, worker: WorkerRun, collector: RecCollector, backlog: EventS
         "worker_cpu_s": round(cpu1 - cpu0, 2),
         "events_per_worker_cpu_s": round(len(backlog) / max(cpu1 - cpu0, 1e-9), 1),
         "rss_bytes_at_start": rss0, "rss_bytes_after": rss1, "profiled": bool(args.profile_s),
+        **batch_stats(m0, m1),
     }
 
 

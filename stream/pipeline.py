@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from models.serving import AdaptRequest
+from models.serving import AdaptRequest, AdaptResult
 from models.targets import event_target
 from schemas.decode import DecodeError, decode_user_event
 from schemas.records import Interaction, Recommendation, ScoredItem, UserAttributes, UserDeletion
@@ -20,6 +20,7 @@ from stream.state import (
     UserState,
     apply_attributes,
     apply_interaction,
+    encode_state,
     history_bucket,
 )
 
@@ -147,6 +148,21 @@ def adapt_request(user_id: str, state: UserState, objective: str) -> AdaptReques
         if target is not None:
             support.append((s.item_id, target))
     return AdaptRequest(user_id=user_id, support=support, exclude=frozenset(state.seen))
+
+
+def finish_user(work: UserWork, result: AdaptResult | None, version: str) -> bytes | None:
+    """What to store for a user after the batch: their state bytes, or None to delete the key.
+
+    A served user keeps the adapted head and the list just sent (the next batch measures hits against it). A user
+    deleted in this batch with nothing after the deletion leaves no state at all.
+    """
+    if result is not None:
+        work.state.head = result.head.tobytes()
+        work.state.model_version = version
+        work.state.last_recs = list(result.items)
+    elif work.deleted and not work.state.recent_ids:
+        return None
+    return encode_state(work.state)
 
 
 def recommendation(
