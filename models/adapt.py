@@ -50,14 +50,17 @@ def support_loss(
     neg_vecs: Tensor,  # (K, H)
     neg_bias: Tensor,  # (K,)
     objective: str,
+    prior: float = 0.0,
 ) -> Tensor:
     """One user's support loss: masked MSE (rating) or weighted sampled-softmax ranking loss (implicit).
 
     For ``implicit`` the targets are confidence weights: each support item should outrank the K negatives.
-    Normalised by the number of real events, so step sizes mean the same for short and long histories.
+    Normalised by ``count + prior``: with ``prior`` = 0 a step moves the head as far for one event as for fifty;
+    with ``prior`` > 0 the move grows like ``count / (count + prior)``, the shrinkage a Gaussian prior around the
+    init would give, so a single event is trusted less than a long history.
     """
     pos = head_scores(head, item_vecs, item_bias)  # (S,)
-    count = mask.sum().clamp(min=1.0)
+    count = (mask.sum() + prior).clamp(min=1e-6)
     if objective == "rating":
         return ((pos - targets) ** 2 * mask).sum() / count
     neg = head_scores(head, neg_vecs, neg_bias)  # (K,)
@@ -78,9 +81,10 @@ def _adapt_one(
     steps: int,
     objective: str,
     first_order: bool,
+    prior: float,
 ) -> tuple[Head, Tensor, Tensor]:
     """``steps`` Meta-SGD steps for one user: theta <- theta - lr (elementwise) * grad."""
-    data = (item_vecs, item_bias, targets, mask, neg_vecs, neg_bias, objective)
+    data = (item_vecs, item_bias, targets, mask, neg_vecs, neg_bias, objective, prior)
     grad_fn: Callable[..., tuple[Head, Tensor]] = grad_and_value(support_loss)
     head = head0
     before = support_loss(head0, *data)
@@ -106,6 +110,7 @@ def adapt(
     steps: int,
     objective: str,
     first_order: bool = False,
+    prior: float = 0.0,
 ) -> Adapted:
     """Adapt every user's head on their padded support set, in one vmapped call.
 
@@ -124,7 +129,7 @@ def adapt(
     mask = mask.to(item_vecs.dtype)
 
     def one(h0: Head, v: Tensor, ib: Tensor, t: Tensor, m: Tensor, nv: Tensor, nb: Tensor):
-        return _adapt_one(h0, lrs, v, ib, t, m, nv, nb, steps, objective, first_order)
+        return _adapt_one(h0, lrs, v, ib, t, m, nv, nb, steps, objective, first_order, prior)
 
     heads, before, after = vmap(one)(head0, item_vecs, item_bias, targets, mask, neg_vecs, neg_bias)
     return Adapted(heads=heads, loss_before=before, loss_after=after)

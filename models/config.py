@@ -31,6 +31,7 @@ class ModelConfig:
     rating_min: float = 1.0
     rating_max: float = 5.0
     max_support: int = 50  # most recent events a user adapts on
+    support_prior: float = 4.0  # support loss is normalised by (events + prior): few events, smaller moves
     query_size: int = 8  # events after the cut that a training task is scored on
     id_dropout: float = 0.15  # share of items trained features-only, so new items get useful vectors
     outer_lr: float = 1e-2
@@ -50,6 +51,8 @@ class ModelConfig:
             raise ValueError("the implicit objective needs n_negatives >= 1")
         if not self.rating_min < self.rating_max:
             raise ValueError(f"rating_min ({self.rating_min}) must be below rating_max ({self.rating_max})")
+        if self.support_prior < 0:
+            raise ValueError(f"support_prior must not be negative, got {self.support_prior}")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
 

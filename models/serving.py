@@ -128,12 +128,18 @@ class Recommender:
         save_checkpoint(path, snap.model, snap.item_ids, self.version, snap.feature_names)
 
     # --- serving -------------------------------------------------------------------------------------------------
-    def recommend(self, requests: Sequence[AdaptRequest], k: int) -> list[AdaptResult]:
-        """Adapt each user on their support set and return their top-``k`` unseen items, best first."""
+    def recommend(
+        self, requests: Sequence[AdaptRequest], k: int, *, steps: int | None = None
+    ) -> list[AdaptResult]:
+        """Adapt each user on their support set and return their top-``k`` unseen items, best first.
+
+        Fewer than ``k`` items come back only when the user has excluded nearly the whole catalogue. ``steps``
+        overrides the number of inner steps (0 = the meta-init alone), for ablations.
+        """
         if not requests:
             return []
         snap = self._snap  # one catalogue for the whole call
-        out, sizes = self._adapt(snap, requests, None)
+        out, sizes = self._adapt(snap, requests, steps)
         with torch.inference_mode():
             scores = score(out.heads, snap.vecs, snap.bias)  # (B, N)
             rows, cols = _excluded(snap.index, requests)
@@ -211,6 +217,7 @@ class Recommender:
                 snap.model.step_sizes(),
                 snap.vecs[items], snap.bias[items], targets, mask, neg_vecs, neg_bias,
                 steps=cfg.inner_steps if steps is None else steps, objective=cfg.objective,
+                prior=cfg.support_prior,
             )
         return out, sizes
 

@@ -146,6 +146,7 @@ def outer_loss(
         model.head_init(batch, feats), model.step_sizes(),
         vecs[tasks.sup_items], bias[tasks.sup_items], tasks.sup_targets, tasks.sup_mask,
         vecs[neg], bias[neg], steps=cfg.inner_steps, objective=cfg.objective, first_order=cfg.first_order,
+        prior=cfg.support_prior,
     )
     qmask = tasks.qry_mask.float()  # (B, Q)
     if cfg.objective == "rating":
