@@ -221,11 +221,13 @@ def last_recommendations(bootstrap: str, topic: str) -> dict[str, Recommendation
 
 
 def await_recommendations(bootstrap: str, topic: str, wanted: dict[str, str], timeout_s: float,
-                          alive: Sequence[WorkerProcess] = ()) -> list[Recommendation]:
+                          alive: Sequence[WorkerProcess] = (), since: float = 0.0) -> list[Recommendation]:
     """Consume ``topic`` from the start until each user in ``wanted`` got a list for event ``wanted[user]``.
 
-    Fails (with what is still missing) after ``timeout_s``, or at once if a worker in ``alive`` exited.
-    Returns every recommendation read, in order.
+    Only lists produced at or after ``since`` (wall clock) count: after a crash, a list for a user's last event
+    may come from an earlier incarnation while the new one is still re-reading older events. Fails (with what
+    is still missing) after ``timeout_s``, or at once if a worker in ``alive`` exited. Returns every
+    recommendation read, in order.
     """
     pending = dict(wanted)
     recs: list[Recommendation] = []
@@ -245,7 +247,7 @@ def await_recommendations(bootstrap: str, topic: str, wanted: dict[str, str], ti
                     continue
                 rec = decode_recommendation(msg.value())
                 recs.append(rec)
-                if pending.get(rec.user_id) == rec.event_id:
+                if pending.get(rec.user_id) == rec.event_id and rec.produced_ts >= since:
                     del pending[rec.user_id]
     finally:
         consumer.close()
