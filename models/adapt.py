@@ -1,13 +1,14 @@
 """Per-user adaptation (the Meta-SGD inner loop) and scoring, as pure functions of tensors.
 
-Nothing here holds state: the meta-learned init and step sizes come in, adapted heads go out. Training, offline
-evaluation and the stream worker all call these same functions, so what is measured is what is served. Users are
-batched with ``torch.func.vmap`` over padded support sets; padding is masked out of every loss, so a user's result
-does not depend on who shares the batch, and an empty support set leaves the init untouched (its gradient is an
-exact zero).
+Nothing here holds state: the meta-learned init and step sizes come in, adapted heads go out. Training,
+offline evaluation and the stream worker all call these same functions, so what is measured is what is served.
+Users are batched with ``torch.func.vmap`` over padded support sets; padding is masked out of every loss, so a
+user's result does not depend on who shares the batch, and an empty support set leaves the init untouched (its
+gradient is an exact zero).
 
-A head is ``{"w": (H,), "b": ()}``; batched heads carry a leading user dimension. ``item_bias`` means everything
-in a score that does not depend on the head (global mean plus item bias), so ``s = z . w + b + item_bias``.
+A head is ``{"w": (H,), "b": ()}``; batched heads carry a leading user dimension. ``item_bias`` means
+everything in a score that does not depend on the head (global mean plus item bias), so ``s = z . w + b +
+item_bias``.
 """
 
 from __future__ import annotations
@@ -55,16 +56,17 @@ def support_loss(
     """One user's support loss: masked MSE (rating) or weighted sampled-softmax ranking loss (implicit).
 
     For ``implicit`` the targets are confidence weights: each support item should outrank the K negatives.
-    Normalised by ``count + prior``: with ``prior`` = 0 a step moves the head as far for one event as for fifty;
-    with ``prior`` > 0 the move grows like ``count / (count + prior)``, the shrinkage a Gaussian prior around the
-    init would give, so a single event is trusted less than a long history.
+    Normalised by ``count + prior``: with ``prior`` = 0 a step moves the head as far for one event as for
+    fifty; with ``prior`` > 0 the move grows like ``count / (count + prior)``, the shrinkage a Gaussian prior
+    around the init would give, so a single event is trusted less than a long history.
     """
     pos = head_scores(head, item_vecs, item_bias)  # (S,)
     count = (mask.sum() + prior).clamp(min=1e-6)
     if objective == "rating":
         return ((pos - targets) ** 2 * mask).sum() / count
     neg = head_scores(head, neg_vecs, neg_bias)  # (K,)
-    # -log softmax of pos among [pos, negatives] = log(exp(pos) + sum exp(neg)) - pos = softplus(lse(neg) - pos)
+    # -log softmax of pos among [pos, negatives] = log(exp(pos) + sum exp(neg)) - pos
+    #                                            = softplus(logsumexp(neg) - pos)
     nll = F.softplus(torch.logsumexp(neg, dim=0) - pos)  # (S,)
     return (nll * targets * mask).sum() / count
 
@@ -114,9 +116,10 @@ def adapt(
 ) -> Adapted:
     """Adapt every user's head on their padded support set, in one vmapped call.
 
-    Shapes: ``head0`` {"w": (B, H), "b": (B,)} (the init, possibly user-specific); ``lrs`` {"w": (H,), "b": ()}
-    (shared step sizes); ``item_vecs`` (B, S, H); ``item_bias``, ``targets``, ``mask`` (B, S); ``neg_vecs``
-    (B, K, H) and ``neg_bias`` (B, K), sampled by the caller so this stays deterministic (ignored for ``rating``).
+    Shapes: ``head0`` {"w": (B, H), "b": (B,)} (the init, possibly user-specific); ``lrs`` {"w": (H,), "b":
+    ()} (shared step sizes); ``item_vecs`` (B, S, H); ``item_bias``, ``targets``, ``mask`` (B, S);
+    ``neg_vecs`` (B, K, H) and ``neg_bias`` (B, K), sampled by the caller so this stays deterministic (ignored
+    for ``rating``).
 
     Differentiable with respect to every input when autograd is on: ``first_order=False`` keeps second-order
     terms for meta-training, ``first_order=True`` treats inner gradients as constants. Works under

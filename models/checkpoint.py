@@ -1,8 +1,8 @@
 """A model on disk: ``model.safetensors`` (the tensors) and ``config.json`` (what they mean).
 
 Loading never unpickles anything, and a checkpoint is checked against its own configuration before any tensor
-is used: a worker that is handed a truncated, tampered or mismatched folder refuses it with a message that says
-what is wrong, and keeps serving the version it has.
+is used: a worker that is handed a truncated, tampered or mismatched folder refuses it with a message that
+says what is wrong, and keeps serving the version it has.
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | Path, model: MetaRec, item_ids: Sequence[str], version: str, item_feature_names: Sequence[str] = ()
+    path: str | Path,
+    model: MetaRec,
+    item_ids: Sequence[str],
+    version: str,
+    item_feature_names: Sequence[str] = (),
 ) -> None:
     """Write the weights, then ``config.json`` last: a folder with a config is a complete model."""
     if len(item_ids) != model.cfg.n_items:
@@ -93,7 +97,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} config (missing or wrong 'format')")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        got = meta.get("format_version")
+        raise CheckpointError(f"{path}: format_version {got!r}, expected {FORMAT_VERSION}")
     return meta
 
 
@@ -125,12 +130,15 @@ def _read_tensors(path: Path, model: MetaRec) -> dict[str, torch.Tensor]:
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match the config (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(
+            f"{path}: tensors do not match the config (missing {missing}, unexpected {unexpected})"
+        )
     for name, want in expected.items():
         got = tensors[name]
         if got.shape != want.shape or got.dtype != want.dtype:
             raise CheckpointError(
-                f"{path}: tensor {name} is {got.dtype}{tuple(got.shape)}, config needs {want.dtype}{tuple(want.shape)}"
+                f"{path}: tensor {name} is {got.dtype}{tuple(got.shape)}, "
+                f"the config needs {want.dtype}{tuple(want.shape)}"
             )
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 OBJECTIVES: tuple[str, ...] = ("rating", "implicit")
-"""``rating``: scores are ratings, losses are squared errors. ``implicit``: scores are logits for "will interact"."""
+"""``rating``: scores are ratings, losses squared errors. ``implicit``: scores are "will interact" logits."""
 
 
 @dataclass(frozen=True)

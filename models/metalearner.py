@@ -1,13 +1,16 @@
-"""The meta-parameters: an item tower, biases, and the user head's meta-learned init and step sizes (Meta-SGD).
+"""The meta-parameters: an item tower, biases, and the user head's meta-learned init and Meta-SGD step sizes.
 
 A user is a small linear head theta = {w: (H,), b: ()} on top of shared item vectors z_i, so
-``s(u, i) = mu + b_i + b + z_i . w``: a rating on explicit data, a logit on implicit data. The head starts from a
-meta-learned init (shifted by the user's side features, when there are any) and takes a few gradient steps on the
-user's own events with meta-learned per-parameter step sizes; see ``models.adapt``.
+
+    s(u, i) = mu + b_i + b + z_i . w
+
+a rating on explicit data, a logit on implicit data. The head starts from a meta-learned init (shifted by the
+user's side features, when there are any) and takes a few gradient steps on the user's own events with
+meta-learned per-parameter step sizes; see ``models.adapt``.
 
 Items are an id embedding plus a projection of their side features. Training drops the id part of random items
-(``id_dropout``), so the tower also learns to place an item from its features alone; a new item is exactly that,
-an item whose id embedding and id bias are zero.
+(``id_dropout``), so the tower also learns to place an item from its features alone; a new item is exactly
+that, an item whose id embedding and id bias are zero.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class MetaRec(nn.Module):
         self.log_lr_w = nn.Parameter(torch.full((h,), init_log_lr))  # (H,) Meta-SGD step sizes, log scale
         self.log_lr_b = nn.Parameter(torch.tensor(init_log_lr))
 
-    # --- items -------------------------------------------------------------------------------------------------
+    # --- items ----------------------------------------------------------------------------------------------
     def item_vectors(self, drop_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The catalogue's vectors (N, H) and head-independent score offsets mu + b_i (N,).
 
@@ -66,9 +69,9 @@ class MetaRec(nn.Module):
         offset = self.mu + bias + features @ self.feat_bias  # (M,)
         return self.tower(x), offset  # (M, H), (M,)
 
-    # --- user head ---------------------------------------------------------------------------------------------
+    # --- user head ------------------------------------------------------------------------------------------
     def head_init(self, batch: int, user_features: Tensor | None = None) -> Head:
-        """Every user's starting head {"w": (B, H), "b": (B,)}: the meta-init, offset by user features if any."""
+        """Every user's starting head {"w": (B, H), "b": (B,)}: the meta-init, shifted by user features."""
         w = self.head_w.expand(batch, -1)  # (B, H)
         b = self.head_b.expand(batch)  # (B,)
         if user_features is not None and self.cfg.n_user_features:
@@ -80,7 +83,7 @@ class MetaRec(nn.Module):
         """Meta-SGD's per-parameter learning rates {"w": (H,), "b": ()}, kept positive by a log scale."""
         return {"w": self.log_lr_w.exp(), "b": self.log_lr_b.exp()}
 
-    # --- catalogue growth --------------------------------------------------------------------------------------
+    # --- catalogue growth -----------------------------------------------------------------------------------
     def with_items(self, features: Tensor) -> "MetaRec":
         """A new model whose catalogue also has ``features.shape[0]`` new items (features only, zero ids).
 

@@ -1,8 +1,8 @@
 """What the stream worker calls: adapt a batch of users on their recent events and rank the catalogue.
 
 One ``Recommender`` is one model version. Its meta-parameters never change while it serves; the catalogue can
-grow (``add_items``), which builds a new snapshot beside the old one and swaps a single reference, so concurrent
-``recommend`` calls from worker threads each see one consistent catalogue without taking a lock.
+grow (``add_items``), which builds a new snapshot beside the old one and swaps a single reference, so
+concurrent ``recommend`` calls from worker threads each see one consistent catalogue without taking a lock.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Recommender:
         self._grow_lock = threading.Lock()
         self._snap = _snapshot(model, tuple(item_ids), tuple(item_feature_names))
 
-    # --- attributes ----------------------------------------------------------------------------------------------
+    # --- attributes -----------------------------------------------------------------------------------------
     @property
     def config(self) -> ModelConfig:
         return self._snap.model.cfg
@@ -112,13 +112,13 @@ class Recommender:
         """The meta-parameters (read-only: frozen, eval mode)."""
         return self._snap.model
 
-    # --- persistence ---------------------------------------------------------------------------------------------
+    # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Recommender":
         """Load a checkpoint folder; raises ``models.checkpoint.CheckpointError`` if it is unusable."""
         ckpt = load_checkpoint(path)
-        return cls(ckpt.model, ckpt.item_ids, version=ckpt.version, item_feature_names=ckpt.item_feature_names,
-                   device=device)
+        return cls(ckpt.model, ckpt.item_ids, version=ckpt.version,
+                   item_feature_names=ckpt.item_feature_names, device=device)
 
     def save(self, path: str | Path, version: str | None = None) -> None:
         """Save to ``path``; a given ``version`` names the saved model and, from now on, this one too."""
@@ -127,7 +127,7 @@ class Recommender:
         snap = self._snap
         save_checkpoint(path, snap.model, snap.item_ids, self.version, snap.feature_names)
 
-    # --- serving -------------------------------------------------------------------------------------------------
+    # --- serving --------------------------------------------------------------------------------------------
     def recommend(
         self, requests: Sequence[AdaptRequest], k: int, *, steps: int | None = None
     ) -> list[AdaptResult]:
@@ -165,8 +165,8 @@ class Recommender:
     ) -> np.ndarray:
         """Scores (B, len(item_ids)) after adaptation: ratings on the rating objective (clipped to the scale).
 
-        Ids outside the catalogue get the vector of an item known by nothing. ``steps`` overrides the number of
-        inner steps (0 = the meta-init alone), for ablations.
+        Ids outside the catalogue get the vector of an item known by nothing. ``steps`` overrides the number
+        of inner steps (0 = the meta-init alone), for ablations.
         """
         snap = self._snap
         if not requests:
@@ -192,7 +192,9 @@ class Recommender:
             if not fresh:
                 return
             n_feat = snap.model.cfg.n_item_features
-            feats = np.zeros((len(item_ids), n_feat), np.float32) if features is None else np.asarray(features)
+            feats = np.zeros((len(item_ids), n_feat), np.float32)
+            if features is not None:
+                feats = np.asarray(features)
             if feats.shape != (len(item_ids), n_feat):
                 raise ValueError(f"features must be ({len(item_ids)}, {n_feat}), got {feats.shape}")
             rows = torch.as_tensor(feats[[n for n, _ in fresh]], dtype=torch.float32, device=self.device)
@@ -201,8 +203,10 @@ class Recommender:
             self._snap = _snapshot(grown, ids, snap.feature_names)
         log.info("catalogue grew by %d items to %d", len(fresh), len(ids))
 
-    # --- internals -----------------------------------------------------------------------------------------------
-    def _adapt(self, snap: _Snapshot, requests: Sequence[AdaptRequest], steps: int | None) -> tuple[Adapted, list[int]]:
+    # --- internals ------------------------------------------------------------------------------------------
+    def _adapt(
+        self, snap: _Snapshot, requests: Sequence[AdaptRequest], steps: int | None
+    ) -> tuple[Adapted, list[int]]:
         cfg = snap.model.cfg
         items, targets, mask, sizes = _pad_support(snap.index, requests, cfg.max_support)
         dev = self.device
@@ -249,7 +253,8 @@ def _pad_support(
 
 def _negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int) -> Tensor:
     """K uniform negatives per user, seeded by the user id: a user's result never depends on the batch."""
-    rows = [np.random.default_rng([seed, zlib.crc32(r.user_id.encode())]).integers(0, n_items, k) for r in requests]
+    rows = [np.random.default_rng([seed, zlib.crc32(r.user_id.encode())]).integers(0, n_items, k)
+            for r in requests]
     return torch.as_tensor(np.stack(rows), dtype=torch.long)  # (B, K)
 
 

@@ -1,7 +1,7 @@
 """What an interaction teaches the inner loop: one mapping from (type, value) to an adaptation target.
 
-The stream worker and the trainer both call ``event_target`` so a user adapts online on exactly what tasks were
-built from offline. ``None`` means "remember that the user saw it, but do not adapt on it".
+The stream worker and the trainer both call ``event_target`` so a user adapts online on exactly what tasks
+were built from offline. ``None`` means "remember that the user saw it, but do not adapt on it".
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ IMPLICIT_WEIGHTS: dict[str, float] = {"view": 0.25, "click": 0.5, "cart": 0.75, 
 """Confidence that an implicit interaction means "likes it": stronger commitment, stronger positive."""
 
 POSITIVE_RATING = 3.0
-"""On the implicit objective, ratings below this are not positives; at and above it they grow to 1 at 5 stars."""
+"""Implicit objective: ratings below this are not positives; from it up, the weight grows to 1 at 5 stars."""
 
 
-def event_target(type: str, value: float | None, objective: str) -> float | None:  # noqa: A002 - the event's field
+def event_target(  # noqa: A002 - ``type`` is the event's field name
+    type: str, value: float | None, objective: str
+) -> float | None:
     """The inner-loop target of one interaction, or None if it should not be adapted on.
 
     ``rating`` objective: only rating events with a finite value count, and the target is the rating itself.
-    ``implicit`` objective: the target is a confidence weight in (0, 1]; a rating is a positive only if it is at
-    least ``POSITIVE_RATING``, a play is a full positive whatever its count.
+    ``implicit`` objective: the target is a confidence weight in (0, 1]; a rating is a positive only if it is
+    at least ``POSITIVE_RATING``, a play is a full positive whatever its count.
     """
     has_value = value is not None and math.isfinite(value)
     if objective == "rating":
@@ -30,5 +32,6 @@ def event_target(type: str, value: float | None, objective: str) -> float | None
     if type == "rating":
         if not has_value or value < POSITIVE_RATING:  # type: ignore[operator]
             return None
-        return min(1.0, (float(value) - POSITIVE_RATING + 1.0) / (6.0 - POSITIVE_RATING))  # type: ignore[arg-type]
+        stars = float(value)  # type: ignore[arg-type]
+        return min(1.0, (stars - POSITIVE_RATING + 1.0) / (6.0 - POSITIVE_RATING))
     return IMPLICIT_WEIGHTS.get(type)

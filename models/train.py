@@ -1,10 +1,10 @@
-"""Meta-training: learn the item tower, the head's init and its step sizes so that a few steps on a user's past
-events predict their next ones.
+"""Meta-training: learn the item tower, the head's init and its step sizes so that a few steps on a user's
+past events predict their next ones.
 
-A task is one user cut at a random point t of their time-ordered history: the support set is what they did before
-t (at most ``max_support`` events, and t = 0 is allowed, so the init itself learns to serve brand-new users), the
-query is what they did next. The outer loss is taken on the query after adapting on the support, and Adam updates
-the meta-parameters through the inner loop (second order unless ``first_order``).
+A task is one user cut at a random point t of their time-ordered history: the support set is what they did
+before t (at most ``max_support`` events, and t = 0 is allowed, so the init itself learns to serve brand-new
+users), the query is what they did next. The outer loss is taken on the query after adapting on the support,
+and Adam updates the meta-parameters through the inner loop (second order unless ``first_order``).
 """
 
 from __future__ import annotations
@@ -75,10 +75,12 @@ def default_config(log_: EventLog, seed: int = 0) -> ModelConfig:
 
 
 def event_targets(log_: EventLog, objective: str) -> np.ndarray:
-    """``event_target`` of every event (E,), NaN where it returns None; evaluated once per distinct (type, value)."""
-    pairs = np.stack([log_.types.astype(np.float64), np.nan_to_num(log_.values.astype(np.float64), nan=-np.inf)], 1)
+    """``event_target`` of every event (E,), NaN for None; called once per distinct (type, value)."""
+    values = np.nan_to_num(log_.values.astype(np.float64), nan=-np.inf)  # (E,) -inf stands for "no value"
+    pairs = np.stack([log_.types.astype(np.float64), values], 1)  # (E, 2)
     uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    mapped = [event_target(EVENT_TYPES[int(k)], None if np.isinf(v) else float(v), objective) for k, v in uniq]
+    mapped = [event_target(EVENT_TYPES[int(k)], None if np.isinf(v) else float(v), objective)
+              for k, v in uniq]
     table = np.array([np.nan if t is None else t for t in mapped], np.float32)
     return table[inverse.reshape(-1)]
 
@@ -101,12 +103,13 @@ def user_tracks(log_: EventLog, objective: str) -> list[Track]:
 
 
 def sample_tasks(tracks: list[Track], batch: int, cfg: ModelConfig, rng: np.random.Generator) -> TaskBatch:
-    """B random tasks: a user, a cut (often early, see ``COLD_SHARE``), the support before it and the query after."""
+    """B random tasks: a user, a cut (often early: ``COLD_SHARE``), the support before it, the query after."""
     picks = rng.choice(len(tracks), size=min(batch, len(tracks)), replace=False)
     sup, qry, seen_rows, seen_items, users = [], [], [], [], []
     for row, t_idx in enumerate(picks):
         tr = tracks[t_idx]
-        j = rng.integers(min(COLD_CUTS, len(tr.starts))) if rng.random() < COLD_SHARE else rng.integers(len(tr.starts))
+        cold = rng.random() < COLD_SHARE
+        j = rng.integers(min(COLD_CUTS, len(tr.starts)) if cold else len(tr.starts))
         cut = int(tr.starts[j])
         q = tr.starts[j : j + cfg.query_size]
         before = np.flatnonzero(np.isfinite(tr.targets[:cut]))[-cfg.max_support :]
@@ -118,7 +121,8 @@ def sample_tasks(tracks: list[Track], batch: int, cfg: ModelConfig, rng: np.rand
         users.append(tr.user)
     s_items, s_targets, s_mask = _pad(sup)
     q_items, q_targets, q_mask = _pad(qry)
-    seen = torch.as_tensor(np.stack([np.concatenate(seen_rows), np.concatenate(seen_items)]), dtype=torch.long)
+    seen = np.stack([np.concatenate(seen_rows), np.concatenate(seen_items)])  # (2, P)
+    seen = torch.as_tensor(seen, dtype=torch.long)
     return TaskBatch(torch.as_tensor(users), s_items, s_targets, s_mask, q_items, q_targets, q_mask, seen)
 
 
@@ -173,7 +177,8 @@ def meta_train(
 ) -> Recommender:
     """Meta-train on ``log_`` for ``steps`` outer steps (or until ``time_budget_s``) and return a Recommender.
 
-    ``init`` continues from an existing model (its config wins; new items of ``log_`` are added to its catalogue).
+    ``init`` continues from an existing model (its config wins; new items of ``log_`` are added to its
+    catalogue).
     """
     model, item_map, item_ids, feature_names = _start_model(log_, cfg, seed, init)
     cfg = model.cfg
@@ -201,14 +206,16 @@ def meta_train(
     with torch.no_grad():
         lrs = model.step_sizes()
     log.info("meta-trained %d steps in %.1fs: loss %.4f, step sizes w~%.3f b=%.3f", done,
-             time.monotonic() - started, float(np.mean(recent[-20:])), float(lrs["w"].mean()), float(lrs["b"]))
+             time.monotonic() - started, float(np.mean(recent[-20:])), float(lrs["w"].mean()),
+             float(lrs["b"]))
     return Recommender(model.eval(), item_ids, item_feature_names=feature_names)
 
 
 def _start_model(
     log_: EventLog, cfg: ModelConfig | None, seed: int, init: Recommender | None
 ) -> tuple[MetaRec, np.ndarray, list[str], list[str]]:
-    """A trainable model for ``log_``, the map from log item index to model item index, item ids, feature names.
+    """A trainable model for ``log_``, the map from log item index to model item index, item ids, feature
+    names.
 
     From ``init``: a copy (the served model is not touched), grown by the log's items it does not know yet.
     """
@@ -253,7 +260,8 @@ def _features_for(log_: EventLog, n_features: int) -> np.ndarray | None:
     if not n_features:
         return None
     if log_.item_features is None or log_.item_features.shape != (log_.n_items, n_features):
-        raise ValueError(f"the model needs ({log_.n_items}, {n_features}) item features, the log has none that fit")
+        raise ValueError(
+            f"the model needs ({log_.n_items}, {n_features}) item features; the log has none that fit")
     return np.asarray(log_.item_features, np.float32)
 
 
@@ -285,8 +293,10 @@ def _progress(enabled: bool, steps: int):
 
     class _Bar:
         def __init__(self) -> None:
-            self.progress = Progress(TextColumn("meta-training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                     TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
+            self.progress = Progress(
+                TextColumn("meta-training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+            )
             self.task = self.progress.add_task("train", total=steps, loss=float("nan"))
 
         def __enter__(self) -> "_Bar":

@@ -2,8 +2,8 @@
 
 Items belong to one or two categories and have Zipf popularity; users belong to a few taste archetypes (sparse
 Dirichlet mixtures over categories) and arrive over time, so a live replay keeps meeting brand-new users whose
-taste can only be learned from their first few events. That is exactly what meta-learned adaptation is for, and a
-model that ignores a user's events cannot do well here.
+taste can only be learned from their first few events. That is exactly what meta-learned adaptation is for,
+and a model that ignores a user's events cannot do well here.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from models.data.events import EVENT_TYPES, EventLog
 
 CATEGORY_WORDS: tuple[str, ...] = (
     "jazz", "garden", "kitchen", "travel", "chess", "cycling", "poetry", "astronomy", "baking", "camping",
-    "photography", "pottery", "robotics", "sailing", "knitting", "surfing", "opera", "hiking", "origami", "coffee",
+    "photography", "pottery", "robotics", "sailing", "knitting", "surfing", "opera", "hiking", "origami",
+    "coffee",
 )
-ADJECTIVES: tuple[str, ...] = ("vintage", "compact", "deluxe", "classic", "modern", "rustic", "pocket", "bold")
+ADJECTIVES: tuple[str, ...] = (
+    "vintage", "compact", "deluxe", "classic", "modern", "rustic", "pocket", "bold",
+)
 NOUNS: tuple[str, ...] = ("kit", "guide", "set", "box", "album", "manual", "tool", "collection")
 
 TYPE_MIX: dict[str, float] = {"view": 0.45, "click": 0.25, "cart": 0.10, "purchase": 0.08, "rating": 0.12}
@@ -36,7 +39,7 @@ def generate(
     seed: int = 0,
     start_ts: float = 1_700_000_000.0,
 ) -> EventLog:
-    """A time-ordered EventLog of ``n_users`` users with planted taste types; the same for the same arguments."""
+    """A time-ordered EventLog of ``n_users`` users with planted taste types; same arguments, same log."""
     if not 1 <= n_categories <= len(CATEGORY_WORDS):
         raise ValueError(f"n_categories must be in 1..{len(CATEGORY_WORDS)}, got {n_categories}")
     if n_users < 1 or n_items < n_categories or mean_events < 1:
@@ -98,7 +101,7 @@ def _events(
     mean_events: int,
     start_ts: float,
 ) -> tuple[np.ndarray, ...]:
-    """Each event: a category from the user's taste, then an item of it by popularity (or, rarely, any item)."""
+    """Each event: a category drawn from the user's taste, then an item of it by popularity (or any item)."""
     n_users, n_categories = tastes.shape
     pools = [np.flatnonzero(cats[:, c]) for c in range(n_categories)]
     pool_p = [popularity[p] / popularity[p].sum() for p in pools]
@@ -138,5 +141,6 @@ def _titles(rng: np.random.Generator, cats: np.ndarray, names: list[str]) -> lis
     titles = []
     for i, row in enumerate(cats):
         words = " ".join(names[c] for c in np.flatnonzero(row))
-        titles.append(f"{words} {ADJECTIVES[rng.integers(len(ADJECTIVES))]} {NOUNS[rng.integers(len(NOUNS))]} #{i}")
+        adjective, noun = ADJECTIVES[rng.integers(len(ADJECTIVES))], NOUNS[rng.integers(len(NOUNS))]
+        titles.append(f"{words} {adjective} {noun} #{i}")
     return titles

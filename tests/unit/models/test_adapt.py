@@ -1,4 +1,5 @@
-"""The inner loop: it learns a planted user, batches exactly like a per-user loop, and leaves empty users alone."""
+"""The inner loop: it learns a planted user, batches exactly like a per-user loop, and leaves empty users
+alone."""
 
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ def test_vmapped_inner_loop_matches_a_per_user_autograd_loop(objective, prior):
         w = task["head0"]["w"][u].clone().requires_grad_(True)
         b = task["head0"]["b"][u].clone().requires_grad_(True)
         for _ in range(3):
-            loss = support_loss({"w": w, "b": b}, task["item_vecs"][u], task["item_bias"][u], task["targets"][u],
-                                task["mask"][u].float(), task["neg_vecs"][u], task["neg_bias"][u], objective, prior)
+            user = [task[k][u] for k in ("item_vecs", "item_bias", "targets", "mask", "neg_vecs", "neg_bias")]
+            user[3] = user[3].float()
+            loss = support_loss({"w": w, "b": b}, *user, objective, prior)
             gw, gb = torch.autograd.grad(loss, (w, b))
             w = (w - task["lrs"]["w"] * gw).detach().requires_grad_(True)
             b = (b - task["lrs"]["b"] * gb).detach().requires_grad_(True)

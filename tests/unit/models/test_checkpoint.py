@@ -33,7 +33,8 @@ def test_round_trip_gives_the_same_scores_and_metadata(world, saved):
     assert loaded.config == world.model.config and loaded.item_ids == world.model.item_ids
     assert loaded.item_feature_names == world.log.item_feature_names
     reqs = some_requests(world)
-    np.testing.assert_array_equal(loaded.predict(reqs, loaded.item_ids), world.model.predict(reqs, loaded.item_ids))
+    ids = loaded.item_ids
+    np.testing.assert_array_equal(loaded.predict(reqs, ids), world.model.predict(reqs, ids))
     assert [r.items for r in loaded.recommend(reqs, 10)] == [r.items for r in world.model.recommend(reqs, 10)]
 
 

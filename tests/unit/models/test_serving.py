@@ -1,4 +1,5 @@
-"""The worker's API: recommend never returns excluded items, is deterministic per user and safe across threads."""
+"""The worker's API: recommend never returns excluded items, is deterministic per user and safe across
+threads."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def test_a_users_result_is_the_same_alone_in_a_batch_and_across_threads(world):
     assert alone.items == batch[5].items
     np.testing.assert_allclose(alone.scores, batch[5].scores, rtol=1e-5, atol=1e-5)
     with ThreadPoolExecutor(4) as pool:
-        parallel = list(pool.map(lambda chunk: model.recommend(chunk, 10), [reqs[i : i + 10] for i in range(0, 40, 10)]))
+        chunks = [reqs[i : i + 10] for i in range(0, 40, 10)]
+        parallel = list(pool.map(lambda chunk: model.recommend(chunk, 10), chunks))
     assert [r.items for chunk in parallel for r in chunk] == [r.items for r in batch]
 
 
@@ -83,7 +85,8 @@ def test_added_items_get_feature_only_vectors_and_can_be_recommended(world, tmp_
     feats = np.zeros((2, n_feat), np.float32)
     feats[0, 0] = feats[1, 1] = 1.0
     grown.add_items(["fresh-0", "fresh-1", model.item_ids[0]], np.vstack([feats, np.ones((1, n_feat))]))
-    assert grown.item_ids == model.item_ids + ["fresh-0", "fresh-1"] and grown.config.n_items == len(model.item_ids) + 2
+    assert grown.item_ids == model.item_ids + ["fresh-0", "fresh-1"]
+    assert grown.config.n_items == len(model.item_ids) + 2
     assert len(model.item_ids) == world.model.config.n_items  # the original is untouched
     with torch.no_grad():
         vecs, bias = grown.model.cold_vectors(torch.as_tensor(feats))

@@ -17,7 +17,8 @@ from tests.unit.models.conftest import small_config
 
 
 def first_events_and_future(world, n_events: int):
-    """Held-out users: an AdaptRequest from their first ``n_events`` events, and the new items they meet next."""
+    """Held-out users: an AdaptRequest from their first ``n_events`` events, and the new items they meet next.
+    """
     log = world.log
     requests, futures = [], []
     for user, pos in log.user_sequences():
