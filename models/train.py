@@ -174,20 +174,41 @@ def meta_train(
     time_budget_s: float | None = None,
     progress: bool = False,
     init: Recommender | None = None,
+    threads: int | None = 1,
 ) -> Recommender:
     """Meta-train on ``log_`` for ``steps`` outer steps (or until ``time_budget_s``) and return a Recommender.
 
     ``init`` continues from an existing model (its config wins; new items of ``log_`` are added to its
-    catalogue).
+    catalogue). ``threads`` sets torch's intra-op threads while training (None: leave them): the tensors are
+    small, and on a shared CPU two threads that spin-wait for each other made a step ten to twenty times
+    slower than one thread, so one is the default. The previous setting is restored afterwards. The time budget
+    counts from this call, set-up included.
     """
+    started = time.monotonic()
     model, item_map, item_ids, feature_names = _start_model(log_, cfg, seed, init)
-    cfg = model.cfg
     log_ = log_.take(np.arange(len(log_)))
     log_.items = item_map[log_.items]
-    tracks = user_tracks(log_, cfg.objective)
+    tracks = user_tracks(log_, model.cfg.objective)
     if not tracks:
-        raise ValueError(f"{log_.name}: no user has an event usable as a {cfg.objective} target")
-    user_feats = _user_features(log_, cfg)
+        raise ValueError(f"{log_.name}: no user has an event usable as a {model.cfg.objective} target")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        deadline = None if time_budget_s is None else started + time_budget_s
+        _run(model, tracks, _user_features(log_, model.cfg), steps=steps, batch_users=batch_users, seed=seed,
+             deadline=deadline, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+    return Recommender(model.eval(), item_ids, item_feature_names=feature_names)
+
+
+def _run(
+    model: MetaRec, tracks: list[Track], user_feats: Tensor | None, *, steps: int, batch_users: int, seed: int,
+    deadline: float | None, progress: bool,
+) -> None:
+    """The outer loop: sample tasks, adapt, score the query, step Adam; stops at ``steps`` or the budget."""
+    cfg = model.cfg
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     opt = _optimizer(model)
     started, done, recent = time.monotonic(), 0, []
@@ -201,14 +222,13 @@ def meta_train(
             recent.append(loss.item())
             if bar is not None:
                 bar.update(done, loss=float(np.mean(recent[-20:])))
-            if time_budget_s is not None and time.monotonic() - started > time_budget_s:
+            if deadline is not None and time.monotonic() > deadline:
                 break
     with torch.no_grad():
         lrs = model.step_sizes()
     log.info("meta-trained %d steps in %.1fs: loss %.4f, step sizes w~%.3f b=%.3f", done,
              time.monotonic() - started, float(np.mean(recent[-20:])), float(lrs["w"].mean()),
              float(lrs["b"]))
-    return Recommender(model.eval(), item_ids, item_feature_names=feature_names)
 
 
 def _start_model(
