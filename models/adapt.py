@@ -26,7 +26,11 @@ Head = dict[str, Tensor]
 
 @dataclass(frozen=True)
 class Adapted:
-    """Adapted heads and the support loss per user before (at the init) and after adaptation."""
+    """Adapted heads and each user's mean support loss per event, at the init and after adaptation.
+
+    The reported losses ignore ``prior`` (it only shapes the steps), so they are comparable across users: the
+    mean squared error of the support ratings, or the mean weighted ranking loss.
+    """
 
     heads: Head  # {"w": (B, H), "b": (B,)}
     loss_before: Tensor  # (B,)
@@ -89,13 +93,14 @@ def _adapt_one(
     data = (item_vecs, item_bias, targets, mask, neg_vecs, neg_bias, objective, prior)
     grad_fn: Callable[..., tuple[Head, Tensor]] = grad_and_value(support_loss)
     head = head0
-    before = support_loss(head0, *data)
+    report = data[:-1] + (0.0,)  # the same loss without the prior: a plain mean per event
+    before = support_loss(head0, *report)
     for _ in range(steps):
         grads, _loss = grad_fn(head, *data)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         head = {k: head[k] - lrs[k] * grads[k] for k in head}
-    after = support_loss(head, *data) if steps else before
+    after = support_loss(head, *report) if steps else before
     return head, before, after
 
 

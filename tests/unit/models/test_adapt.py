@@ -117,3 +117,12 @@ def test_score_and_flatten_shapes():
     torch.testing.assert_close(scores[1, 4], vecs[4] @ heads["w"][1] + heads["b"][1] + bias[4])
     flat = flatten_heads(heads)
     assert flat.shape == (3, H + 1) and torch.equal(flat[:, -1], heads["b"])
+
+
+def test_reported_losses_are_plain_means_whatever_the_prior():
+    task = planted("rating", seed=4)
+    out = adapt(**task, steps=2, objective="rating", prior=5.0)
+    scores = (task["item_vecs"] * task["head0"]["w"][:, None, :]).sum(-1) + task["item_bias"]  # (B, S)
+    mask = task["mask"].float()
+    mse = (((scores - task["targets"]) ** 2) * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(out.loss_before, mse)
