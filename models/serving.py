@@ -154,7 +154,7 @@ class Recommender:
             results.append(AdaptResult(
                 items=[snap.item_ids[i] for i in indices[b][keep]],
                 scores=values[b][keep].tolist(),
-                head=heads[b],
+                head=heads[b].copy(),
                 loss_before=float(before[b]) if sizes[b] else float("nan"),
                 loss_after=float(after[b]) if sizes[b] else float("nan"),
             ))
