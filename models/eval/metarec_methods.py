@@ -107,6 +107,8 @@ class MetarecMethod:
             raise ValueError(f"unknown metarec variant {variant!r}; choose from {', '.join(VARIANTS)}")
         self.name, self.seed, self.schedule, self.cache = variant, seed, schedule, cache
         self.rounds = 0
+        self._targets: dict[tuple[int, float | None], float | None] = {}
+        self._chunk: tuple[Sequence[Query], list[AdaptRequest]] | None = None
 
     # --- training ----------------------------------------------------------------------------------------------
     def fit_prefix(self, log_: EventLog) -> None:
@@ -153,33 +155,45 @@ class MetarecMethod:
         return self.period - self.since
 
     # --- serving -----------------------------------------------------------------------------------------------
+    def _target(self, type_code: int, value: float) -> float | None:
+        """``event_target``, memoised: a stream repeats the same few (type, value) pairs."""
+        key = (type_code, None if math.isnan(value) else value)  # NaN never equals itself: key it as None
+        if key not in self._targets:
+            self._targets[key] = event_target(EVENT_TYPES[type_code], key[1], self.objective)
+        return self._targets[key]
+
     def _request(self, query: Query) -> AdaptRequest:
         """What the worker would send for this user: recent events mapped to targets, seen items excluded."""
         recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
         ids = self.template.item_ids
         support = []
         for ev in recent:
-            value = None if math.isnan(ev.value) else ev.value
-            target = event_target(EVENT_TYPES[ev.type_code], value, self.objective)
+            target = self._target(ev.type_code, ev.value)
             if target is not None:
                 support.append((ids[ev.item], target))
         feats = self.template.user_features
         return AdaptRequest(
             user_id=self.template.user_ids[query.user],
             support=support,
-            exclude=frozenset(ids[i] for i in query.exclude),
+            exclude=frozenset(map(ids.__getitem__, query.exclude)),
             user_features=None if feats is None else feats[query.user].tolist(),
         )
 
+    def _requests(self, queries: Sequence[Query]) -> list[AdaptRequest]:
+        """Requests for a chunk, built once for both ``rank_many`` and ``predict_many`` of the same chunk."""
+        if self._chunk is None or self._chunk[0] is not queries:
+            self._chunk = (queries, [self._request(q) for q in queries])
+        return self._chunk[1]
+
     def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
-        results = self.model.recommend([self._request(q) for q in queries], k)
+        results = self.model.recommend(self._requests(queries), k)
         return [[self.index[i] for i in r.items] for r in results]
 
     def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
         if self.objective != "rating" or not queries:
             return [None] * len(queries)
         ids = self.template.item_ids
-        scores = self.model.predict([self._request(q) for q in queries], [ids[i] for i in items])  # (B, B)
+        scores = self.model.predict(self._requests(queries), [ids[i] for i in items])  # (B, B)
         return np.diagonal(scores).astype(float).tolist()  # query n's rating of item n
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
