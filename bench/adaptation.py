@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from bench.common import RESULTS, machine_info, write_results
-from bench.hardware import device_peak
+from bench.hardware import cpu_peak, device_peak
+from bench.kernels import inner_loop, max_rel_error
 from models.adapt import adapt, expand_head, score, support_loss
 
 log = logging.getLogger("bench.adaptation")
@@ -44,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=1000, help="catalogue scored after adaptation")
     p.add_argument("--loop-max-users", type=int, default=256, help="users timed per loop figure (rate is per user)")
     p.add_argument("--min-time-s", type=float, default=0.5, help="time each figure at least this long")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0 = torch's default); with 1, figures are per CPU-second of one core")
     p.add_argument("--out", default="")
     return p.parse_args(argv)
 
@@ -77,6 +79,21 @@ def batched(world: World, steps: int) -> Tensor:
         return score(out.heads, world.cat_vecs, world.cat_bias).topk(TOP_K, dim=1).indices  # (B, k)
 
 
+def closed_form(world: World, steps: int, check: bool = False) -> Tensor | float:
+    """The same work with the forward-only kernel of :mod:`bench.kernels`; ``check``: its error against adapt."""
+    batch = world.items.shape[0]
+    with torch.inference_mode():
+        both = torch.cat([world.items, world.negs], dim=1)  # (B, S + K)
+        out = inner_loop(expand_head(world.head0, batch), world.lrs, world.cat_vecs[both], world.cat_bias[both],
+                         world.targets, world.mask, steps=steps, objective="implicit")
+        if check:
+            want = adapt(expand_head(world.head0, batch), world.lrs, world.cat_vecs[world.items],
+                         world.cat_bias[world.items], world.targets, world.mask, world.cat_vecs[world.negs],
+                         world.cat_bias[world.negs], steps=steps, objective="implicit")
+            return max_rel_error(out, want)
+        return score(out.heads, world.cat_vecs, world.cat_bias).topk(TOP_K, dim=1).indices  # (B, k)
+
+
 def loop(world: World, steps: int, users: int) -> list[Tensor]:
     """The learn2learn way: per user, clone the init and step with ``torch.autograd.grad``; then score."""
     out = []
@@ -98,21 +115,34 @@ def loop(world: World, steps: int, users: int) -> list[Tensor]:
     return out
 
 
-def timed(fn: Callable[[], Any], device: torch.device, min_time_s: float) -> float:
-    """Median seconds per call over repeats lasting at least ``min_time_s`` (after one warm-up call)."""
-    def once() -> float:
-        started = time.perf_counter()
-        fn()
-        if device.type == "cuda":
+def clock(device: torch.device, threads: int) -> Callable[[], float]:
+    """CPU time of this process when one thread computes (a busy shared machine then steals nothing from the
+    figure: it is what a dedicated core would do); wall time otherwise, synchronised on CUDA."""
+    if device.type == "cpu" and threads == 1:
+        return time.process_time
+    if device.type == "cuda":
+        def synced() -> float:
             torch.cuda.synchronize()
-        return time.perf_counter() - started
+            return time.perf_counter()
+        return synced
+    return time.perf_counter
 
-    once()
-    times, spent = [], 0.0
-    while spent < min_time_s or len(times) < 3:
-        times.append(once())
-        spent += times[-1]
-    return statistics.median(times)
+
+def interleaved(paths: dict[str, Callable[[], Any]], now: Callable[[], float], min_time_s: float,
+                min_rounds: int = 3) -> dict[str, float]:
+    """Median seconds per call of each path, timed in alternating rounds so drifting load hits all alike."""
+    for fn in paths.values():
+        fn()  # warm-up: allocations, first-call dispatch
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    spent, rounds = 0.0, 0
+    while spent < min_time_s or rounds < min_rounds:
+        for name, fn in paths.items():
+            started = now()
+            fn()
+            times[name].append(now() - started)
+            spent += times[name][-1]
+        rounds += 1
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def flops_per_user(s: int, k: int, h: int, steps: int, n: int) -> dict[str, float]:
@@ -149,21 +179,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    now = clock(device, torch.get_num_threads())
     peak = device_peak(device)
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        peak = cpu_peak(cores=1)  # CPU time of one thread: the limit is one core's
     flops = flops_per_user(args.support, args.negatives, args.head_dim, args.steps, args.items)
     nbytes = bytes_per_user(args.support, args.negatives, args.head_dim, args.items)
     limit = min(peak["flops"] / flops["total"], peak["bytes_per_s"] / nbytes) if peak["flops"] else None
     rows = []
     for batch in (int(b) for b in args.batches.split(",") if b):
         world = World(args, batch, device)
-        t_batched = timed(lambda: batched(world, args.steps), device, args.min_time_s)
         loop_users = min(batch, args.loop_max_users)
-        t_loop = timed(lambda: loop(world, args.steps, loop_users), device, args.min_time_s)
+        t = interleaved({"batched": lambda: batched(world, args.steps),
+                         "closed": lambda: closed_form(world, args.steps),
+                         "loop": lambda: loop(world, args.steps, loop_users)}, now, args.min_time_s)
+        t_batched, t_closed, t_loop = t["batched"], t["closed"], t["loop"]
         row = {
             "batch": batch,
             "batched_users_per_s": round(batch / t_batched, 1),
             "loop_users_per_s": round(loop_users / t_loop, 1),
             "speedup": round((batch / t_batched) / (loop_users / t_loop), 2),
+            "closed_form_users_per_s": round(batch / t_closed, 1),
+            "closed_form_speedup_vs_loop": round((batch / t_closed) / (loop_users / t_loop), 2),
+            "closed_form_max_rel_error": closed_form(world, args.steps, check=True),
             "batched_ms_per_batch": round(t_batched * 1e3, 3),
             "batched_gflops_per_s": round(batch * flops["total"] / t_batched / 1e9, 2),
             "hardware_limit_users_per_s": round(limit, 1) if limit else None,
@@ -171,7 +209,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log.info("%s", row)
         rows.append(row)
-    return {"device": str(device), "peak": peak, "flops_per_user": flops,
+    timing = ("CPU seconds of the one computing thread (time.process_time)" if now is time.process_time
+              else "wall seconds" + (", CUDA-synchronised" if device.type == "cuda" else ""))
+    return {"device": str(device), "timing": timing, "torch_threads": torch.get_num_threads(), "peak": peak, "flops_per_user": flops,
             "flop_counter_matmul_flops_per_user": measure_flops(args, device), "bytes_per_user": nbytes,
             "hardware_limit_users_per_s": round(limit, 1) if limit else None, "rows": rows}
 
@@ -184,7 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"machine": machine_info(), "args": vars(args),
               "setup": f"implicit objective, {args.steps} inner steps, head {args.head_dim}, support 5..{args.support}"
                        f" (padded to {args.support} in the batched path), {args.negatives} negatives, "
-                       f"{args.items} items scored + top-{TOP_K}; loop = per-user clone + torch.autograd.grad",
+                       f"{args.items} items scored + top-{TOP_K}; loop = per-user clone + torch.autograd.grad; "
+                       "closed_form = bench/kernels.py (gradients written out, forward only)",
               **run(args)}
     kind = "cuda" if args.device.startswith("cuda") else args.device
     if kind == "cpu":

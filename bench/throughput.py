@@ -56,7 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default="final", help="name of this run inside the results file")
     p.add_argument("--profile-s", type=float, default=0.0, help="py-spy the worker this long during saturation")
     p.add_argument("--ceilings", default="take,table", help="Faust-only ceilings to measure (bench.faust_ceiling)")
+    p.add_argument("--ceiling-events", type=int, default=50_000, help="events each Faust ceiling consumes")
     p.add_argument("--passthrough-only", action="store_true", help="measure the ceiling only (no worker)")
+    p.add_argument("--worker-root", type=Path, default=ROOT,
+                   help="run the worker from this copy of the project (A/B experiments on files we do not own)")
     p.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     p.add_argument("--cache", type=Path, default=ROOT / "var" / "bench", help="trained checkpoint is kept here")
     return p.parse_args(argv)
@@ -86,8 +89,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run["faust_ceiling"] = {}
         for mode in args.ceilings.split(","):
             if mode:
-                run["faust_ceiling"][mode] = faust_ceiling(broker.bootstrap, settings.interactions_topic, sink,
-                                                           len(backlog), mode, args.partitions, Path(tmp))
+                n = min(args.ceiling_events, len(backlog))
+                run["faust_ceiling"][mode] = faust_ceiling(broker.bootstrap, settings.interactions_topic, sink, n,
+                                                           mode, args.partitions, Path(tmp))
                 log.info("faust ceiling %s: %s", mode, run["faust_ceiling"][mode])
         if not args.passthrough_only:
             run.update(pipeline_phases(args, broker.bootstrap, settings, checkpoint, backlog, Path(tmp)))
@@ -104,8 +108,9 @@ def pipeline_phases(args, bootstrap: str, settings: Settings, checkpoint: Path, 
     collector.start()
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    worker = WorkerRun(env, logs / f"worker-{args.label}.log", ROOT, int(env["METAREC_METRICS_PORT"]))
-    out: dict[str, Any] = {"worker_env": {k: v for k, v in env.items() if k not in {"METAREC_BROKERS"}}}
+    worker = WorkerRun(env, logs / f"worker-{args.label}.log", args.worker_root, int(env["METAREC_METRICS_PORT"]))
+    out: dict[str, Any] = {"worker_env": {k: v for k, v in env.items() if k not in {"METAREC_BROKERS"}},
+                           "worker_root": str(args.worker_root)}
     try:
         out["saturation"] = saturation(args, worker, collector, backlog)
         out["pipeline_events_per_s"] = out["saturation"]["events_per_s"]

@@ -54,6 +54,7 @@ class MicroBatcher(Generic[Req, Res]):
         self._pending: deque[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._sealed = False  # the queued requests are complete groups: take them without waiting for more
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._slots: asyncio.Semaphore | None = None
 
@@ -70,27 +71,57 @@ class MicroBatcher(Generic[Req, Res]):
             self._thread.join(timeout)
 
     async def submit_many(self, requests: Sequence[Req]) -> list[Res]:
-        """Queue ``requests`` (in order) and wait for all their results; raises the first request's error."""
-        futures = [await self._enqueue(r) for r in requests]
+        """Queue ``requests`` (in order) and wait for all their results; raises the first request's error.
+
+        The requests are handed over as one group, so the compute thread starts at once instead of waiting
+        ``max_wait_s`` for more: a caller that submits its whole batch has nothing more to add. A group larger
+        than the free queue slots is handed over in parts as slots free up.
+        """
+        loop = asyncio.get_running_loop()
+        slots = self._slots_for_loop()
+        futures: list[asyncio.Future] = []
+        group: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        for request in requests:
+            if slots.locked() and group:
+                self._push(group, seal=True)  # hand over what we have before waiting for room
+                group = []
+            await slots.acquire()
+            future = loop.create_future()
+            future.add_done_callback(self._release_slot)
+            group.append((request, future, loop))
+            futures.append(future)
+        if group:
+            self._push(group, seal=True)
         return list(await asyncio.gather(*futures))
 
     async def submit(self, request: Req) -> Res:
-        return await (await self._enqueue(request))
-
-    async def _enqueue(self, request: Req) -> asyncio.Future:
         loop = asyncio.get_running_loop()
+        await self._slots_for_loop().acquire()
+        future = loop.create_future()
+        future.add_done_callback(self._release_slot)
+        self._push([(request, future, loop)], seal=False)
+        return await future
+
+    def _slots_for_loop(self) -> asyncio.Semaphore:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._queue_max)
-        await self._slots.acquire()
-        future: asyncio.Future = loop.create_future()
-        future.add_done_callback(lambda _f: self._slots.release())  # type: ignore[union-attr]
+        return self._slots
+
+    def _release_slot(self, _future: asyncio.Future) -> None:
+        assert self._slots is not None
+        self._slots.release()
+
+    def _push(self, group: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]], *, seal: bool) -> None:
+        """Queue a group under one lock; ``seal`` says no more requests are coming, so do not wait for any."""
         with self._cond:
             if self._closed:
-                future.set_exception(BatcherClosed("model worker stopped"))
-                return future
-            self._pending.append((request, future, loop))
+                for _req, future, _loop in group:
+                    future.set_exception(BatcherClosed("model worker stopped"))
+                return
+            self._pending.extend(group)
+            if seal:
+                self._sealed = True
             self._cond.notify()
-        return future
 
     # --- the compute thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -107,13 +138,16 @@ class MicroBatcher(Generic[Req, Res]):
             if not self._pending:
                 return None  # closed and drained
             deadline = time.monotonic() + self._max_wait_s
-            while len(self._pending) < self._max_size and not self._closed:
+            while len(self._pending) < self._max_size and not self._closed and not self._sealed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
             n = min(self._max_size, len(self._pending))
-            return [self._pending.popleft() for _ in range(n)]
+            batch = [self._pending.popleft() for _ in range(n)]
+            if not self._pending:
+                self._sealed = False
+            return batch
 
     def _execute(self, batch: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
         started = time.perf_counter()
@@ -127,23 +161,40 @@ class MicroBatcher(Generic[Req, Res]):
             return
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - started)
-        for (_, future, loop), result in zip(batch, results):
-            loop.call_soon_threadsafe(_resolve, future, result, None)
+        _hand_back([(future, loop, result, None) for (_, future, loop), result in zip(batch, results)])
 
     def _execute_singly(self, batch: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
+        outcomes = []
         for req, future, loop in batch:
             try:
                 (result,) = self._fn([req])
             except Exception as exc:  # the caller decides what a failed request means
-                loop.call_soon_threadsafe(_resolve, future, None, exc)
+                outcomes.append((future, loop, None, exc))
             else:
-                loop.call_soon_threadsafe(_resolve, future, result, None)
+                outcomes.append((future, loop, result, None))
+        _hand_back(outcomes)
 
 
-def _resolve(future: asyncio.Future, result: object, exc: BaseException | None) -> None:
-    if future.done():  # cancelled by its caller meanwhile
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+Outcome = tuple[asyncio.Future, asyncio.AbstractEventLoop, object, "BaseException | None"]
+
+
+def _hand_back(outcomes: list[Outcome]) -> None:
+    """Resolve futures on their loops with one wake-up per loop, not one per request (each is a syscall)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[1], []).append(outcome)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_all, group)
+        except RuntimeError:  # the loop was closed meanwhile: nobody is waiting any more
+            log.debug("dropping %d results for a closed event loop", len(group))
+
+
+def _resolve_all(outcomes: list[Outcome]) -> None:
+    for future, _loop, result, exc in outcomes:
+        if future.done():  # cancelled by its caller meanwhile
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

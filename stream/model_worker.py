@@ -48,6 +48,10 @@ class ModelWorker:
         self._settings = settings
         self._metrics = metrics
         self._tried: Path | None = None
+        if settings.torch_threads > 0:
+            # One process, one model thread: more intra-op threads than that fight the event loop (and, on a
+            # shared machine, each other) for cores and spin in OpenMP barriers; measured in bench/README.md.
+            torch.set_num_threads(settings.torch_threads)
         self._batcher: MicroBatcher[AdaptRequest, Served] = MicroBatcher(
             self._run_batch,
             max_size=settings.batch_max,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from models.serving import AdaptRequest, AdaptResult
 from models.targets import event_target
@@ -25,9 +25,11 @@ from stream.state import (
 )
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """One consumed message, as the pipeline needs it; ``ref`` carries the framework's event through."""
+class RawMessage(NamedTuple):
+    """One consumed message, as the pipeline needs it; ``ref`` carries the framework's event through.
+
+    A named tuple, not a frozen dataclass: one is built per consumed event, and a tuple builds ~5x faster.
+    """
 
     key: bytes | None
     value: bytes | None

@@ -69,7 +69,8 @@ class Settings:
     checkpoint: str = ""
     device: str = "auto"
     top_k: int = 10
-    batch_max: int = 512
+    batch_max: int = 1024  # users per model call: a whole take (coalesced per user) in one call
+    torch_threads: int = 1  # intra-op threads of the model; 1 leaves the other cores to the event loop and broker
     batch_wait_ms: float = 2.0
     queue_max: int = 8192
     model_poll_s: float = 5.0

@@ -110,3 +110,31 @@ def test_backpressure_bounds_waiting_requests():
 def test_invalid_bounds_are_refused():
     with pytest.raises(ValueError):
         MicroBatcher(lambda r: r, max_size=10, queue_max=5)
+
+
+def test_a_submitted_group_runs_at_once_without_waiting_for_more():
+    """submit_many hands over a complete group: the thread must not sit out max_wait_s hoping for more."""
+    sizes: list[int] = []
+    batcher = MicroBatcher(lambda reqs: list(reqs), max_size=64, max_wait_s=60.0,
+                           on_batch=lambda n, _s: sizes.append(n)).start()
+
+    async def main():
+        return await asyncio.wait_for(batcher.submit_many(list(range(5))), timeout=20.0)
+
+    try:
+        assert run(main()) == list(range(5))
+    finally:
+        batcher.stop()
+    assert sizes == [5]
+
+
+def test_a_group_larger_than_the_queue_bound_is_handed_over_in_parts():
+    batcher = MicroBatcher(lambda reqs: [r + 1 for r in reqs], max_size=4, max_wait_s=60.0, queue_max=8).start()
+
+    async def main():
+        return await asyncio.wait_for(batcher.submit_many(list(range(30))), timeout=20.0)
+
+    try:
+        assert run(main()) == [r + 1 for r in range(30)]
+    finally:
+        batcher.stop()
