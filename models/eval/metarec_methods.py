@@ -30,7 +30,7 @@ from models.eval.methods import Pending, Query
 from models.metalearner import MetaRec
 from models.serving import AdaptRequest, Recommender
 from models.targets import event_target
-from models.train import meta_train
+from models.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Schedule:
     retrain_every: int | None = None  # learned events between re-trainings; None = half the warm-up
     support_size: int = 50  # most recent events kept per user, as the worker's state keeps (Limits.support_size)
     finetune_lr: float = 0.1  # the fixed step size of metarec-finetune
+    objective: str | None = None  # None: the model's default for the data (ratings if explicit)
 
 
 class TrainingCache:
@@ -60,13 +61,16 @@ class TrainingCache:
         self._models: OrderedDict[tuple, Recommender] = OrderedDict()
 
     def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
-            init_key: tuple | None) -> tuple[Recommender, tuple]:
+            init_key: tuple | None, objective: str | None = None) -> tuple[Recommender, tuple]:
         digest = hashlib.blake2b(digest_size=16)
         for arr in (events.users, events.items, events.ts, events.values, events.types):
             digest.update(np.ascontiguousarray(arr).tobytes())
-        key = (events.name, events.n_items, digest.hexdigest(), steps, seed, init_key)
+        key = (events.name, events.n_items, digest.hexdigest(), steps, seed, init_key, objective)
         if key not in self._models:
-            self._models[key] = meta_train(events, steps=steps, seed=seed, init=init)
+            cfg = None
+            if init is None and objective is not None:
+                cfg = replace(default_config(events, seed), objective=objective)
+            self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
         self._models.move_to_end(key)
@@ -130,7 +134,8 @@ class MetarecMethod:
 
     def _train(self, steps: int, init: Recommender | None) -> None:
         previous = getattr(self, "key", None)
-        trained, self.key = self.cache.get(self._seen_log(), steps, self.seed + self.rounds, init, previous)
+        trained, self.key = self.cache.get(self._seen_log(), steps, self.seed + self.rounds, init, previous,
+                                           self.schedule.objective)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
         self.index = {item: n for n, item in enumerate(self.model.item_ids)}
