@@ -4,7 +4,7 @@ Three variants share one training schedule (and, through ``TrainingCache``, one 
 
 - ``metarec``: each user's head is adapted from the meta-init on their support set (their most recent events,
   mapped by ``event_target``) with the meta-learned step sizes, exactly as the stream worker does;
-- ``metarec-no-adapt``: the meta-init alone (inner steps 0), to show what adaptation adds;
+- ``metarec-no-adapt``: the same model served with ``steps=0``: the meta-init alone, to show what adaptation adds;
 - ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number of
   plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
 
@@ -16,14 +16,16 @@ batched ``Recommender.recommend`` call (``BatchRanker``), which is what the work
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query
@@ -80,15 +82,25 @@ class TrainingCache:
 CACHE = TrainingCache()
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Serve on one torch thread, as the worker does: on a shared CPU, threads spin-waiting on each other cost more
+    than they bring on tensors this small."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Recommender:
     """The Recommender a variant serves: the trained one, or a copy with its head init/step sizes replaced."""
-    if variant == "metarec":
+    if variant in ("metarec", "metarec-no-adapt"):  # no-adapt serves the same model with steps=0
         return trained
     cfg = trained.config
     state = {k: v.detach().clone().cpu() for k, v in trained.model.state_dict().items()}
-    if variant == "metarec-no-adapt":
-        cfg = replace(cfg, inner_steps=0)
-    elif variant == "metarec-finetune":
+    if variant == "metarec-finetune":
         state["head_w"].zero_()
         state["head_b"].zero_()
         state["user_proj"].zero_()
@@ -111,6 +123,7 @@ class MetarecMethod:
             raise ValueError(f"unknown metarec variant {variant!r}; choose from {', '.join(VARIANTS)}")
         self.name, self.seed, self.schedule, self.cache = variant, seed, schedule, cache
         self.rounds = 0
+        self.steps = 0 if variant == "metarec-no-adapt" else None  # None: the model's own inner steps
         self._targets: dict[tuple[int, float | None], float | None] = {}
         self._chunk: tuple[Sequence[Query], list[AdaptRequest]] | None = None
 
@@ -191,14 +204,16 @@ class MetarecMethod:
         return self._chunk[1]
 
     def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
-        results = self.model.recommend(self._requests(queries), k)
+        with one_thread():
+            results = self.model.recommend(self._requests(queries), k, steps=self.steps)
         return [[self.index[i] for i in r.items] for r in results]
 
     def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
         if self.objective != "rating" or not queries:
             return [None] * len(queries)
         ids = self.template.item_ids
-        scores = self.model.predict(self._requests(queries), [ids[i] for i in items])  # (B, B)
+        with one_thread():
+            scores = self.model.predict(self._requests(queries), [ids[i] for i in items], steps=self.steps)  # (B, B)
         return np.diagonal(scores).astype(float).tolist()  # query n's rating of item n
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:

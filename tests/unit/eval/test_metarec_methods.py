@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from models.data.events import EventLog
 from models.eval.metarec_methods import MetarecMethod, Schedule, TrainingCache
-from models.eval.methods import BatchRanker
+from models.eval.methods import BatchRanker, Query
 from models.eval.stream_protocol import plan_stream, replay
 from tests.unit.eval.conftest import make_log, planted_stream
 
@@ -69,7 +70,16 @@ def test_variants_share_training_and_differ_only_in_the_head(cache):
     for m in methods.values():
         m.fit_prefix(plan.prefix)
     base = methods["metarec"].model
-    assert methods["metarec-no-adapt"].model.config.inner_steps == 0
+    still = methods["metarec-no-adapt"]
+    assert still.model is base and still.steps == 0
+    veteran = int(plan.prefix.users[0])
+    newcomer = next(u for u in range(plan.log.n_users) if u not in still.support)
+
+    def scores(method: MetarecMethod, user: int) -> np.ndarray:
+        return method.model.predict([method._request(Query(user, set()))], plan.log.item_ids, steps=method.steps)
+
+    assert np.allclose(scores(still, veteran), scores(still, newcomer))  # the init alone: history unused
+    assert not np.allclose(scores(methods["metarec"], veteran), scores(methods["metarec"], newcomer))
     tuned = methods["metarec-finetune"].model.model
     assert torch.count_nonzero(tuned.head_w) == 0
     assert torch.allclose(tuned.step_sizes()["w"], torch.full_like(tuned.head_w, TINY.finetune_lr))
