@@ -74,7 +74,8 @@ def _coldstart(dataset: str, out: Path, seed: int, methods: list[str] | None, ma
     try:
         from models.eval.coldstart import run_coldstart
     except ImportError:
-        raise click.UsageError("--protocol coldstart is not available (models.eval.coldstart is missing)") from None
+        missing = "--protocol coldstart is not available (models.eval.coldstart is missing)"
+        raise click.UsageError(missing) from None
     from models.data.registry import dataset_name, load_dataset
     from models.eval.stream_runner import first_events
 

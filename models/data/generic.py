@@ -1,15 +1,16 @@
 """A user's own event file as an EventLog: CSV with a header, or JSON lines, plus optional side tables.
 
-Events need ``user``, ``item`` and ``timestamp`` (seconds since the epoch, or an ISO 8601 date-time); ``value``
-and ``type`` (one of ``EVENT_TYPES``) are optional. Without a ``type`` column an event is a ``rating`` when the file
-has a ``value`` column (the usual user,item,rating,timestamp export) and a ``view`` otherwise. The log is explicit
-when every event is a rating.
+Events need ``user``, ``item`` and ``timestamp`` (seconds since the epoch, or an ISO 8601 date-time);
+``value`` and ``type`` (one of ``EVENT_TYPES``) are optional. Without a ``type`` column an event is a
+``rating`` when the file has a ``value`` column (the usual user,item,rating,timestamp export) and a ``view``
+otherwise. The log is explicit when every event is a rating.
 
 Side tables are CSV files found beside the event file (``events.csv`` -> ``events.items.csv``,
 ``events.users.csv``) or passed explicitly:
 
 - items: ``item`` plus optional ``title`` or ``text`` and ``categories`` ("Drama|Comedy", multi-hot features);
-- users: ``user`` plus any columns: numbers become features as they are, other values one-hot ``column=value``.
+- users: ``user`` plus any columns: numbers become features as they are, other values one-hot
+  ``column=value``.
 
 Side-table rows for items or users without events are ignored: the catalogue is what the events name.
 """

@@ -5,15 +5,15 @@ evaluation needs an order, so each pair gets a timestamp by this rule (determini
 
 1. A pair the user also tagged (``user_taggedartists.dat``) happens on the earliest day the user tagged that
    artist: the listener had found the artist by then.
-2. A pair the user never tagged happens on a day drawn uniformly from the user's own tagging span (their first to
-   their last tag date over all artists), or from the dataset's tagging span if the user tagged nothing.
+2. A pair the user never tagged happens on a day drawn uniformly from the user's own tagging span (their first
+   to their last tag date over all artists), or from the dataset's tagging span if the user tagged nothing.
 3. Within its day every event gets a uniformly drawn second, so users interleave instead of queuing by id.
 
-Tag dates before 2005-01-01 (a handful, back to 1956, a known quirk of the data) are clipped to that day, since
-they would otherwise stretch users' spans over decades. About 22% of the pairs are ordered by rule 1.
+Tag dates before 2005-01-01 (a handful, back to 1956, a known quirk of the data) are clipped to that day,
+since they would otherwise stretch users' spans over decades. About 22% of the pairs are ordered by rule 1.
 
-Item side data: a multi-hot matrix over the ``top_tags`` most used tags (an artist has a tag if anyone tagged it
-so), and ``item_text`` = "name | tag, tag, ..." with the artist's most used tags, for text encoders.
+Item side data: a multi-hot matrix over the ``top_tags`` most used tags (an artist has a tag if anyone tagged
+it so), and ``item_text`` = "name | tag, tag, ..." with the artist's most used tags, for text encoders.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TEXT_TAGS = 5  # tag words per artist in item_text
 
 
 def _rows(path: Path, encoding: str) -> list[list[str]]:
-    """Tab-separated rows without the header; the files mix CRLF and LF, so trailing whitespace is stripped."""
+    """Tab-separated rows without the header; the files mix CRLF and LF, so trailing \r is stripped."""
     with path.open(encoding=encoding, newline="") as fh:
         lines = fh.read().splitlines()
     return [line.rstrip("\r").split("\t") for line in lines[1:] if line.strip()]
@@ -72,7 +72,7 @@ def _pair_times(
     span: dict[str, tuple[float, float]],
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Timestamps for the (user, artist) pairs by the module's rule; one draw of each kind per pair, in order."""
+    """Timestamps for the (user, artist) pairs by the module's rule; two seeded draws per pair, in order."""
     all_days = np.array([d for pair in span.values() for d in pair]) if span else np.array([EARLIEST_TAG_DAY])
     default_span = (float(all_days.min()), float(all_days.max()))
     day_draw = rng.random(len(pairs))

@@ -63,8 +63,8 @@ class Popularity(_CountingMethod):
 class DecayedPopularity(_CountingMethod):
     """Popularity where an event's weight halves every ``half_life_days``: what is popular *now*.
 
-    Weights are kept as exp((t - t_ref)/tau) against a moving reference time, rescaled before they overflow, so a
-    learn is O(1) instead of decaying the whole catalogue at every event.
+    Weights are kept as exp((t - t_ref)/tau) against a moving reference time, rescaled before they overflow,
+    so a learn is O(1) instead of decaying the whole catalogue at every event.
     """
 
     name = "decayed-popularity"
@@ -94,9 +94,10 @@ class DecayedPopularity(_CountingMethod):
 class ItemKNN(_CountingMethod):
     """Incremental item-based kNN: cosine similarity of items' user sets, updated with every new pair.
 
-    score(u, i) = sum over the user's items j of C[i, j] / sqrt(n_i n_j), with C the co-occurrence counts (users
-    who have both) and n_i the users who have i. All neighbours count (no top-k pruning), which keeps the update
-    exact and O(history). Ties, including every item for a user with no history, fall back to popularity.
+    score(u, i) = sum over the user's items j of C[i, j] / sqrt(n_i n_j), with C the co-occurrence counts
+    (users who have both) and n_i the users who have i. All neighbours count (no top-k pruning), which keeps
+    the update exact and O(history). Ties, including every item for a user with no history, fall back to
+    popularity.
     """
 
     name = "item-knn"

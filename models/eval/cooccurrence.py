@@ -1,8 +1,8 @@
 """Symmetric item co-occurrence counts that grow one pair set at a time, for incremental item-kNN.
 
-Two stores behind one interface: a dense matrix for small catalogues (MovieLens: 1,682 items, 11 MB), and rows of
-growable (column, count) arrays for large ones (Last.fm: 17,632 items would need 1.2 GB dense, while only a few
-million pairs ever co-occur).
+Two stores behind one interface: a dense matrix for small catalogues (MovieLens: 1,682 items, 11 MB), and rows
+of growable (column, count) arrays for large ones (Last.fm: 17,632 items would need 1.2 GB dense, while only a
+few million pairs ever co-occur).
 """
 
 from __future__ import annotations

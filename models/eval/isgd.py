@@ -3,8 +3,8 @@
 Defaults: 10 factors, learning rate 0.1 (0.05 learned too slowly on ML-100K and Last.fm prefixes), L2 0.01.
 
 Every event is a positive: the target of p_u . q_i is 1, and one SGD step on the pair is taken as it arrives
-(no negatives, no replays). Items are ranked by how close p_u . q_i is to 1, as in the paper. New users and items
-start from small random vectors; items never seen yet rank below every known one.
+(no negatives, no replays). Items are ranked by how close p_u . q_i is to 1, as in the paper. New users and
+items start from small random vectors; items never seen yet rank below every known one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ UNKNOWN = -1e30
 
 
 class ISGD:
-    """Incremental positive-only matrix factorisation; ``learn`` is one SGD step, ``rank`` a (n_items, k) matvec."""
+    """Incremental positive-only MF: ``learn`` is one SGD step, ``rank`` one (n_items, k) matvec."""
 
     name = "isgd"
 

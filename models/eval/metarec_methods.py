@@ -1,16 +1,17 @@
-"""metarec as stream methods: meta-trained on the warm-up, re-meta-trained as the stream goes, served per user.
+"""metarec as stream methods: meta-trained on the warm-up, re-trained as the stream goes, served per user.
 
 Three variants share one training schedule (and, through ``TrainingCache``, one set of trained models):
 
 - ``metarec``: each user's head is adapted from the meta-init on their support set (their most recent events,
   mapped by ``event_target``) with the meta-learned step sizes, exactly as the stream worker does;
-- ``metarec-no-adapt``: the same model served with ``steps=0``: the meta-init alone, to show what adaptation adds;
-- ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number of
-  plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
+- ``metarec-no-adapt``: the same model served with ``steps=0``: the meta-init alone, to show what adaptation
+  adds;
+- ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number
+  of plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
 
-Continual meta-training: the model is meta-trained on the warm-up, then every ``retrain_every`` learned events it
-is meta-trained further (from the current meta-parameters) on every event seen so far. Between re-trainings the
-meta-parameters are frozen and a user's list depends only on their own events, so chunks are ranked in one
+Continual meta-training: the model is meta-trained on the warm-up, then every ``retrain_every`` learned events
+it is meta-trained further (from the current meta-parameters) on every event seen so far. Between re-trainings
+the meta-parameters are frozen and a user's list depends only on their own events, so chunks are ranked in one
 batched ``Recommender.recommend`` call (``BatchRanker``), which is what the worker runs online.
 """
 
@@ -46,7 +47,7 @@ class Schedule:
     steps: int = 300  # outer steps on the warm-up
     retrain_steps: int = 100  # outer steps at each re-training
     retrain_every: int | None = None  # learned events between re-trainings; None = half the warm-up
-    support_size: int = 50  # most recent events kept per user, as the worker's state keeps (Limits.support_size)
+    support_size: int = 50  # most recent events kept per user, as in the worker's state (Limits.support_size)
     finetune_lr: float = 0.1  # the fixed step size of metarec-finetune
     objective: str | None = None  # None: the model's default for the data (ratings if explicit)
 
@@ -84,8 +85,10 @@ CACHE = TrainingCache()
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Serve on one torch thread, as the worker does: on a shared CPU, threads spin-waiting on each other cost more
-    than they bring on tensors this small."""
+    """Serve on one torch thread, as the worker does.
+
+    On a shared CPU, threads spin-waiting on each other cost more than they bring on tensors this small.
+    """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -127,7 +130,7 @@ class MetarecMethod:
         self._targets: dict[tuple[int, float | None], float | None] = {}
         self._chunk: tuple[Sequence[Query], list[AdaptRequest]] | None = None
 
-    # --- training ----------------------------------------------------------------------------------------------
+    # --- training -------------------------------------------------------------------------------------------
     def fit_prefix(self, log_: EventLog) -> None:
         self.template = log_
         self.period = self.schedule.retrain_every or max(1, len(log_) // 2)
@@ -172,7 +175,7 @@ class MetarecMethod:
     def events_until_refresh(self) -> int | None:
         return self.period - self.since
 
-    # --- serving -----------------------------------------------------------------------------------------------
+    # --- serving --------------------------------------------------------------------------------------------
     def _target(self, type_code: int, value: float) -> float | None:
         """``event_target``, memoised: a stream repeats the same few (type, value) pairs."""
         key = (type_code, None if math.isnan(value) else value)  # NaN never equals itself: key it as None
@@ -213,7 +216,8 @@ class MetarecMethod:
             return [None] * len(queries)
         ids = self.template.item_ids
         with one_thread():
-            scores = self.model.predict(self._requests(queries), [ids[i] for i in items], steps=self.steps)  # (B, B)
+            wanted = [ids[i] for i in items]
+            scores = self.model.predict(self._requests(queries), wanted, steps=self.steps)  # (B, B)
         return np.diagonal(scores).astype(float).tolist()  # query n's rating of item n
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:

@@ -54,31 +54,32 @@ class Query:
 
 @runtime_checkable
 class BatchRanker(Protocol):
-    """A method whose ranking for a user depends only on state frozen within a chunk plus that user's own events.
+    """A method whose list for a user depends only on state frozen within a chunk and the user's events.
 
-    metarec is one: its meta-parameters change only when it is re-trained, and a user's list comes from adapting
-    the frozen init on the user's own events. Such a method can rank a whole chunk of consecutive events in one
-    batched call, before learning any of them, and get exactly the lists that ranking them one by one between
-    learns would give, provided each query also brings the user's ``pending`` events: those earlier in the chunk,
-    which one-by-one replay would have learned already. ``events_until_refresh`` bounds a chunk: how many more
-    events may be learned before the shared state changes (e.g. a scheduled re-training); None means never.
+    metarec is one: its meta-parameters change only when it is re-trained, and a user's list comes from
+    adapting the frozen init on the user's own events. Such a method can rank a whole chunk of consecutive
+    events in one batched call, before learning any of them, and get exactly the lists that ranking them one
+    by one between learns would give, provided each query also brings the user's ``pending`` events: those
+    earlier in the chunk, which one-by-one replay would have learned already. ``events_until_refresh`` bounds
+    a chunk: how many more events may be learned before the shared state changes (e.g. a scheduled
+    re-training); None means never.
     """
 
     def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
         """``rank`` for each query, as if its pending events had been learned."""
 
     def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
-        """``predict_rating`` of ``items[n]`` for ``queries[n]``, as if its pending events had been learned."""
+        """``predict_rating`` of ``items[n]`` for ``queries[n]``, as if its pending events were learned."""
 
     def events_until_refresh(self) -> int | None:
         """Events that can still be learned before the shared state changes (None: never)."""
 
 
 def top_k(scores: np.ndarray, k: int, exclude: set[int], priority: np.ndarray) -> list[int]:
-    """The ``k`` best-scoring items not in ``exclude``; equal scores are ordered by ``priority`` (higher first).
+    """The ``k`` best-scoring items not in ``exclude``; equal scores go by ``priority`` (higher first).
 
-    A fixed random ``priority`` breaks ties instead of the item index, since dense indices follow the data file's
-    order and would leak it into methods that score many items alike (popularity early on, cold users).
+    A fixed random ``priority`` breaks ties instead of the item index, since dense indices follow the data
+    file's order and would leak it into methods that score many items alike (popularity early on, cold users).
     Items scored ``-inf`` are never returned, so a list can be shorter than ``k``.
     """
     s = scores.astype(np.float64, copy=True)  # (n_items,)

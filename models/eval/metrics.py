@@ -27,7 +27,7 @@ def history_bucket(n_before: int) -> str:
 
 
 def hit_and_ndcg(ranked: list[int], item: int, k: int) -> tuple[float, float]:
-    """(1, 1/log2(position + 2)) if ``item`` is in the first ``k`` of ``ranked`` (position from 0), else (0, 0).
+    """(1, 1/log2(position + 2)) if ``item`` is among the first ``k`` of ``ranked`` (from 0), else (0, 0).
 
     With one relevant item per evaluation point the ideal DCG is 1, so NDCG is the DCG of that item alone.
     """
@@ -71,7 +71,7 @@ class Accumulator:
         return out
 
     def summary(self) -> dict[str, object]:
-        """The per-method block of the result file: hr@k and ndcg@k by bucket, mae and rmse (None if unrated)."""
+        """The per-method block of the result file: hr@k and ndcg@k by bucket, mae and rmse (or None)."""
         return {
             f"hr@{self.k}": self._rates(self.hits),
             f"ndcg@{self.k}": self._rates(self.ndcg),

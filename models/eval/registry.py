@@ -1,7 +1,7 @@
 """Methods by name, so the CLI, the report and the tests agree on what "isgd" or "metarec" means.
 
-Each factory takes the seed and returns a fresh method; the metarec ones are imported lazily, because they need
-the meta-learner (torch) and the baselines do not.
+Each factory takes the seed and returns a fresh method; the metarec ones are imported lazily, because they
+need the meta-learner (torch) and the baselines do not.
 """
 
 from __future__ import annotations
@@ -59,12 +59,14 @@ BASELINES: dict[str, Factory] = {
     "isgd": _isgd,
     "river-biasedmf": _river,
 }
-METAREC: dict[str, Factory] = {name: _metarec(name) for name in ("metarec", "metarec-no-adapt", "metarec-finetune")}
+METAREC: dict[str, Factory] = {
+    name: _metarec(name) for name in ("metarec", "metarec-no-adapt", "metarec-finetune")
+}
 METHODS: dict[str, Factory] = {**BASELINES, **METAREC}
 
 
 def parse_methods(spec: str | None) -> list[str]:
-    """A comma list of method names (None or "all" = every method), validated; order kept, duplicates dropped."""
+    """A comma list of method names (None or "all": every method), validated; order kept, no duplicates."""
     if spec is None or spec.strip() in ("", "all"):
         return list(METHODS)
     names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))

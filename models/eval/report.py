@@ -1,7 +1,8 @@
 """Result files of the stream protocol: ``stream-<dataset>.json``, a markdown table and a bar plot.
 
-The JSON's shape is fixed (other tools read it): dataset, events, bucket_events, and per method hr@10 and ndcg@10
-by bucket plus mae and rmse; extra top-level keys (seed, warm-up, timings, machine, command) are provenance.
+The JSON's shape is fixed (other tools read it): dataset, events, bucket_events, and per method hr@10 and
+ndcg@10 by bucket plus mae and rmse; extra top-level keys (seed, warm-up, timings, machine, command) are
+provenance.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def machine() -> str:
     """Where the figures came from, for timings read later."""
     import os
 
-    return f"{platform.machine()} {platform.system()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    cpus = os.cpu_count()
+    return f"{platform.machine()} {platform.system()} {cpus} CPUs, Python {platform.python_version()}"
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -44,8 +46,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Stream-order evaluation: {result['dataset']}",
         "",
-        f"{result['events']} events; the first {result.get('warmup_fraction', 0):.0%} warm up every method and are "
-        f"not scored; {sum(result['bucket_events'].values())} evaluation points (repeats skipped). "
+        f"{result['events']} events; the first {result.get('warmup_fraction', 0):.0%} warm up every method "
+        f"and are not scored; {sum(result['bucket_events'].values())} evaluation points (repeats skipped). "
         f"Seed {result.get('seed')}; {result.get('machine', '')}.",
         "",
         "| history bucket | " + " | ".join(BUCKETS) + " |",
@@ -62,10 +64,12 @@ def markdown(result: dict[str, Any]) -> str:
             cells.append(_fmt(first_ten(result, name, metric)))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Rating error before learning", "", "| method | MAE | RMSE | seconds |", "|---|---:|---:|---:|"]
+    lines += ["## Rating error before learning", "",
+              "| method | MAE | RMSE | seconds |", "|---|---:|---:|---:|"]
     seconds = result.get("seconds", {})
     for name, block in methods.items():
-        lines.append(f"| {name} | {_fmt(block['mae'])} | {_fmt(block['rmse'])} | {_fmt(seconds.get(name), 1)} |")
+        cells = [_fmt(block["mae"]), _fmt(block["rmse"]), _fmt(seconds.get(name), 1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -83,7 +87,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for n, name in enumerate(names):
         block = result["methods"][name]["hr@10"]
         heights = [block[g] or 0.0 for g in groups]
-        ax.bar([g + (n - (len(names) - 1) / 2) * width for g in range(len(groups))], heights, width, label=name)
+        offset = (n - (len(names) - 1) / 2) * width
+        ax.bar([g + offset for g in range(len(groups))], heights, width, label=name)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(["all"] + [f"{b}\n({result['bucket_events'][b]})" for b in BUCKETS])
     ax.set_xlabel("events the user had before (evaluation points)")

@@ -1,13 +1,14 @@
 """river's ``reco.BiasedMF`` as a stream method, able to rank the whole catalogue at numpy speed.
 
-river ranks by calling ``predict_one`` per item, which would be 17k Python calls per event on Last.fm. Instead the
-item biases and latent vectors are mirrored into arrays as river updates them: a ``learn_one(u, i)`` changes only
-item ``i``'s parameters, so copying that one row after each learn keeps the mirror exact. The ranking score is
-river's prediction minus the terms that are the same for every item (global mean and user bias).
+river ranks by calling ``predict_one`` per item, which would be 17k Python calls per event on Last.fm. Instead
+the item biases and latent vectors are mirrored into arrays as river updates them: a ``learn_one(u, i)``
+changes only item ``i``'s parameters, so copying that one row after each learn keeps the mirror exact. The
+ranking score is river's prediction minus the terms that are the same for every item (global mean and user
+bias).
 
-Targets: the rating on explicit data; log(1 + value) on implicit data (play counts span six orders of magnitude),
-1 where an event has no value. Rating predictions are river's ``predict_one`` clipped to the rating range seen in
-the warm-up. Items river has not learned yet rank below every learned one.
+Targets: the rating on explicit data; log(1 + value) on implicit data (play counts span six orders of
+magnitude), 1 where an event has no value. Rating predictions are river's ``predict_one`` clipped to the
+rating range seen in the warm-up. Items river has not learned yet rank below every learned one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Stream-order evaluation (test-then-train, "prequential"): every event is predicted before it is learned.
 
-Events are replayed in timestamp order (ties in file order). The first ``warmup_fraction`` of them is handed to
-every method at once through ``fit_prefix`` and not scored. After that, for each event, before it is learned:
+Events are replayed in timestamp order (ties in file order). The first ``warmup_fraction`` of them is handed
+to every method at once through ``fit_prefix`` and not scored. After that, for each event, before it is
+learned:
 
 - the method ranks the whole catalogue for the event's user, minus the items the user already interacted with
   (warm-up included); a hit is the event's item among the top ``k``;
@@ -11,8 +12,8 @@ Repeat interactions (the user already had the item) are not evaluation points, a
 evaluation: the item is excluded from the user's list, so it could never be a hit. They are still learned.
 
 A method that implements ``BatchRanker`` is ranked chunk by chunk: a chunk is a run of consecutive events no
-longer than the method's frozen state lasts; each query carries the user's earlier events of the chunk (not yet
-learned), so the lists are the same as one by one. Every other method is ranked event by event.
+longer than the method's frozen state lasts; each query carries the user's earlier events of the chunk (not
+yet learned), so the lists are the same as one by one. Every other method is ranked event by event.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MAX_CHUNK = 512
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """A time-ordered log, where scoring starts, and for each event its user's history count and repeat flag."""
+    """A time-ordered log, where scoring starts, and per event its user's history count and repeat flag."""
 
     log: EventLog
     start: int
@@ -63,7 +64,7 @@ class StreamPlan:
 
 
 def plan_stream(log: EventLog, warmup_fraction: float = 0.2) -> StreamPlan:
-    """Sort ``log`` by time and mark, for every event, its user's history length and whether it repeats an item."""
+    """Sort ``log`` by time; mark each event's user history length and whether it repeats an item."""
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
     ordered = log.sorted_by_time()
@@ -86,8 +87,9 @@ def _seen_sets(plan: StreamPlan) -> dict[int, set[int]]:
     return seen
 
 
-def replay(method: StreamMethod, plan: StreamPlan, k: int = 10, progress: Progress | None = None) -> Accumulator:
-    """Warm ``method`` up on the prefix, then predict-then-learn every later event; returns its metric sums."""
+def replay(method: StreamMethod, plan: StreamPlan, k: int = 10,
+           progress: Progress | None = None) -> Accumulator:
+    """Warm ``method`` up on the prefix, then predict-then-learn every later event; returns metric sums."""
     method.fit_prefix(plan.prefix)
     seen = _seen_sets(plan)
     acc = Accumulator(k=k)
@@ -122,7 +124,8 @@ def _replay_events(method: StreamMethod, plan: StreamPlan, seen: dict[int, set[i
         progress((len(ev) - plan.start) % 256)
 
 
-def _queries(plan: StreamPlan, begin: int, end: int, seen: dict[int, set[int]]) -> tuple[list[int], list[Query]]:
+def _queries(plan: StreamPlan, begin: int, end: int,
+             seen: dict[int, set[int]]) -> tuple[list[int], list[Query]]:
     """The chunk's evaluation points and their queries, each with the user's earlier events of the chunk."""
     ev, scored = plan.log, plan.scored
     pending: dict[int, list[Pending]] = {}

@@ -74,19 +74,19 @@ def run_stream(
     progress: bool = False,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``methods`` (default: all) on ``dataset`` and write ``stream-<dataset>.{json,md,png}`` to ``out``."""
+    """Evaluate ``methods`` (default: all) on ``dataset``; write stream-<dataset>.{json,md,png} to ``out``."""
     names = list(methods) if methods else list(registry.METHODS)
     events = first_events(load_dataset(dataset, seed=seed), max_events)
     plan = plan_stream(events, warmup_fraction)
-    log.info("%s: %d events, %d warm-up, %d evaluation points", dataset_name(dataset), len(events), plan.start,
-             int(plan.scored.sum()))
+    log.info("%s: %d events, %d warm-up, %d evaluation points", dataset_name(dataset), len(events),
+             plan.start, int(plan.scored.sum()))
     accs, seconds = evaluate_methods(plan, names, seed, k, progress)
     result: dict[str, Any] = {
         "dataset": dataset_name(dataset),
         "events": len(events),
         "bucket_events": plan.bucket_events(),
         "methods": {name: acc.summary() for name, acc in accs.items()},
-        f"first_ten_hr@{k}": {name: acc.pooled_hr() for name, acc in accs.items()},  # buckets 0, 1-4, 5-9 pooled
+        f"first_ten_hr@{k}": {name: acc.pooled_hr() for name, acc in accs.items()},  # buckets 0 to 5-9
         "seed": seed,
         "warmup_fraction": warmup_fraction,
         "warmup_events": plan.start,

@@ -31,7 +31,7 @@ def log_factory() -> Callable[..., EventLog]:
 
 
 def planted_stream(seed: int = 0, users: int = 60, per_user: int = 12, items: int = 40) -> EventLog:
-    """Two taste groups: even users pick from items 0-9, odd users from 10-19; items 20+ exist but are rare."""
+    """Two taste groups: even users pick from items 0-9, odd users from 10-19; items 20+ are rare."""
     rng = np.random.default_rng(seed)
     rows: list[Row] = []
     for u in range(users):

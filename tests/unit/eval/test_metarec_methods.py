@@ -1,4 +1,4 @@
-"""metarec under the stream protocol: batched chunks give the one-by-one lists; the variants are what they say."""
+"""metarec under the stream protocol: chunks give the one-by-one lists; the variants are what they say."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def test_chunked_replay_equals_one_by_one(cache, explicit):
 
 def test_variants_share_training_and_differ_only_in_the_head(cache):
     plan = plan_stream(planted_stream(seed=4, users=10), 0.3)
-    methods = {v: MetarecMethod(v, 0, TINY, cache) for v in ("metarec", "metarec-no-adapt", "metarec-finetune")}
+    variants = ("metarec", "metarec-no-adapt", "metarec-finetune")
+    methods = {v: MetarecMethod(v, 0, TINY, cache) for v in variants}
     for m in methods.values():
         m.fit_prefix(plan.prefix)
     base = methods["metarec"].model
@@ -76,7 +77,8 @@ def test_variants_share_training_and_differ_only_in_the_head(cache):
     newcomer = next(u for u in range(plan.log.n_users) if u not in still.support)
 
     def scores(method: MetarecMethod, user: int) -> np.ndarray:
-        return method.model.predict([method._request(Query(user, set()))], plan.log.item_ids, steps=method.steps)
+        request = method._request(Query(user, set()))
+        return method.model.predict([request], plan.log.item_ids, steps=method.steps)
 
     assert np.allclose(scores(still, veteran), scores(still, newcomer))  # the init alone: history unused
     assert not np.allclose(scores(methods["metarec"], veteran), scores(methods["metarec"], newcomer))

@@ -19,9 +19,9 @@ class CheatingDetector:
     """An oracle that knows the whole time-ordered stream and asserts it is only asked about the future.
 
     It records how many events it has learned (which must be exactly the stream's first ``learned`` events, in
-    order), and at every rank call asserts that the event being predicted is the next unlearned one of that user
-    and that nothing at or after it has been learned. It answers with the true item, so a correctly aligned replay
-    scores HR = 1 exactly.
+    order), and at every rank call asserts that the event being predicted is the next unlearned one of that
+    user and that nothing at or after it has been learned. It answers with the true item, so a correctly
+    aligned replay scores HR = 1 exactly.
     """
 
     name = "detector"
@@ -62,8 +62,8 @@ class CheatingDetector:
 class BatchCheatingDetector(CheatingDetector):
     """The same oracle through ``rank_many``, with its frozen state refreshed every ``period`` events.
 
-    A query's pending events must be exactly the user's unlearned events before the predicted one: the events the
-    one-by-one replay would have learned by then, and nothing later.
+    A query's pending events must be exactly the user's unlearned events before the predicted one: the events
+    the one-by-one replay would have learned by then, and nothing later.
     """
 
     def __init__(self, ordered: EventLog, period: int = 7) -> None:
@@ -79,7 +79,8 @@ class BatchCheatingDetector(CheatingDetector):
         assert len(later) > len(query.pending), f"no event left to predict for user {query.user}: leaked"
         n = later[len(query.pending)]
         expected = [(self.events[m][1], self.events[m][2]) for m in later[: len(query.pending)]]
-        assert [(p.item, p.ts) for p in query.pending] == expected, "pending events are not the user's earlier ones"
+        pending = [(p.item, p.ts) for p in query.pending]
+        assert pending == expected, "pending events are not the user's earlier ones"
         assert n < self.learned + self.events_until_refresh(), "a chunk spans a refresh of the frozen state"
         return n
 
