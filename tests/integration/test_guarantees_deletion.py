@@ -63,7 +63,8 @@ def test_deletion_forgets_the_user_everywhere(broker, topic_prefix, tmp_path, ch
     first = sorted((e for evs in history.values() for e in evs), key=lambda e: e.ts)
     deletions = [UserDeletion(event_id=f"del-{u}", user_id=u, ts=TS) for u in sorted(gone | back)]
     item = first[0].item_id
-    again = [Interaction(event_id=f"again-{u}", user_id=u, item_id=item, type="click", ts=TS + 1) for u in back]
+    again = [Interaction(event_id=f"again-{u}", user_id=u, item_id=item, type="click", ts=TS + 1)
+             for u in sorted(back)]
     rec_topic, send = settings.recommendations_topic, lambda evs: produce(
         broker.bootstrap, settings.interactions_topic, [(e.user_id.encode(), encode(e)) for e in evs])
 

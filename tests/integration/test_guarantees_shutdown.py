@@ -12,7 +12,6 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from models.data.synthetic import generate
 from schemas.decode import decode_user_event, encode
@@ -24,6 +23,7 @@ from tests.integration.workers import (
     assert_states_equal,
     await_recommendations,
     changelog_states,
+    committed_offsets,
     events_read,
     last_recommendations,
     read_to_end,
@@ -35,18 +35,9 @@ from tests.integration.workers import (
 pytestmark = pytest.mark.integration
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (0 where nothing was committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-    finally:
-        consumer.close()
-    return {tp.partition: max(tp.offset, 0) for tp in offsets}
-
-
 @pytest.mark.timeout(300)
-def test_sigterm_mid_replay_leaves_offsets_state_and_output_in_step(broker, topic_prefix, tmp_path, checkpoint):
+def test_sigterm_mid_replay_leaves_offsets_state_and_output_in_step(broker, topic_prefix, tmp_path,
+                                                                     checkpoint):
     spec = WorkerSpec(broker.bootstrap, topic_prefix, checkpoint, tmp_path / "state").create_topics()
     settings = spec.settings()
     log = generate(seed=31, n_users=60, n_items=200, mean_events=100).sorted_by_time()
@@ -63,7 +54,7 @@ def test_sigterm_mid_replay_leaves_offsets_state_and_output_in_step(broker, topi
         code = worker.stop(signal.SIGTERM)
     assert code == 0, worker.log_text()[-3000:]
 
-    done = committed(broker.bootstrap, settings.app_id, settings.interactions_topic, settings.partitions)
+    done = committed_offsets(broker.bootstrap, settings.app_id, settings.interactions_topic, settings.partitions)
     prefix = [decode_user_event(m.value()) for m in sorted(stored, key=lambda m: (m.partition(), m.offset()))
               if m.offset() < done[m.partition()]]
     assert 0 < len(prefix) < len(events), f"stopped mid-replay: {len(prefix)} of {len(events)} committed"

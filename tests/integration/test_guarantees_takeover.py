@@ -73,7 +73,8 @@ def test_survivor_takes_over_and_the_killed_worker_comes_back(broker, topic_pref
     sent: list = []
 
     def run_phase(i: int, alive: list[WorkerProcess]) -> None:
-        produce(broker.bootstrap, settings.interactions_topic, [(e.user_id.encode(), encode(e)) for e in phases[i]])
+        records = [(e.user_id.encode(), encode(e)) for e in phases[i]]
+        produce(broker.bootstrap, settings.interactions_topic, records)
         sent.extend(phases[i])
         await_recommendations(broker.bootstrap, settings.recommendations_topic, last_ids(phases[i]), 180,
                               alive=alive)

@@ -41,8 +41,9 @@ class WorkerSpec:
 
     def settings(self) -> Settings:
         """The settings the worker will read from :meth:`env` (for topic names and clients in the test)."""
-        return Settings(brokers=self.bootstrap, topic_prefix=self.prefix, app_id=self.app_id or f"{self.prefix}app",
-                        partitions=self.partitions, checkpoint=str(self.checkpoint), data_dir=self.data_dir)
+        return Settings(brokers=self.bootstrap, topic_prefix=self.prefix,
+                        app_id=self.app_id or f"{self.prefix}app", partitions=self.partitions,
+                        checkpoint=str(self.checkpoint), data_dir=self.data_dir)
 
     def create_topics(self) -> "WorkerSpec":
         """Create the app's topics with its partition counts before any worker or producer starts."""
@@ -232,7 +233,8 @@ def await_recommendations(bootstrap: str, topic: str, wanted: dict[str, str], ti
     pending = dict(wanted)
     recs: list[Recommendation] = []
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"await-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "session.timeout.ms": 6000})
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout_s
     try:
@@ -252,3 +254,21 @@ def await_recommendations(bootstrap: str, topic: str, wanted: dict[str, str], ti
     finally:
         consumer.close()
     return recs
+
+
+def end_offsets(messages: Iterable[Message]) -> dict[int, int]:
+    """The offset after each partition's last message, from a topic read with :func:`read_to_end`."""
+    ends: dict[int, int] = {}
+    for m in messages:
+        ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+    return ends
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """A consumer group's committed offset per partition (0 where it committed nothing), without joining it."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: max(tp.offset, 0) for tp in offsets}

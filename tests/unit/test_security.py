@@ -1,4 +1,4 @@
-"""Safe defaults: credentials reach every Kafka client, endpoints stay on loopback, no pickle, no secrets in logs."""
+"""Safe defaults: credentials reach every Kafka client, endpoints on loopback, no pickle, no secrets in logs."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ PASSWORD = "pl4nted-s3cret-Zq9"
 SASL = dict(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="metarec",
             sasl_password=Secret(PASSWORD))
 CLIENT_CLASSES = {"Producer", "Consumer", "AdminClient"}
+PICKLERS = {"pickle", "cPickle", "dill", "cloudpickle", "joblib"}
 
 
 def sasl_settings(tmp_path: Path, **changes: Any) -> Settings:
@@ -149,7 +150,7 @@ def unsafe_loads(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-            if any(str(n).split(".")[0] in {"pickle", "cPickle", "dill", "cloudpickle", "joblib"} for n in names):
+            if any(str(n).split(".")[0] in PICKLERS for n in names):
                 found.append(f"{path.name}:{node.lineno} imports {names}")
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
             owner = ast.unparse(node.func.value)
@@ -170,7 +171,8 @@ def test_no_pickle_anywhere_in_the_package():
 
 def test_the_pickle_check_can_fail(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import pickle\nimport torch\nx = torch.load('m.pt')\ny = torch.load('m.pt', weights_only=True)\n")
+    bad.write_text("import pickle\nimport torch\n"
+                   "x = torch.load('m.pt')\ny = torch.load('m.pt', weights_only=True)\n")
     assert len(unsafe_loads(bad)) == 2
 
 
@@ -182,7 +184,7 @@ def test_settings_never_show_the_password():
 
 
 def test_a_failing_worker_start_logs_no_secret(tmp_path, monkeypatch, caplog, capfd):
-    """The worker's start-up path, at debug level, against an unreachable broker: the password appears nowhere."""
+    """The worker's start-up path at debug level, against an unreachable broker: the password is nowhere."""
     import stream.cli as cli
     import stream.runner as runner
 
