@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import random
 import signal
-import time
+import subprocess
+import sys
 
 import pytest
 
 from models.data.synthetic import generate
 from schemas.decode import encode
+from stream.app import EXIT_BATCH_FAILED
+from stream.broker import free_port
 from stream.replay import interactions
 from tests.integration.kafka_helpers import produce
 from tests.integration.workers import (
     WorkerProcess,
     WorkerSpec,
     assert_states_equal,
-    await_recommendations,
     changelog_states,
+    committed_offsets,
+    end_offsets,
     events_read,
     last_recommendations,
+    read_to_end,
     read_user_states,
     reference_states,
     wait_until,
@@ -53,18 +58,18 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
     rng = random.Random(SEED)
     for i in range(KILLS):
         worker = WorkerProcess(spec, tmp_path / f"worker-{i}.log")
-        kill_after = rng.randint(1, 2000)  # events read by this incarnation (duplicates included)
+        kill_after = rng.randint(1, 1000)  # events read by this incarnation (duplicates included)
         try:
             wait_until(lambda: events_read(worker.metrics_port) >= kill_after, 180,
                        f"incarnation {i} to read {kill_after} events", alive=[worker])
         finally:
             worker.stop(signal.SIGKILL)
-    last_ids = {e.user_id: e.event_id for e in events}
-    started = time.time()
+    ends = end_offsets(read_to_end(broker.bootstrap, settings.interactions_topic))
     worker = WorkerProcess(spec, tmp_path / "worker-final.log")
-    try:  # done when the last incarnation itself has served every user's last event (it re-reads some first)
-        await_recommendations(broker.bootstrap, settings.recommendations_topic, last_ids, 240, alive=[worker],
-                              since=started)
+    try:  # done when the last incarnation has committed the whole topic
+        wait_until(lambda: committed_offsets(broker.bootstrap, settings.app_id, settings.interactions_topic,
+                                             settings.partitions) == ends, 300, "the replay to be committed",
+                   alive=[worker])
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
 
@@ -72,6 +77,38 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
     assert_states_equal(read_user_states(spec.data_dir), expected, "RocksDB after the last restart")
     assert_states_equal(changelog_states(broker.bootstrap, settings.app_id), expected, "the table's changelog")
     latest = last_recommendations(broker.bootstrap, settings.recommendations_topic)
+    last_ids = {e.user_id: e.event_id for e in events}
     stale = {u: (latest[u].event_id if latest.get(u) else None, e) for u, e in last_ids.items()
              if latest.get(u) is None or latest[u].event_id != e}
     assert not stale, f"{len(stale)} users' latest list is not for their last event: {list(stale.items())[:3]}"
+
+
+FAILING_WORKER = """
+import stream.app
+async def broken(self, events):
+    raise RuntimeError("planted failure")
+stream.app.BatchHandler.handle = broken
+from stream.cli import main
+main()
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_that_fails_is_never_committed(broker, topic_prefix, tmp_path, checkpoint):
+    """A batch whose processing raises stops the worker at once (status 70) without committing its offsets.
+
+    Raising out of the agent instead would let ``take_events`` ack the batch and the next commit skip it.
+    """
+    spec = WorkerSpec(broker.bootstrap, topic_prefix, checkpoint, tmp_path / "state").create_topics()
+    settings = spec.settings()
+    events = replay_events(200, seed=5)
+    produce(broker.bootstrap, settings.interactions_topic, [(e.user_id.encode(), encode(e)) for e in events])
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.run([sys.executable, "-c", FAILING_WORKER, "worker"], env=spec.env(free_port()),
+                              stdout=out, stderr=subprocess.STDOUT, timeout=150)
+    text = log_path.read_text(errors="replace")
+    assert proc.returncode == EXIT_BATCH_FAILED, text[-3000:]
+    assert "exiting without committing it" in text and "planted failure" in text
+    done = committed_offsets(broker.bootstrap, settings.app_id, settings.interactions_topic, settings.partitions)
+    assert done == {p: 0 for p in range(settings.partitions)}, f"offsets were committed: {done}"
