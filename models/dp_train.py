@@ -27,14 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from models.adapt import adapt, score
 
 from models.config import ModelConfig
 from models.data.events import EventLog
 from models.metalearner import MetaRec
 from models.privacy import RDPAccountant, clip_per_user, noise_for_epsilon, noisy_sum
 from models.serving import Recommender
-from models.train import TaskBatch, Track, default_config, outer_loss, sample_tasks, user_tracks
+from models.train import TaskBatch, Track, default_config, sample_tasks, user_tracks
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +85,61 @@ def one_user(tasks: TaskBatch, b: int) -> TaskBatch:
                      tasks.qry_items[rows], tasks.qry_targets[rows], tasks.qry_mask[rows], seen)
 
 
+class _TaskLoss(nn.Module):
+    """One user's outer loss as a module call, so ``torch.func.functional_call`` can swap the parameters."""
+
+    def __init__(self, model: MetaRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, drop: Tensor, neg: Tensor, sup_items: Tensor, sup_targets: Tensor, sup_mask: Tensor,
+                qry_items: Tensor, qry_targets: Tensor, qry_mask: Tensor, seen: Tensor, feats: Tensor) -> Tensor:
+        """Mirrors ``models.train.outer_loss`` for ONE user; a dense seen mask (N,) replaces the index pairs."""
+        m, cfg = self.model, self.model.cfg
+        vecs, bias = m.item_vectors(drop)  # (N, H), (N,)
+        head0 = m.head_init(1, feats[None] if cfg.n_user_features else None)
+        out = adapt(head0, m.step_sizes(), vecs[sup_items][None], bias[sup_items][None], sup_targets[None],
+                    sup_mask[None], vecs[neg][None], bias[neg][None], steps=cfg.inner_steps,
+                    objective=cfg.objective, first_order=cfg.first_order, prior=cfg.support_prior)
+        qmask = qry_mask.to(vecs.dtype)  # (Q,)
+        if cfg.objective == "rating":
+            pred = vecs[qry_items] @ out.heads["w"][0] + out.heads["b"][0] + bias[qry_items]  # (Q,)
+            return ((pred - qry_targets) ** 2 * qmask).sum() / qmask.sum().clamp(min=1.0)
+        logits = score(out.heads, vecs, bias)[0]  # (N,)
+        logits = torch.where(seen, torch.full_like(logits, float("-inf")), logits)
+        nll = -torch.log_softmax(logits, dim=0)[qry_items]  # (Q,)
+        nll = torch.where(qry_mask, nll, 0.0)  # padding may point at a seen (-inf) item
+        return nll.sum() / qmask.sum().clamp(min=1.0)
+
+
 def per_user_grads(model: MetaRec, tasks: TaskBatch, gen: torch.Generator,
                    user_features: Tensor | None = None) -> list[Tensor]:
-    """Each user's meta-gradient, one task per user: a list over parameters of (B, *param.shape)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows: list[list[Tensor]] = []
-    for b in range(tasks.users.shape[0]):
-        loss = outer_loss(model, one_user(tasks, b), gen, user_features)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        rows.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
-    return [torch.stack([r[j] for r in rows]) for j in range(len(params))]
+    """Each user's meta-gradient, one task per user, vmapped over users: per parameter (B, *param.shape).
+
+    The id-dropout mask is shared by the batch and the negatives are drawn per user, both independent of the
+    data, so a user's gradient depends on that user's task alone.
+    """
+    cfg = model.cfg
+    batch, n_items = tasks.users.shape[0], cfg.n_items
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {f"model.{n}": p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    fixed = {f"model.{n}": b for n, b in model.named_buffers()}
+    wrapper = _TaskLoss(model)
+    drop = torch.rand(n_items, generator=gen) < cfg.id_dropout  # (N,)
+    neg = torch.randint(n_items, (batch, max(cfg.n_negatives, 1)), generator=gen)  # (B, K)
+    seen = torch.zeros(batch, n_items, dtype=torch.bool)
+    seen[tasks.seen[0], tasks.seen[1]] = True  # (B, N)
+    feats = (user_features[tasks.users] if user_features is not None
+             else torch.zeros(batch, max(cfg.n_user_features, 1)))  # (B, G)
+
+    def loss(p: dict[str, Tensor], *row: Tensor) -> Tensor:
+        return functional_call(wrapper, {**p, **fixed}, (drop, *row))
+
+    per_user = vmap(grad(loss), in_dims=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
+        params, neg, tasks.sup_items, tasks.sup_targets, tasks.sup_mask, tasks.qry_items, tasks.qry_targets,
+        tasks.qry_mask, seen, feats,
+    )
+    return [per_user[f"model.{n}"] for n in names]
 
 
 def private_step_grads(model: MetaRec, tasks: TaskBatch, gen: torch.Generator, clip: float, noise_multiplier: float,

@@ -79,14 +79,6 @@ def _log_sub(a: float, b: float) -> float:
     return a + math.log1p(-math.exp(b - a))
 
 
-def _log_erfc(x: float) -> float:
-    """log(erfc(x)), with the asymptotic series where erfc underflows."""
-    if x < 20.0:
-        return math.log(math.erfc(x))
-    inv2 = 1.0 / (x * x)
-    return -x * x - math.log(x) - 0.5 * math.log(math.pi) + math.log1p(-0.5 * inv2 + 0.75 * inv2 * inv2)
-
-
 def _log_a_int(q: float, sigma: float, alpha: int) -> float:
     """log A_alpha for integer alpha: log sum_k C(alpha, k) q^k (1-q)^(alpha-k) exp((k^2 - k) / (2 sigma^2))."""
     total = -math.inf
@@ -97,37 +89,40 @@ def _log_a_int(q: float, sigma: float, alpha: int) -> float:
     return total
 
 
-def _log_a_frac(q: float, sigma: float, alpha: float) -> float:
-    """log A_alpha for fractional alpha: the two-sided series of Mironov et al. 2019, Section 3.3."""
-    pos0 = pos1 = neg0 = neg1 = -math.inf
+def _log_a_frac(q: float, sigma: float, alpha: float, max_terms: int = 1_000_000) -> float:
+    """log A_alpha for fractional alpha: the two-sided series of Mironov et al. 2019, Section 3.3.
+
+    Summed in float64 chunks of terms (torch), because for large sigma and large q the series decays slowly
+    (thousands of terms) and a term-by-term loop takes seconds per order. Terms are summed until a whole chunk
+    is below exp(-30) relative to nothing (as in the paper's reference code).
+    """
+    dt = torch.float64
     z0 = sigma**2 * math.log(1.0 / q - 1.0) + 0.5
-    i = 0
-    while True:
-        coef = _gen_binom(alpha, i)
-        log_coef = math.log(abs(coef)) if coef != 0 else -math.inf
+    log_q, log_1q = math.log(q), math.log1p(-q)
+    parts: dict[str, list[Tensor]] = {"pos0": [], "neg0": [], "pos1": [], "neg1": []}
+    start, chunk = 0, 128
+    while start < max_terms:
+        i = torch.arange(start, start + chunk, dtype=dt)  # (C,)
         j = alpha - i
-        log_t0 = log_coef + i * math.log(q) + j * math.log1p(-q)
-        log_t1 = log_coef + j * math.log(q) + i * math.log1p(-q)
-        log_e0 = math.log(0.5) + _log_erfc((i - z0) / (math.sqrt(2) * sigma))
-        log_e1 = math.log(0.5) + _log_erfc((z0 - j) / (math.sqrt(2) * sigma))
-        log_s0 = log_t0 + (i * i - i) / (2 * sigma**2) + log_e0
-        log_s1 = log_t1 + (j * j - j) / (2 * sigma**2) + log_e1
-        if coef > 0:
-            pos0, pos1 = _log_add(pos0, log_s0), _log_add(pos1, log_s1)
-        else:
-            neg0, neg1 = _log_add(neg0, log_s0), _log_add(neg1, log_s1)
-        i += 1
-        if max(log_s0, log_s1) < -30 or i > 10_000:
+        log_coef = math.lgamma(alpha + 1) - torch.lgamma(i + 1) - torch.lgamma(j + 1)  # log |C(alpha, i)|
+        negatives = torch.clamp(i - math.floor(alpha) - 1, min=0)  # factors (alpha - m) < 0 among m < i
+        positive = negatives.remainder(2) == 0
+        log_s0 = log_coef + i * log_q + j * log_1q + (i * i - i) / (2 * sigma**2) \
+            + torch.special.log_ndtr(-(i - z0) / sigma)  # log(0.5 erfc((i - z0) / (sqrt(2) sigma)))
+        log_s1 = log_coef + j * log_q + i * log_1q + (j * j - j) / (2 * sigma**2) \
+            + torch.special.log_ndtr(-(z0 - j) / sigma)
+        for name, terms in (("0", log_s0), ("1", log_s1)):
+            parts["pos" + name].append(terms[positive])
+            parts["neg" + name].append(terms[~positive])
+        if float(torch.maximum(log_s0, log_s1).max()) < -30 and start > alpha:
             break
-    return _log_add(_log_sub(pos0, neg0), _log_sub(pos1, neg1))
+        start, chunk = start + chunk, min(chunk * 4, 65536)  # most series end in the first chunk
 
+    def total(name: str) -> float:
+        terms = torch.cat(parts[name])
+        return float(torch.logsumexp(terms, 0)) if len(terms) else -math.inf
 
-def _gen_binom(alpha: float, k: int) -> float:
-    """The generalised binomial coefficient C(alpha, k) = alpha (alpha-1) ... (alpha-k+1) / k!, signed."""
-    out = 1.0
-    for m in range(k):
-        out *= (alpha - m) / (m + 1)
-    return out
+    return _log_add(_log_sub(total("pos0"), total("neg0")), _log_sub(total("pos1"), total("neg1")))
 
 
 def rdp_sampled_gaussian(q: float, sigma: float, orders: Sequence[float] = DEFAULT_ORDERS) -> np.ndarray:

@@ -40,7 +40,7 @@ from models.eval.stream_runner import first_events
 from models.eval.trained_methods import PrefixTrained, Recipe, TaskTrained
 from models.serving import Recommender
 from models.text import EmbeddingCache, TextEncoder, default_encoder, with_text_features
-from models.train import meta_train
+from models.train import default_config, meta_train
 from models.transfer import transplant
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class TransferSetup:
     steps: int = 600  # outer steps of target-only and of fine-tuning (equal budgets)
     source_steps: int = 600
     batch_users: int = 64
-    dim: int = 64
+    dim: int | None = None  # None: the trainer's default width
     seed: int = 0
     max_events: int | None = None  # first events of the target, for quick runs
     source_max_events: int | None = None
@@ -68,14 +68,13 @@ def objective_for(log_: EventLog) -> str:
 
 
 def _config(log_: EventLog, objective: str, setup: TransferSetup) -> ModelConfig:
-    lo, hi = 1.0, 5.0
-    rated = log_.values[np.isfinite(log_.values)] if objective == "rating" else np.zeros(0)
-    if len(rated) and rated.min() < rated.max():
-        lo, hi = float(rated.min()), float(rated.max())
-    assert log_.item_features is not None
-    return ModelConfig(n_items=log_.n_items, n_item_features=log_.item_features.shape[1], n_user_features=0,
-                       dim=setup.dim, head_dim=setup.dim, objective=objective, rating_min=lo, rating_max=hi,
-                       seed=setup.seed)
+    """The trainer's default config for ``log_``, without user features, in ``objective``."""
+    base = default_config(log_, setup.seed)
+    lo, hi = base.rating_min, base.rating_max
+    if objective == "rating" and not log_.explicit:
+        raise ValueError(f"{log_.name} has no ratings to train the rating objective on")
+    return replace(base, n_user_features=0, objective=objective, rating_min=lo, rating_max=hi,
+                   dim=setup.dim or base.dim, head_dim=setup.dim or base.head_dim)
 
 
 def text_only(log_: EventLog, encoder: TextEncoder, cache: EmbeddingCache | None) -> EventLog:
