@@ -4,7 +4,8 @@ Differentially Private Recurrent Language Models", ICLR 2018, with Adam applied 
 Each step:
 
 1. every user is sampled independently with probability ``q`` (Poisson sampling: what the accountant assumes);
-2. each sampled user contributes ONE task (their own events, cut as in :func:`models.train.sample_tasks`), and the
+2. each sampled user contributes ONE task (their own events, cut as in :func:`models.train.sample_tasks`),
+and the
    meta-gradient of that task's outer loss is taken for that user alone;
 3. the user's whole gradient (all meta-parameters) is clipped to L2 norm ``clip``; the clipped gradients are
    summed, Gaussian noise of std ``noise_multiplier * clip`` is added, and the sum is divided by the expected
@@ -81,8 +82,16 @@ def one_user(tasks: TaskBatch, b: int) -> TaskBatch:
     keep = tasks.seen[0] == b
     seen = torch.stack([torch.zeros_like(tasks.seen[0][keep]), tasks.seen[1][keep]])
     rows = slice(b, b + 1)
-    return TaskBatch(tasks.users[rows], tasks.sup_items[rows], tasks.sup_targets[rows], tasks.sup_mask[rows],
-                     tasks.qry_items[rows], tasks.qry_targets[rows], tasks.qry_mask[rows], seen)
+    return TaskBatch(
+        tasks.users[rows],
+        tasks.sup_items[rows],
+        tasks.sup_targets[rows],
+        tasks.sup_mask[rows],
+        tasks.qry_items[rows],
+        tasks.qry_targets[rows],
+        tasks.qry_mask[rows],
+        seen,
+    )
 
 
 class _TaskLoss(nn.Module):
@@ -92,15 +101,37 @@ class _TaskLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, drop: Tensor, neg: Tensor, sup_items: Tensor, sup_targets: Tensor, sup_mask: Tensor,
-                qry_items: Tensor, qry_targets: Tensor, qry_mask: Tensor, seen: Tensor, feats: Tensor) -> Tensor:
-        """Mirrors ``models.train.outer_loss`` for ONE user; a dense seen mask (N,) replaces the index pairs."""
+    def forward(
+        self,
+        drop: Tensor,
+        neg: Tensor,
+        sup_items: Tensor,
+        sup_targets: Tensor,
+        sup_mask: Tensor,
+        qry_items: Tensor,
+        qry_targets: Tensor,
+        qry_mask: Tensor,
+        seen: Tensor,
+        feats: Tensor,
+    ) -> Tensor:
+        """Mirrors ``models.train.outer_loss`` for ONE user (a dense (N,) seen mask, not index pairs)."""
         m, cfg = self.model, self.model.cfg
         vecs, bias = m.item_vectors(drop)  # (N, H), (N,)
         head0 = m.head_init(1, feats[None] if cfg.n_user_features else None)
-        out = adapt(head0, m.step_sizes(), vecs[sup_items][None], bias[sup_items][None], sup_targets[None],
-                    sup_mask[None], vecs[neg][None], bias[neg][None], steps=cfg.inner_steps,
-                    objective=cfg.objective, first_order=cfg.first_order, prior=cfg.support_prior)
+        out = adapt(
+            head0,
+            m.step_sizes(),
+            vecs[sup_items][None],
+            bias[sup_items][None],
+            sup_targets[None],
+            sup_mask[None],
+            vecs[neg][None],
+            bias[neg][None],
+            steps=cfg.inner_steps,
+            objective=cfg.objective,
+            first_order=cfg.first_order,
+            prior=cfg.support_prior,
+        )
         qmask = qry_mask.to(vecs.dtype)  # (Q,)
         if cfg.objective == "rating":
             pred = vecs[qry_items] @ out.heads["w"][0] + out.heads["b"][0] + bias[qry_items]  # (Q,)
@@ -112,8 +143,9 @@ class _TaskLoss(nn.Module):
         return nll.sum() / qmask.sum().clamp(min=1.0)
 
 
-def per_user_grads(model: MetaRec, tasks: TaskBatch, gen: torch.Generator,
-                   user_features: Tensor | None = None) -> list[Tensor]:
+def per_user_grads(
+    model: MetaRec, tasks: TaskBatch, gen: torch.Generator, user_features: Tensor | None = None
+) -> list[Tensor]:
     """Each user's meta-gradient, one task per user, vmapped over users: per parameter (B, *param.shape).
 
     The id-dropout mask is shared by the batch and the negatives are drawn per user, both independent of the
@@ -129,22 +161,39 @@ def per_user_grads(model: MetaRec, tasks: TaskBatch, gen: torch.Generator,
     neg = torch.randint(n_items, (batch, max(cfg.n_negatives, 1)), generator=gen)  # (B, K)
     seen = torch.zeros(batch, n_items, dtype=torch.bool)
     seen[tasks.seen[0], tasks.seen[1]] = True  # (B, N)
-    feats = (user_features[tasks.users] if user_features is not None
-             else torch.zeros(batch, max(cfg.n_user_features, 1)))  # (B, G)
+    feats = (
+        user_features[tasks.users]
+        if user_features is not None
+        else torch.zeros(batch, max(cfg.n_user_features, 1))
+    )  # (B, G)
 
     def loss(p: dict[str, Tensor], *row: Tensor) -> Tensor:
         return functional_call(wrapper, {**p, **fixed}, (drop, *row))
 
     per_user = vmap(grad(loss), in_dims=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))(
-        params, neg, tasks.sup_items, tasks.sup_targets, tasks.sup_mask, tasks.qry_items, tasks.qry_targets,
-        tasks.qry_mask, seen, feats,
+        params,
+        neg,
+        tasks.sup_items,
+        tasks.sup_targets,
+        tasks.sup_mask,
+        tasks.qry_items,
+        tasks.qry_targets,
+        tasks.qry_mask,
+        seen,
+        feats,
     )
     return [per_user[f"model.{n}"] for n in names]
 
 
-def private_step_grads(model: MetaRec, tasks: TaskBatch, gen: torch.Generator, clip: float, noise_multiplier: float,
-                       user_features: Tensor | None = None) -> StepGrads:
-    """Per-user gradients, clipped to ``clip`` each, summed and noised: the only way data reaches the update."""
+def private_step_grads(
+    model: MetaRec,
+    tasks: TaskBatch,
+    gen: torch.Generator,
+    clip: float,
+    noise_multiplier: float,
+    user_features: Tensor | None = None,
+) -> StepGrads:
+    """Per-user gradients, clipped to ``clip`` each, summed, noised: the only way data reaches an update."""
     grads = per_user_grads(model, tasks, gen, user_features)
     clipped, norms = clip_per_user(grads, clip)
     return StepGrads(norms, clipped, noisy_sum(clipped, clip, noise_multiplier, gen))
@@ -166,7 +215,12 @@ def resolve_noise(dp: DPConfig, n_users: int, steps: int) -> tuple[float, float,
 
 
 def dp_meta_train(
-    log_: EventLog, cfg: ModelConfig | None = None, *, steps: int, dp: DPConfig | None = None, seed: int = 0,
+    log_: EventLog,
+    cfg: ModelConfig | None = None,
+    *,
+    steps: int,
+    dp: DPConfig | None = None,
+    seed: int = 0,
 ) -> tuple[Recommender, DPReport]:
     """Meta-train on ``log_`` with user-level DP; returns the model and the privacy it spent."""
     dp = dp or DPConfig()
@@ -198,10 +252,25 @@ def dp_meta_train(
         for p, g in zip(params, noised):
             p.grad = g / (q * len(tracks))
         opt.step()
-    report = DPReport(accountant.epsilon(delta), delta, sigma, q, steps, dp.clip, len(tracks),
-                      float(np.mean(clipped_share)) if clipped_share else 0.0)
-    log.info("DP meta-training: %d steps in %.1fs, sigma %.3f, q %.4f -> epsilon %.3f at delta %.2e", steps,
-             time.monotonic() - began, sigma, q, report.epsilon, delta)
+    report = DPReport(
+        accountant.epsilon(delta),
+        delta,
+        sigma,
+        q,
+        steps,
+        dp.clip,
+        len(tracks),
+        float(np.mean(clipped_share)) if clipped_share else 0.0,
+    )
+    log.info(
+        "DP meta-training: %d steps in %.1fs, sigma %.3f, q %.4f -> epsilon %.3f at delta %.2e",
+        steps,
+        time.monotonic() - began,
+        sigma,
+        q,
+        report.epsilon,
+        delta,
+    )
     return Recommender(model.eval(), log_.item_ids, item_feature_names=log_.item_feature_names), report
 
 
@@ -219,4 +288,3 @@ def _fresh_model(log_: EventLog, cfg: ModelConfig, seed: int) -> MetaRec:
     if cfg.objective == "rating":
         model.mu.data.fill_(0.5 * (cfg.rating_min + cfg.rating_max))
     return model.train()
-

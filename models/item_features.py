@@ -30,7 +30,7 @@ class ItemDescription:
 
 
 def item_text(item: ItemDescription) -> str:
-    """The text that is embedded, in the loaders' shape: "title | category, category" (then any description)."""
+    """The text that is embedded, in the loaders' shape: "title | category, category | description"."""
     parts = [item.title or item.item_id]
     if item.categories:
         parts.append(", ".join(item.categories))
@@ -84,7 +84,9 @@ def feature_rows(
         encoder = encoder or encoder_for(feature_names)
         assert encoder is not None
         if encoder.dim != len(text_cols):
-            raise ValueError(f"the model has {len(text_cols)} text columns, encoder {encoder.name} gives {encoder.dim}")
+            raise ValueError(
+                f"the model has {len(text_cols)} text columns, encoder {encoder.name} gives {encoder.dim}"
+            )
         rows[:, text_cols] = embed_texts([item_text(i) for i in items], encoder, cache)  # (M, D)
     columns = _category_columns(feature_names)
     for m, item in enumerate(items):

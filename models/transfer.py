@@ -2,13 +2,15 @@
 
 What transfers and what does not, parameter by parameter (see ``models.metalearner.MetaRec``):
 
-* transfers: the feature projection and the tower (text vector -> item vector), the head's meta-learned init and
+* transfers: the feature projection and the tower (text vector -> item vector), the head's meta-learned init
+and
   its Meta-SGD step sizes, and, when both domains share the objective, the global offset ``mu``;
 * does not: item id embeddings and item biases (the two catalogues share no ids: they start at zero, the state
   of an item known by its features alone, which id dropout trained the tower to handle), the stored item
   features (the target's own text vectors), and the user-feature projection (the domains' user fields differ).
 
-Both models must use the same item feature space (``n_item_features`` and the feature names), i.e. text vectors
+Both models must use the same item feature space (``n_item_features`` and the feature names), i.e. text
+vectors
 from the same encoder: :func:`models.text.with_text_features` with ``replace_features=True`` on both logs.
 """
 
@@ -38,15 +40,18 @@ def target_config(source: ModelConfig, target: EventLog, objective: str | None =
     """
     feats = 0 if target.item_features is None else target.item_features.shape[1]
     if feats != source.n_item_features:
-        raise ValueError(f"target has {feats} item features, the source model {source.n_item_features}: "
-                         "encode both domains' item text with the same encoder")
+        raise ValueError(
+            f"target has {feats} item features, the source model {source.n_item_features}: "
+            "encode both domains' item text with the same encoder"
+        )
     objective = objective or source.objective
     lo, hi = source.rating_min, source.rating_max
     rated = target.values[np.isfinite(target.values)] if target.explicit else np.zeros(0)
     if objective == "rating" and len(rated) and rated.min() < rated.max():
         lo, hi = float(rated.min()), float(rated.max())
-    return replace(source, n_items=target.n_items, n_user_features=0, objective=objective, rating_min=lo,
-                   rating_max=hi)
+    return replace(
+        source, n_items=target.n_items, n_user_features=0, objective=objective, rating_min=lo, rating_max=hi
+    )
 
 
 def transplant(source: Recommender, target: EventLog, objective: str | None = None) -> Recommender:
@@ -78,6 +83,12 @@ def transplant(source: Recommender, target: EventLog, objective: str | None = No
         mid = 0.5 * (cfg.rating_min + cfg.rating_max)
         state["mu"] = torch.tensor(float(rated.mean()) if len(rated) else mid)
     model.load_state_dict(state)
-    log.info("transplanted %s (%s) to %s: %d items, objective %s", source.version, source.config.objective,
-             target.name, cfg.n_items, cfg.objective)
+    log.info(
+        "transplanted %s (%s) to %s: %d items, objective %s",
+        source.version,
+        source.config.objective,
+        target.name,
+        cfg.n_items,
+        cfg.objective,
+    )
     return Recommender(model, target.item_ids, item_feature_names=target.item_feature_names)

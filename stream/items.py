@@ -14,7 +14,8 @@ Why a thread with its own consumer rather than a Faust agent:
 
 Items and offsets are written to the store together, then added to the model, so a restart reloads the
 catalogue from disk and reads on from where the store is. When the worker swaps in a new model version, the
-follower adds the stored items the new version lacks (rows recomputed if its feature layout differs). An update
+follower adds the stored items the new version lacks (rows recomputed if its feature layout differs). An
+update
 to a known item is stored, but the serving vector of an item already in the catalogue is not replaced
 (``add_items`` only grows it). Undecodable payloads go to the dead-letter topic with the usual headers.
 """
@@ -58,10 +59,15 @@ class ItemMetrics:
     """The item path's metrics, on the worker's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.items = Counter("metarec_items", "Item events, by result (added, updated, dead_letter).", ["result"],
-                             registry=registry)
-        self.embed_seconds = Histogram("metarec_item_embedding_seconds", "Wall time to featurise one item batch.",
-                                       registry=registry)
+        self.items = Counter(
+            "metarec_items",
+            "Item events, by result (added, updated, dead_letter).",
+            ["result"],
+            registry=registry,
+        )
+        self.embed_seconds = Histogram(
+            "metarec_item_embedding_seconds", "Wall time to featurise one item batch.", registry=registry
+        )
 
 
 def describe(event: ItemEvent) -> ItemDescription:
@@ -69,7 +75,8 @@ def describe(event: ItemEvent) -> ItemDescription:
 
 
 def decode_item(msg: Message, max_bytes: int) -> ItemEvent:
-    """Decode one ``items`` record; its key must be its item id (a key mismatch would split an item's history)."""
+    """Decode one ``items`` record; its key must be its item id (a key mismatch would split an item's
+    history)."""
     event = decode_item_event(msg.value(), max_bytes)
     key = msg.key()
     if key is not None and key != event.item_id.encode():
@@ -80,8 +87,17 @@ def decode_item(msg: Message, max_bytes: int) -> ItemEvent:
 class ItemFollower:
     """Reads all of ``items`` on a thread, featurises batches, stores them, grows the serving catalogue."""
 
-    def __init__(self, settings: Settings, worker: ServingWorker, store: ItemStore, metrics: ItemMetrics,
-                 *, batch_max: int = 256, poll_s: float = 0.2, cache: EmbeddingCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker: ServingWorker,
+        store: ItemStore,
+        metrics: ItemMetrics,
+        *,
+        batch_max: int = 256,
+        poll_s: float = 0.2,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
         self._settings = settings
         self._worker = worker
         self.store = store
@@ -107,8 +123,14 @@ class ItemFollower:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        consumer = Consumer({**self._settings.kafka_config(), "group.id": f"{self._settings.app_id}-items",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        consumer = Consumer(
+            {
+                **self._settings.kafka_config(),
+                "group.id": f"{self._settings.app_id}-items",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
         producer = Producer({**self._settings.kafka_config(), "linger.ms": 5})
         try:
             self._assign(consumer)
@@ -139,7 +161,8 @@ class ItemFollower:
         consumer.assign(parts)
         log.info("following %s: %d partitions, %d stored items", topic, len(parts), len(stored))
 
-    # --- one batch --------------------------------------------------------------------------------------------
+    # --- one batch
+    # --------------------------------------------------------------------------------------------
     def handle(self, msgs: Sequence[Message], producer: Any) -> None:
         """Decode, keep the latest event per item, featurise, store with offsets, then grow the catalogue."""
         latest: dict[str, ItemEvent] = {}
@@ -158,7 +181,9 @@ class ItemFollower:
         model = self._worker.model
         began = time.perf_counter()
         events = list(latest.values())
-        rows = feature_rows([describe(e) for e in events], model.item_feature_names, cache=self._cache)  # (M, F)
+        rows = feature_rows(
+            [describe(e) for e in events], model.item_feature_names, cache=self._cache
+        )  # (M, F)
         self._metrics.embed_seconds.observe(time.perf_counter() - began)
         space = feature_space(model.item_feature_names)
         self.store.put_many([_stored(e, r, space) for e, r in zip(events, rows)], offsets)
@@ -202,8 +227,16 @@ class ItemFollower:
 
 
 def _stored(event: ItemEvent, row: np.ndarray, space: str) -> StoredItem:
-    return StoredItem(event.item_id, event.event_id, event.ts, event.title, event.text, list(event.categories),
-                      space, np.asarray(row, "<f4").tobytes())
+    return StoredItem(
+        event.item_id,
+        event.event_id,
+        event.ts,
+        event.title,
+        event.text,
+        list(event.categories),
+        space,
+        np.asarray(row, "<f4").tobytes(),
+    )
 
 
 def install_item_agent(app: Any, settings: Settings, worker: ServingWorker, metrics: Any) -> ItemFollower:

@@ -1,15 +1,20 @@
 """What user-level differential privacy costs: stream-order quality at epsilon 1, 4 and 8 against no privacy.
 
-``metarec evaluate --privacy`` calls :func:`run_privacy`. Every method is trained on the stream's warm-up prefix
-and then replayed test-then-train with frozen meta-parameters (:class:`models.eval.trained_methods.PrefixTrained`),
+``metarec evaluate --privacy`` calls :func:`run_privacy`. Every method is trained on the stream's warm-up
+prefix
+and then replayed test-then-train with frozen meta-parameters
+(:class:`models.eval.trained_methods.PrefixTrained`),
 so the only difference between rows is how the meta-parameters were learned:
 
 * ``non-private``: :func:`models.train.meta_train` with the same steps and users per step;
-* ``dp-eps<E>``: :func:`models.dp_train.dp_meta_train`, the noise calibrated so that the whole run spends at most
+* ``dp-eps<E>``: :func:`models.dp_train.dp_meta_train`, the noise calibrated so that the whole run spends at
+most
   epsilon E for delta (default ``1 / n_users^1.1``), with respect to the users of the prefix.
 
-Privacy covers meta-training. Serving adapts a user's head on that user's own events only, which reveals nothing
-about other users beyond what the (private) meta-parameters do. DP needs many users: the warm-up share is larger
+Privacy covers meta-training. Serving adapts a user's head on that user's own events only, which reveals
+nothing
+about other users beyond what the (private) meta-parameters do. DP needs many users: the warm-up share is
+larger
 than the stream protocol's default so more users are trained on (``warmup_fraction``).
 """
 
@@ -53,8 +58,9 @@ class PrivacySetup:
 def _dp_recipe(epsilon: float, setup: PrivacySetup, reports: dict[str, DPReport], name: str) -> Callable:
     def train(prefix: EventLog) -> Recommender:
         cfg = default_config(prefix, setup.seed)
-        dp = DPConfig(clip=setup.clip, expected_batch=setup.expected_batch, delta=setup.delta,
-                      target_epsilon=epsilon)
+        dp = DPConfig(
+            clip=setup.clip, expected_batch=setup.expected_batch, delta=setup.delta, target_epsilon=epsilon
+        )
         model, reports[name] = dp_meta_train(prefix, cfg, steps=setup.steps, dp=dp, seed=setup.seed)
         return model
 
@@ -63,8 +69,13 @@ def _dp_recipe(epsilon: float, setup: PrivacySetup, reports: dict[str, DPReport]
 
 def _plain_recipe(setup: PrivacySetup) -> Callable:
     def train(prefix: EventLog) -> Recommender:
-        return meta_train(prefix, default_config(prefix, setup.seed), steps=setup.steps,
-                          batch_users=setup.expected_batch, seed=setup.seed)
+        return meta_train(
+            prefix,
+            default_config(prefix, setup.seed),
+            steps=setup.steps,
+            batch_users=setup.expected_batch,
+            seed=setup.seed,
+        )
 
     return train
 
@@ -77,7 +88,7 @@ def run_privacy(
     setup: PrivacySetup | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Replay the non-private and the DP models on ``log_``; write ``privacy-<dataset>.json`` (and ``.md``)."""
+    """Replay the non-private and the DP models on ``log_``; write ``privacy-<dataset>.json`` and ``.md``."""
     setup = setup or PrivacySetup()
     began = time.perf_counter()
     plan = plan_stream(first_events(log_, setup.max_events), setup.warmup_fraction)
@@ -89,14 +100,25 @@ def run_privacy(
     methods: dict[str, Any] = {}
     for name, recipe in recipes.items():
         acc, seconds = timed_replay(PrefixTrained(name, recipe), plan)
-        methods[name] = {**acc.summary(), "hr@10_first10": acc.pooled_hr(FIRST_TEN), "seconds": round(seconds, 1)}
+        methods[name] = {
+            **acc.summary(),
+            "hr@10_first10": acc.pooled_hr(FIRST_TEN),
+            "seconds": round(seconds, 1),
+        }
         if name in reports:
             methods[name]["privacy"] = asdict(reports[name])
     result = {
-        "dataset": log_.name, "events": len(plan.log), "warmup_events": plan.start,
-        "training_users": int(len(np.unique(plan.prefix.users))), "evaluation_points": int(plan.scored.sum()),
-        "bucket_events": plan.bucket_events(), "setup": asdict(setup), "methods": methods,
-        "cost": quality_cost(methods), "seconds": round(time.perf_counter() - began, 1), "machine": machine(),
+        "dataset": log_.name,
+        "events": len(plan.log),
+        "warmup_events": plan.start,
+        "training_users": int(len(np.unique(plan.prefix.users))),
+        "evaluation_points": int(plan.scored.sum()),
+        "bucket_events": plan.bucket_events(),
+        "setup": asdict(setup),
+        "methods": methods,
+        "cost": quality_cost(methods),
+        "seconds": round(time.perf_counter() - began, 1),
+        "machine": machine(),
         "command": command,
     }
     if out_dir is not None:
@@ -105,7 +127,7 @@ def run_privacy(
 
 
 def quality_cost(methods: dict[str, Any]) -> dict[str, Any]:
-    """Per DP method: HR@10 as a share of the non-private one (overall, first ten events) and the MAE added."""
+    """Per DP method: HR@10 as a share of the non-private one (all, first ten events), MAE added."""
     base = methods["non-private"]
     out = {}
     for name, m in methods.items():
@@ -115,7 +137,9 @@ def quality_cost(methods: dict[str, Any]) -> dict[str, Any]:
             "epsilon": m["privacy"]["epsilon"],
             "hr@10_ratio": _ratio(m["hr@10"]["all"], base["hr@10"]["all"]),
             "hr@10_first10_ratio": _ratio(m["hr@10_first10"], base["hr@10_first10"]),
-            "mae_delta": None if m["mae"] is None or base["mae"] is None else round(m["mae"] - base["mae"], 4),
+            "mae_delta": None
+            if m["mae"] is None or base["mae"] is None
+            else round(m["mae"] - base["mae"], 4),
         }
     return out
 
@@ -134,8 +158,12 @@ def write_privacy(result: dict[str, Any], out_dir: Path) -> Path:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"# User-level DP on {result['dataset']} ({result['training_users']} training users)", "",
-             "| method | epsilon | sigma | HR@10 all | first 10 | MAE |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# User-level DP on {result['dataset']} ({result['training_users']} training users)",
+        "",
+        "| method | epsilon | sigma | HR@10 all | first 10 | MAE |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in result["methods"].items():
         p = m.get("privacy")
         eps = "∞" if p is None else f"{p['epsilon']:.2f}"
@@ -147,4 +175,3 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
-

@@ -3,12 +3,14 @@
 The transfer and privacy evaluations compare *training recipes* (target-only, zero-shot from another domain,
 pre-train then fine-tune, differentially private), so each method here is "a recipe + the serving path":
 
-* :class:`PrefixTrained` (stream order): ``fit_prefix`` runs the recipe on the warm-up events, then every user is
+* :class:`PrefixTrained` (stream order): ``fit_prefix`` runs the recipe on the warm-up events, then every
+user is
   adapted on their own events so far by ``Recommender.recommend``, exactly as the stream worker does. The
   meta-parameters stay fixed through the replay, so a chunk of distinct users ranks the same at once as one by
   one, and the class is a ``BatchRanker``
   (each query brings the user's pending events of the chunk, added to the support here).
-* :class:`TaskTrained` (the cold-start split): ``fit`` runs the recipe on the training tasks' events, ``predict``
+* :class:`TaskTrained` (the cold-start split): ``fit`` runs the recipe on the training tasks' events,
+``predict``
   adapts on each test task's support and predicts its query ratings with ``Recommender.predict``.
 """
 
@@ -32,7 +34,8 @@ Recipe = Callable[[EventLog], Recommender]  # a training log -> a model whose ca
 
 
 class PrefixTrained:
-    """A stream method: ``recipe`` on the warm-up prefix, then per-user adaptation with frozen meta-parameters."""
+    """A stream method: ``recipe`` on the warm-up prefix, then per-user adaptation with frozen meta-
+    parameters."""
 
     def __init__(self, name: str, recipe: Recipe) -> None:
         self.name = name
@@ -62,7 +65,7 @@ class PrefixTrained:
             target = self._target(p.value, p.type_code)
             if target is not None:
                 support.append((self._item_ids[p.item], target))
-        support = support[-self._max_support:]
+        support = support[-self._max_support :]
         return AdaptRequest(str(query.user), support, [self._item_ids[i] for i in query.exclude])
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
@@ -91,7 +94,9 @@ class PrefixTrained:
 
     def _target(self, value: float, type_code: int) -> float | None:
         assert self.model is not None
-        return event_target(EVENT_TYPES[type_code], None if math.isnan(value) else value, self.model.config.objective)
+        return event_target(
+            EVENT_TYPES[type_code], None if math.isnan(value) else value, self.model.config.objective
+        )
 
     def learn(self, user: int, item: int, value: float, type_code: int, ts: float) -> None:
         target = self._target(value, type_code)
@@ -121,12 +126,15 @@ class TaskTrained:
             return None
         out: list[np.ndarray] = []
         for start in range(0, len(tasks), self._chunk):
-            chunk = tasks[start:start + self._chunk]
+            chunk = tasks[start : start + self._chunk]
             wanted = sorted({int(i) for t in chunk for i in t.query_items})
             column = {item: n for n, item in enumerate(wanted)}
             requests = [
-                AdaptRequest(str(t.user), [(self._item_ids[int(i)], float(v)) for i, v in
-                                           zip(t.support_items, t.support_values)], ())
+                AdaptRequest(
+                    str(t.user),
+                    [(self._item_ids[int(i)], float(v)) for i, v in zip(t.support_items, t.support_values)],
+                    (),
+                )
                 for t in chunk
             ]
             scores = self.model.predict(requests, [self._item_ids[i] for i in wanted])  # (B, M)

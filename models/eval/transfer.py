@@ -73,8 +73,15 @@ def _config(log_: EventLog, objective: str, setup: TransferSetup) -> ModelConfig
     lo, hi = base.rating_min, base.rating_max
     if objective == "rating" and not log_.explicit:
         raise ValueError(f"{log_.name} has no ratings to train the rating objective on")
-    return replace(base, n_user_features=0, objective=objective, rating_min=lo, rating_max=hi,
-                   dim=setup.dim or base.dim, head_dim=setup.dim or base.head_dim)
+    return replace(
+        base,
+        n_user_features=0,
+        objective=objective,
+        rating_min=lo,
+        rating_max=hi,
+        dim=setup.dim or base.dim,
+        head_dim=setup.dim or base.head_dim,
+    )
 
 
 def text_only(log_: EventLog, encoder: TextEncoder, cache: EmbeddingCache | None) -> EventLog:
@@ -87,15 +94,22 @@ def recipes(source_model: Recommender, objective: str, setup: TransferSetup) -> 
     """The three recipes, each a function from a target training log to a model for its catalogue."""
 
     def target_only(train: EventLog) -> Recommender:
-        return meta_train(train, _config(train, objective, setup), steps=setup.steps,
-                          batch_users=setup.batch_users, seed=setup.seed)
+        return meta_train(
+            train,
+            _config(train, objective, setup),
+            steps=setup.steps,
+            batch_users=setup.batch_users,
+            seed=setup.seed,
+        )
 
     def zero_shot(train: EventLog) -> Recommender:
         return transplant(source_model, train)
 
     def finetune(train: EventLog) -> Recommender:
         start = transplant(source_model, train, objective=objective)
-        return meta_train(train, steps=setup.steps, batch_users=setup.batch_users, seed=setup.seed, init=start)
+        return meta_train(
+            train, steps=setup.steps, batch_users=setup.batch_users, seed=setup.seed, init=start
+        )
 
     return {"target-only": target_only, "zero-shot": zero_shot, "pretrain-finetune": finetune}
 
@@ -104,22 +118,36 @@ def pretrain_source(source: EventLog, target_objective: str, setup: TransferSetu
     """Meta-train on the source, in the target's objective when the source has the data for it."""
     objective = target_objective if (source.explicit or target_objective == "implicit") else "implicit"
     src = first_events(source, setup.source_max_events)
-    return meta_train(src, _config(src, objective, setup), steps=setup.source_steps,
-                      batch_users=setup.batch_users, seed=setup.seed)
+    return meta_train(
+        src,
+        _config(src, objective, setup),
+        steps=setup.source_steps,
+        batch_users=setup.batch_users,
+        seed=setup.seed,
+    )
 
 
 def stream_scores(target: EventLog, methods: dict[str, Recipe], setup: TransferSetup) -> dict[str, Any]:
     """Stream-order (test-then-train) summaries per recipe, trained on the warm-up prefix only."""
     plan = plan_stream(first_events(target, setup.max_events), setup.warmup_fraction)
-    out: dict[str, Any] = {"events": len(plan.log), "warmup_events": plan.start,
-                           "evaluation_points": int(plan.scored.sum()), "bucket_events": plan.bucket_events(),
-                           "methods": {}, "seconds": {}}
+    out: dict[str, Any] = {
+        "events": len(plan.log),
+        "warmup_events": plan.start,
+        "evaluation_points": int(plan.scored.sum()),
+        "bucket_events": plan.bucket_events(),
+        "methods": {},
+        "seconds": {},
+    }
     for name, recipe in methods.items():
         acc, seconds = timed_replay(PrefixTrained(name, recipe), plan)
         out["methods"][name] = {**acc.summary(), "hr@10_first10": acc.pooled_hr(FIRST_TEN)}
         out["seconds"][name] = round(seconds, 1)
-        log.info("%s stream HR@10 %.4f (first ten %.4f)", name, acc.summary()["hr@10"]["all"] or 0.0,
-                 acc.pooled_hr(FIRST_TEN) or 0.0)
+        log.info(
+            "%s stream HR@10 %.4f (first ten %.4f)",
+            name,
+            acc.summary()["hr@10"]["all"] or 0.0,
+            acc.pooled_hr(FIRST_TEN) or 0.0,
+        )
     return out
 
 
@@ -145,7 +173,7 @@ def coldstart_scores(target: EventLog, methods: dict[str, Recipe], seed: int) ->
 
 
 def gains(stream: dict[str, Any]) -> dict[str, Any]:
-    """HR@10 of the transfer recipes relative to target-only (ratio), overall and on users' first ten events."""
+    """HR@10 of the transfer recipes over target-only's, overall and on users' first ten events."""
     base = stream["methods"]["target-only"]
     out: dict[str, Any] = {}
     for name in ("zero-shot", "pretrain-finetune"):
@@ -181,9 +209,13 @@ def run_transfer(
     source_model = pretrain_source(source, objective, setup)
     methods = recipes(source_model, objective, setup)
     result: dict[str, Any] = {
-        "source": source_log.name, "target": target_log.name, "encoder": encoder.name,
-        "objective": objective, "source_objective": source_model.config.objective,
-        "setup": asdict(setup), "stream": stream_scores(target, methods, setup),
+        "source": source_log.name,
+        "target": target_log.name,
+        "encoder": encoder.name,
+        "objective": objective,
+        "source_objective": source_model.config.objective,
+        "setup": asdict(setup),
+        "stream": stream_scores(target, methods, setup),
     }
     result["gain"] = gains(result["stream"])
     if setup.coldstart and target.explicit:
@@ -213,15 +245,22 @@ def markdown(result: dict[str, Any]) -> str:
     """A table per protocol: HR@10 by bucket, and cold-start MAE by scenario where there is one."""
     stream = result["stream"]
     buckets = list(stream["bucket_events"])
-    lines = [f"# Transfer {result['source']} -> {result['target']} ({result['encoder']})", "",
-             "| recipe | HR@10 all | first 10 | " + " | ".join(buckets) + " |",
-             "|---" * (3 + len(buckets)) + "|"]
+    lines = [
+        f"# Transfer {result['source']} -> {result['target']} ({result['encoder']})",
+        "",
+        "| recipe | HR@10 all | first 10 | " + " | ".join(buckets) + " |",
+        "|---" * (3 + len(buckets)) + "|",
+    ]
     for name, m in stream["methods"].items():
         cells = [_fmt(m["hr@10"]["all"]), _fmt(m["hr@10_first10"])] + [_fmt(m["hr@10"][b]) for b in buckets]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "coldstart" in result:
         scen = list(next(iter(result["coldstart"]["methods"].values())))
-        lines += ["", "| recipe (cold-start MAE) | " + " | ".join(scen) + " |", "|---" * (1 + len(scen)) + "|"]
+        lines += [
+            "",
+            "| recipe (cold-start MAE) | " + " | ".join(scen) + " |",
+            "|---" * (1 + len(scen)) + "|",
+        ]
         for name, scores in result["coldstart"]["methods"].items():
             lines.append(f"| {name} | " + " | ".join(_fmt(scores[s]["mae"]) for s in scen) + " |")
     return "\n".join(lines) + "\n"
@@ -229,4 +268,3 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
-

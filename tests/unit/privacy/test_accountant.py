@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from models.privacy import (
-    DEFAULT_ORDERS, RDPAccountant, epsilon, epsilon_from_rdp, noise_for_epsilon, rdp_sampled_gaussian,
+    DEFAULT_ORDERS,
+    RDPAccountant,
+    epsilon,
+    epsilon_from_rdp,
+    noise_for_epsilon,
+    rdp_sampled_gaussian,
 )
 
 # (q, sigma, steps) -> epsilon at delta 1e-5, computed with opacus.accountants.analysis.rdp (compute_rdp and

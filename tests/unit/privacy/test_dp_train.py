@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from models.data.synthetic import generate
-from models.dp_train import DPConfig, dp_meta_train, one_user, per_user_grads, poisson_sample, private_step_grads
+from models.dp_train import (
+    DPConfig,
+    dp_meta_train,
+    one_user,
+    per_user_grads,
+    poisson_sample,
+    private_step_grads,
+)
 from models.metalearner import MetaRec
 from models.privacy import clip_per_user, per_user_norms
 from models.train import default_config, outer_loss, sample_tasks, user_tracks
@@ -21,11 +28,23 @@ CLIP = 0.5
 def setting():
     """A small rating log in which one user rated far outside the scale: an outlier with a huge gradient."""
     log = generate(n_users=16, n_items=30, n_categories=4, mean_events=12, seed=3)
-    log = replace(log, explicit=True, types=np.full(len(log), 4, np.int8),
-                  values=np.where(np.isnan(log.values), 4.0, log.values).astype(np.float32))
+    log = replace(
+        log,
+        explicit=True,
+        types=np.full(len(log), 4, np.int8),
+        values=np.where(np.isnan(log.values), 4.0, log.values).astype(np.float32),
+    )
     log.values[log.users == 0] = 500.0
-    cfg = replace(default_config(log), dim=8, head_dim=8, objective="rating", rating_min=1.0, rating_max=5.0,
-                  max_support=10, inner_steps=2)
+    cfg = replace(
+        default_config(log),
+        dim=8,
+        head_dim=8,
+        objective="rating",
+        rating_min=1.0,
+        rating_max=5.0,
+        max_support=10,
+        inner_steps=2,
+    )
     torch.manual_seed(0)
     model = MetaRec(cfg)
     model.item_features.copy_(torch.as_tensor(log.item_features))
@@ -55,7 +74,7 @@ def test_removing_one_user_moves_the_noiseless_sum_by_at_most_the_bound(setting)
 
 
 def test_vmapped_per_user_gradients_equal_each_users_own_outer_loss_gradient(setting) -> None:
-    """The batched per-user gradient of user b is the gradient of the trainer's outer loss on b's task alone."""
+    """The batched per-user gradient of user b is the trainer's outer-loss gradient on b's task alone."""
     _log, cfg, model, tasks = setting
     model0 = MetaRec(replace(cfg, id_dropout=0.0))  # no random id dropout: both sides see the same items
     model0.load_state_dict(model.state_dict())
@@ -77,11 +96,15 @@ def test_poisson_sampling_has_the_asked_rate() -> None:
 
 def test_dp_meta_training_spends_at_most_the_target_epsilon(setting) -> None:
     log, cfg, _model, _tasks = setting
-    model, report = dp_meta_train(log, cfg, steps=4, dp=DPConfig(clip=CLIP, expected_batch=6, target_epsilon=2.0))
+    model, report = dp_meta_train(
+        log, cfg, steps=4, dp=DPConfig(clip=CLIP, expected_batch=6, target_epsilon=2.0)
+    )
     assert 0 < report.epsilon <= 2.0
     assert report.delta < 1 / report.users and report.steps == 4
     assert report.mean_clipped_share > 0
     assert model.config.n_items == log.n_items
     from models.dp_train import _fresh_model
 
-    assert float(_fresh_model(log, cfg, 0).mu) == 3.0  # starts at the public scale's middle, not the data's mean
+    assert (
+        float(_fresh_model(log, cfg, 0).mu) == 3.0
+    )  # starts at the public scale's middle, not the data's mean

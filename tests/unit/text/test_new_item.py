@@ -16,7 +16,7 @@ from models.train import default_config, meta_train
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small model meta-trained with text vectors (the hashed encoder: no extra needed) among its features."""
+    """A small model meta-trained with text vectors (hashed encoder: no extra needed) as features."""
     log = generate(n_users=150, n_items=80, n_categories=6, mean_events=15, seed=0)
     log = with_text_features(log, HashedEncoder(64), replace_features=True)
     cfg = replace(default_config(log), dim=16, head_dim=16)
@@ -40,11 +40,13 @@ def test_a_new_item_like_the_users_likes_outranks_unrelated_new_items(trained) -
     user = AdaptRequest("u-jazz", [(i, 1.0) for i in liked], exclude=liked)
     ranked = model.recommend([user], k=len(model.item_ids))[0].items
     position = {item: n for n, item in enumerate(ranked)}
-    assert all(position["new-jazz"] < position[d.item_id] for d in new[1:]), [position[d.item_id] for d in new]
+    assert all(position["new-jazz"] < position[d.item_id] for d in new[1:]), [
+        position[d.item_id] for d in new
+    ]
 
 
 def test_without_text_the_new_items_are_indistinguishable(trained) -> None:
-    """The control: the same new items with empty feature rows score alike, so the text is what ranked them."""
+    """The control: the same new items with empty feature rows score alike: the text is what ranked them."""
     log, model = trained
     ids = ["blank-a", "blank-b"]
     model.add_items(ids, np.zeros((2, len(model.item_feature_names)), np.float32))
