@@ -21,7 +21,8 @@ import faust
 from schemas.decode import encode
 from schemas import records
 from stream.faust_compat import event_context, use_real_highwaters
-from stream.metrics import Metrics
+from stream.items import install_item_agent
+from stream.metrics import Metrics, install_app_metrics
 from stream.model_worker import ModelWorker
 from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
 from stream.pipeline import recommendation
@@ -96,6 +97,8 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         async def watch_model() -> None:
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
+    install_app_metrics(app, metrics, [settings.interactions_topic])
+    install_item_agent(app, settings, worker, metrics)
     return app
 
 
