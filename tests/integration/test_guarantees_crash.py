@@ -49,9 +49,11 @@ def replay_events(n: int, seed: int) -> list:
     return events
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix, tmp_path, checkpoint):
-    spec = WorkerSpec(broker.bootstrap, topic_prefix, checkpoint, tmp_path / "state").create_topics()
+    # Batches of up to 50 ms of events (the default is 5 ms): more is in flight, uncommitted, at each kill.
+    spec = WorkerSpec(broker.bootstrap, topic_prefix, checkpoint, tmp_path / "state",
+                      extra_env={"METAREC_TAKE_WITHIN_S": "0.05"}).create_topics()
     settings = spec.settings()
     events = replay_events(N_EVENTS, seed=SEED % 1000)
     produce(broker.bootstrap, settings.interactions_topic, [(e.user_id.encode(), encode(e)) for e in events])
@@ -65,11 +67,14 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
         finally:
             worker.stop(signal.SIGKILL)
     ends = end_offsets(read_to_end(broker.bootstrap, settings.interactions_topic))
+
+    def done() -> dict[int, int]:
+        return committed_offsets(broker.bootstrap, settings.app_id, settings.interactions_topic, settings.partitions)
+
     worker = WorkerProcess(spec, tmp_path / "worker-final.log")
     try:  # done when the last incarnation has committed the whole topic
-        wait_until(lambda: committed_offsets(broker.bootstrap, settings.app_id, settings.interactions_topic,
-                                             settings.partitions) == ends, 300, "the replay to be committed",
-                   alive=[worker])
+        wait_until(lambda: done() == ends, 420, f"the replay to be committed up to {ends}", alive=[worker],
+                   progress=lambda: f"committed {done()}")
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
 

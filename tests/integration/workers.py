@@ -116,8 +116,11 @@ POLL_S = 0.2  # the poll interval of bounded waits: how often a condition is che
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
-               alive: Sequence[WorkerProcess] = ()) -> None:
-    """Check ``condition`` until it holds; fail after ``timeout_s`` or as soon as a worker in ``alive`` died."""
+               alive: Sequence[WorkerProcess] = (), progress: Callable[[], object] | None = None) -> None:
+    """Check ``condition`` until it holds; fail after ``timeout_s`` or as soon as a worker in ``alive`` died.
+
+    ``progress`` (optional) says where things stood, in the timeout's message.
+    """
     deadline = time.monotonic() + timeout_s
     while not condition():
         for worker in alive:
@@ -125,7 +128,8 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
                 raise AssertionError(f"worker exited ({worker.proc.returncode}) while waiting for {what}:\n"
                                      f"{worker.log_text()[-4000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            where = f" ({progress()})" if progress is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{where}")
         time.sleep(POLL_S)
 
 
