@@ -27,7 +27,9 @@ def _stream_methods(value: str | None) -> list[str] | None:
         raise click.BadParameter(str(exc), param_hint="--methods") from None
 
 
-def _dataset(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+def _dataset(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
     if value != "synthetic" and not Path(value).expanduser().exists():
         raise click.BadParameter(f"{value!r} not found (give 'synthetic', a dataset folder or an event file)")
     return value
@@ -38,9 +40,11 @@ def _command_line() -> str:
 
 
 @click.command("evaluate")
-@click.option("--dataset", required=True, callback=_dataset,
+@click.option("--transfer", nargs=2, metavar="SOURCE TARGET",
+              help="Cross-domain transfer: target-only vs source zero-shot vs source pre-training + fine-tuning.")
+@click.option("--dataset", callback=_dataset,
               help="'synthetic', an ml-100k or Last.fm folder, or a CSV/JSON-lines event file.")
-@click.option("--protocol", type=click.Choice(["stream", "coldstart"]), default="stream", show_default=True,
+@click.option("--protocol", type=click.Choice(["stream", "coldstart", "privacy"]), default="stream", show_default=True,
               help="stream: test-then-train replay in time order; coldstart: MeLU-style new-user splits.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/results"),
               show_default=True, help="Folder for the result files.")
@@ -49,14 +53,31 @@ def _command_line() -> str:
 @click.option("--max-events", type=click.IntRange(min=10), help="Only the earliest N events (quick runs).")
 @click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
               help="Share of the stream given to every method before scoring starts (stream protocol).")
-def evaluate(dataset: str, protocol: str, out: Path, seed: int, methods: str | None,
-             max_events: int | None, warmup: float) -> None:
+def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
+             methods: str | None, max_events: int | None, warmup: float) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
-    from models.data.registry import DatasetError
+    from models.data.registry import DatasetError, load_dataset
 
+    if bool(transfer) == bool(dataset):
+        raise click.UsageError("give --dataset PATH, or --transfer SOURCE TARGET")
     try:
-        if protocol == "coldstart":
+        if transfer:
+            from models.eval.transfer import TransferSetup, run_transfer
+
+            for path in transfer:
+                _dataset(None, None, path)  # type: ignore[arg-type]
+            setup = TransferSetup(seed=seed, max_events=max_events)
+            run_transfer(load_dataset(transfer[0], seed=seed), load_dataset(transfer[1], seed=seed), out,
+                         setup=setup, command=_command_line())
+            click.echo(f"wrote transfer results for {transfer[0]} -> {transfer[1]} to {out}")
+            return
+        if protocol == "privacy":
+            from models.eval.privacy_eval import PrivacySetup, run_privacy
+
+            result = run_privacy(load_dataset(dataset, seed=seed), out, epsilons=(1, 4, 8),
+                                 setup=PrivacySetup(seed=seed, max_events=max_events), command=_command_line())
+        elif protocol == "coldstart":
             names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
             result = _coldstart(dataset, out, seed, names, max_events)
         else:
