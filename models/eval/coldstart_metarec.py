@@ -13,7 +13,7 @@ places it by its side features alone -- the cold-item path the stream worker use
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,15 +25,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MetarecSettings:
-    """Training budget and the ModelConfig fields this protocol sets (the rest are the model's defaults)."""
+    """Training budget and the ModelConfig fields this protocol sets (the rest are the model's defaults).
 
-    steps: int = 1500
+    ``steps`` and ``config`` (weight decay on the item tower) were chosen by 3-fold cross-validation over the
+    ML-100K training tasks only (never the test scenarios): with ~430 training tasks the item tower overfits
+    after a few hundred steps, and a strong decay helped (CV MAE 0.853 at the defaults with 300 steps, 0.834
+    at 150 steps, 0.817 with ``weight_decay`` 3e-2; the user-median baseline scored 0.832 on the same folds).
+    """
+
+    steps: int = 300
     batch_users: int = 32
     max_support: int = 100  # the protocol's supports hold up to 90 ratings: adapt on all of them
     query_size: int = 10
     order: str = "shuffled"
     time_budget_s: float | None = None
     predict_batch: int = 64
+    config: dict[str, float | int | bool] = field(default_factory=lambda: {"weight_decay": 3e-2})
 
 
 def training_log(train_log: EventLog, order: str, seed: int) -> tuple[EventLog, np.ndarray]:
@@ -94,7 +101,10 @@ class MetarecColdStart:
         s = self.settings
         trainer_log, kept = training_log(train_log, s.order, self.seed)
         cfg = replace(
-            default_config(trainer_log, self.seed), max_support=s.max_support, query_size=s.query_size
+            default_config(trainer_log, self.seed),
+            max_support=s.max_support,
+            query_size=s.query_size,
+            **s.config,
         )
         self.rec = meta_train(
             trainer_log,

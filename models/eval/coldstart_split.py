@@ -13,8 +13,9 @@ Why these rules, in the order they are applied:
    own data generation, the 13-100 ratings filter applies to that restricted set: a user with fewer than 13
    (or more than 100) ratings in a scenario has no task there and is counted in ``skipped`` (so a heavy user
    who rated few new items still gives a ``new_item`` task, and a user with 12 new-item ratings gives none).
-5. Each task's ratings are shuffled (seeded per user and scenario); 10 become the query, the rest (>= 3) the
-   support that a method may adapt on.
+5. Each task's ratings, put in (time, item) order first so that the draw does not depend on the file's row
+   order, are shuffled (seeded per user and scenario); 10 become the query, the rest (>= 3) the support that
+   a method may adapt on.
 6. The existing users' warm tasks are the only training data. A seeded ``warm_holdout`` share of them is kept
    out of training and scores the ``warm`` scenario, so even the warm figures are on unseen query ratings.
 """
@@ -126,6 +127,7 @@ def _scenario_tasks(
     rated = np.flatnonzero(
         (existing_users[log.users] == want_users) & (existing_items[log.items] == want_items)
     )
+    rated = rated[np.lexsort((log.items[rated], log.ts[rated]))]  # by time, then item, not by file row
     by_user: dict[int, list[int]] = {}
     for pos in rated:
         by_user.setdefault(int(log.users[pos]), []).append(int(pos))

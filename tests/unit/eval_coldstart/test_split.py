@@ -92,3 +92,17 @@ def test_split_counts(make_ratings_log: LogFactory) -> None:
     counts = coldstart_split(log).counts()
     assert set(counts) == {"train", *SCENARIOS}
     assert counts["new_user"]["query_ratings"] == 10 * counts["new_user"]["tasks"]
+
+
+def test_split_does_not_depend_on_row_order(make_ratings_log: LogFactory) -> None:
+    log = make_ratings_log(n_users=60, n_items=80, per_user=78)
+    shuffled = log.take(np.random.default_rng(5).permutation(len(log)))
+
+    def pairs(lg: EventLog) -> dict[str, list[tuple[int, frozenset[int], frozenset[int]]]]:
+        split = coldstart_split(lg)
+        return {
+            name: [(t.user, frozenset(lg.items[t.support]), frozenset(lg.items[t.query])) for t in tasks]
+            for name, tasks in split.test_tasks.items()
+        }
+
+    assert pairs(log) == pairs(shuffled)

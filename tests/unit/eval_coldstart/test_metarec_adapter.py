@@ -1,0 +1,43 @@
+"""The metarec adapter: the trainer's log holds training items only, and new items are served by features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from models.data.events import EventLog
+from models.eval.coldstart import training_inputs
+from models.eval.coldstart_metarec import MetarecColdStart, MetarecSettings, training_log
+from models.eval.coldstart_methods import task_data
+from models.eval.coldstart_split import coldstart_split
+
+LogFactory = Callable[..., EventLog]
+
+
+def test_training_log_reindexes_items_and_shuffles_within_users(make_ratings_log: LogFactory) -> None:
+    log = make_ratings_log(n_users=60, n_items=80, per_user=78)
+    split = coldstart_split(log)
+    train_log, _ = training_inputs(log, split)
+    out, kept = training_log(train_log, "shuffled", seed=0)
+    assert out.n_items == len(kept) and split.existing_items[kept].all()
+    np.testing.assert_array_equal(kept[out.items], train_log.items)  # same ratings, new item numbering
+    assert out.item_features.shape == (len(kept), train_log.item_features.shape[1])
+    for user in np.unique(train_log.users):
+        rows = train_log.users == user
+        np.testing.assert_array_equal(np.sort(out.ts[rows]), np.sort(train_log.ts[rows]))
+    assert not np.array_equal(out.ts, train_log.ts)
+    same, _ = training_log(train_log, "time", seed=0)
+    np.testing.assert_array_equal(same.ts, train_log.ts)
+
+
+def test_fit_and_predict_new_items(make_ratings_log: LogFactory) -> None:
+    log = make_ratings_log(n_users=60, n_items=80, per_user=78)
+    split = coldstart_split(log)
+    train_log, train_tasks = training_inputs(log, split)
+    method = MetarecColdStart(MetarecSettings(steps=3, batch_users=8))
+    method.fit(train_log, train_tasks)
+    tasks = [task_data(log, t, with_labels=False) for t in split.test_tasks["new_user_new_item"]]
+    preds = method.predict(tasks)
+    assert len(preds) == len(tasks) > 0
+    assert all(p.shape == (10,) and np.isfinite(p).all() and (p >= 1).all() and (p <= 5).all() for p in preds)
