@@ -13,14 +13,16 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import Adapted, adapt, flatten_heads, score
+from models.adapt import Adapted, Head, flatten_heads, score
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import ModelConfig
 from models.metalearner import MetaRec
@@ -211,15 +213,14 @@ class Recommender:
         items, targets, mask, sizes = _pad_support(snap.index, requests, cfg.max_support)
         dev = self.device
         items, targets, mask = items.to(dev), targets.to(dev), mask.to(dev)
-        with torch.no_grad():
-            neg_vecs = neg_bias = None
+        with torch.inference_mode():
             if cfg.objective == "implicit":
                 neg = _negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed).to(dev)  # (B, K)
-                neg_vecs, neg_bias = snap.vecs[neg], snap.bias[neg]
-            out = adapt(
+                items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
+            out = adapt_forward(
                 snap.model.head_init(len(requests), _user_features(requests, cfg, dev)),
                 snap.model.step_sizes(),
-                snap.vecs[items], snap.bias[items], targets, mask, neg_vecs, neg_bias,
+                snap.vecs[items], snap.bias[items], targets, mask,
                 steps=cfg.inner_steps if steps is None else steps, objective=cfg.objective,
                 prior=cfg.support_prior,
             )
@@ -241,21 +242,31 @@ def _pad_support(
     kept = [[(index[i], t) for i, t in r.support if i in index][-max_support:] for r in requests]
     sizes = [len(k) for k in kept]
     width = max(1, max(sizes))
+    rows = [b for b, pairs in enumerate(kept) for _ in pairs]
+    cols = [j for pairs in kept for j in range(len(pairs))]
     items = torch.zeros(len(requests), width, dtype=torch.long)
     targets = torch.zeros(len(requests), width)
-    for b, pairs in enumerate(kept):
-        if pairs:
-            items[b, : len(pairs)] = torch.tensor([p[0] for p in pairs])
-            targets[b, : len(pairs)] = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
+    if rows:  # one tensor per batch, not one per user
+        items[rows, cols] = torch.tensor([p[0] for pairs in kept for p in pairs])
+        targets[rows, cols] = torch.tensor([p[1] for pairs in kept for p in pairs], dtype=torch.float32)
     mask = torch.arange(width)[None, :] < torch.tensor(sizes)[:, None]  # (B, S)
     return items, targets, mask, sizes
 
 
 def _negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int) -> Tensor:
     """K uniform negatives per user, seeded by the user id: a user's result never depends on the batch."""
-    rows = [np.random.default_rng([seed, zlib.crc32(r.user_id.encode())]).integers(0, n_items, k)
-            for r in requests]
-    return torch.as_tensor(np.stack(rows), dtype=torch.long)  # (B, K)
+    return torch.as_tensor(np.stack([_user_negatives(seed, r.user_id, n_items, k) for r in requests]),
+                           dtype=torch.long)  # (B, K)
+
+
+@lru_cache(maxsize=32768)
+def _user_negatives(seed: int, user_id: str, n_items: int, k: int) -> np.ndarray:
+    """One user's negatives, cached: seeding a generator costs more than the rest of a user's bookkeeping, and
+    active users come back batch after batch (32768 users x K int32 ~ 8 MiB at K = 64)."""
+    rng = np.random.default_rng([seed, zlib.crc32(user_id.encode())])
+    out = rng.integers(0, n_items, k).astype(np.int32)
+    out.flags.writeable = False
+    return out
 
 
 def _user_features(requests: Sequence[AdaptRequest], cfg: ModelConfig, device: torch.device) -> Tensor | None:
@@ -270,8 +281,66 @@ def _user_features(requests: Sequence[AdaptRequest], cfg: ModelConfig, device: t
 
 def _excluded(index: dict[str, int], requests: Sequence[AdaptRequest]) -> tuple[Tensor, Tensor]:
     """(row, column) pairs of every known excluded item."""
-    pairs = [(b, index[i]) for b, r in enumerate(requests) for i in r.exclude if i in index]
-    if not pairs:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    rows, cols = zip(*pairs)
-    return torch.tensor(rows), torch.tensor(cols)
+    rows: list[int] = []
+    cols: list[int] = []
+    for b, r in enumerate(requests):
+        known = [c for c in map(index.get, r.exclude) if c is not None]
+        cols.extend(known)
+        rows.extend([b] * len(known))
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+
+# --- the inner loop for serving -------------------------------------------------------------------------------
+def adapt_forward(
+    head0: Head,
+    lrs: Head,
+    vecs: Tensor,  # (B, S + K, H): each user's support items, then their K negatives (K = 0 for rating)
+    bias: Tensor,  # (B, S + K)
+    targets: Tensor,  # (B, S)
+    mask: Tensor,  # (B, S)
+    *,
+    steps: int,
+    objective: str,
+    prior: float = 0.0,
+) -> Adapted:
+    """``models.adapt.adapt`` without autograd, for serving and evaluation: the same heads and losses (to float
+    rounding; tests/unit/models/test_serving_kernel.py), several times cheaper.
+
+    The gradients are written out, so a step is one batched product forward and one backward over the stacked
+    support items and negatives, with no ``vmap``/``grad`` transforms (whose per-op Python also holds the GIL
+    the worker's event loop needs). The implicit loss is O(S + K) per user:
+    -log softmax(pos_s among [pos_s, negatives]) = softplus(lse(neg) - pos_s), whose gradient is
+    -c_s sigmoid(lse(neg) - pos_s) for pos_s and softmax(neg)_k sum_s c_s sigmoid(lse(neg) - pos_s) for neg_k,
+    c = target x mask / (count + prior). Reported losses are per-event means, as ``adapt`` reports them.
+    """
+    support = targets.shape[1]
+    mask = mask.to(vecs.dtype)
+    events = mask.sum(1)  # (B,)
+    step_scale = 1.0 / (events + prior).clamp(min=1e-6)  # (B,)
+    weight = (targets if objective != "rating" else torch.ones_like(targets)) * mask  # (B, S)
+    w, b = head0["w"], head0["b"]  # (B, H), (B,)
+    before = total = torch.zeros_like(b)
+    for step in range(steps + 1):
+        scores = torch.bmm(w[:, None, :], vecs.mT).squeeze(1) + b[:, None] + bias  # (B, S + K)
+        total, grad = _loss_and_grad(scores[:, :support], scores[:, support:], targets, weight, objective)
+        if step == 0:
+            before = total
+        if step == steps:
+            break
+        grad = grad * step_scale[:, None]  # (B, S + K)
+        w = w - lrs["w"] * torch.bmm(grad[:, None, :], vecs).squeeze(1)  # (B, H)
+        b = b - lrs["b"] * grad.sum(1)  # (B,)
+    per_event = 1.0 / events.clamp(min=1e-6)  # (B,)
+    return Adapted(heads={"w": w, "b": b}, loss_before=before * per_event, loss_after=total * per_event)
+
+
+def _loss_and_grad(pos: Tensor, neg: Tensor, targets: Tensor, weight: Tensor,
+                   objective: str) -> tuple[Tensor, Tensor]:
+    """Each user's unnormalised support loss (B,) and its gradient with respect to every score (B, S + K)."""
+    if objective == "rating":
+        err = pos - targets  # (B, S)
+        return (weight * err * err).sum(1), torch.cat([2.0 * weight * err, neg], dim=1)  # neg is (B, 0)
+    margin = torch.logsumexp(neg, dim=1, keepdim=True) - pos  # (B, S)
+    pull = weight * torch.sigmoid(margin)  # (B, S)
+    d_neg = torch.softmax(neg, dim=1) * pull.sum(1, keepdim=True)  # (B, K)
+    return (weight * F.softplus(margin)).sum(1), torch.cat([-pull, d_neg], dim=1)
