@@ -78,11 +78,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.bar([x + m * width for x in range(len(SCENARIOS))], values, width, label=name)
         ax.set_xticks([x + width * (len(methods) - 1) / 2 for x in range(len(SCENARIOS))], list(SCENARIOS))
         ax.set_title(f"{metric} ({'lower' if metric == 'mae' else 'higher'} is better)")
-        if metric == "mae":
-            ax.set_ylim(bottom=0.5)
-    axes[0].legend(fontsize=8)
+        ax.set_ylim(bottom=0.5 if metric == "mae" else 0.4)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=9, frameon=False)
     fig.suptitle(f"Cold-start (MeLU protocol): {result['dataset']}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
