@@ -1,1 +1,1 @@
-"""Programs that measure metarec; each writes its figures, with the machine they came from, to bench/results/."""
+"""Programs that measure metarec; each writes its figures, and the machine they came from, to results/."""

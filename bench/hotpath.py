@@ -1,8 +1,8 @@
-"""CPU per event of metarec's own hot path, without Kafka: what the agent's batch handler does, stage by stage.
+"""CPU per event of metarec's own hot path, without Kafka: the agent's batch handler, stage by stage.
 
 The same work as ``stream.app.BatchHandler`` minus Faust: decode and apply a batch (``plan_batch`` with states
 read from a dict of msgpack bytes, as RocksDB hands them over), build the adaptation requests, run the model
-(``Recommender.recommend``), then write back (state encode, recommendation encode). CPU time per event per stage
+(``Recommender.recommend``), then write back (state, recommendation encode). CPU time per event per stage
 (``time.process_time``, robust on a shared machine) tells which of our stages a speed-up must target, and
 what is left to Faust and the Kafka clients (see bench/results/throughput.json for the whole).
 
@@ -24,7 +24,7 @@ from models.serving import Recommender
 from schemas.decode import encode
 from stream import versions
 from stream.pipeline import RawMessage, Rules, adapt_request, plan_batch, recommendation
-from stream.state import UserState, decode_state, encode_state
+from stream.state import decode_state, encode_state
 
 log = logging.getLogger("bench.hotpath")
 
@@ -32,7 +32,9 @@ log = logging.getLogger("bench.hotpath")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=20_000)
-    p.add_argument("--warm-events", type=int, default=20_000, help="events applied first, so states are not empty")
+    p.add_argument(
+        "--warm-events", type=int, default=20_000, help="events applied first, so states are not empty"
+    )
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--train-steps", type=int, default=150)
@@ -56,8 +58,14 @@ class Stages:
         self._mark = now
 
 
-def run_batch(model: Recommender, store: dict[bytes, bytes], messages: list[RawMessage], rules: Rules,
-              stages: Stages, k: int = 10) -> int:
+def run_batch(
+    model: Recommender,
+    store: dict[bytes, bytes],
+    messages: list[RawMessage],
+    rules: Rules,
+    stages: Stages,
+    k: int = 10,
+) -> int:
     """One batch through the handler's steps; returns the number of recommendations produced."""
     now = time.time()
     plan = plan_batch(messages, lambda user, _m: decode_state(store.get(user.encode())), rules, now)
@@ -84,21 +92,26 @@ def measure(model: Recommender, args: argparse.Namespace, batch: int) -> dict[st
     stream = zipf_events(args.events, args.users, items, seed=3, id_prefix="h")
     store: dict[bytes, bytes] = {}
     rules = Rules()
-    to_msgs = lambda s: [RawMessage(k, v, "interactions", 0, i, time.time()) for i, (k, v) in  # noqa: E731
-                         enumerate(zip(s.keys, s.values))]
+    to_msgs = lambda s: [
+        RawMessage(k, v, "interactions", 0, i, time.time())
+        for i, (k, v) in enumerate(zip(s.keys, s.values))  # noqa: E731
+    ]
     warm_msgs, msgs = to_msgs(warm), to_msgs(stream)
     for i in range(0, len(warm_msgs), 1000):
-        run_batch(model, store, warm_msgs[i:i + 1000], rules, Stages())
+        run_batch(model, store, warm_msgs[i : i + 1000], rules, Stages())
     stages = Stages()
     wall = time.perf_counter()
     refreshes = 0
     for i in range(0, len(msgs), batch):
-        refreshes += run_batch(model, store, msgs[i:i + batch], rules, stages)
+        refreshes += run_batch(model, store, msgs[i : i + batch], rules, stages)
     wall = time.perf_counter() - wall
     total = sum(stages.cpu.values())
     return {
-        "batch_events": batch, "events": len(msgs), "refreshes": refreshes,
-        "events_per_cpu_s": round(len(msgs) / total, 1), "events_per_wall_s": round(len(msgs) / wall, 1),
+        "batch_events": batch,
+        "events": len(msgs),
+        "refreshes": refreshes,
+        "events_per_cpu_s": round(len(msgs) / total, 1),
+        "events_per_wall_s": round(len(msgs) / wall, 1),
         "us_per_event": {k: round(1e6 * v / len(msgs), 1) for k, v in stages.cpu.items()},
         "us_per_refresh_model": round(1e6 * stages.cpu["model.recommend"] / max(refreshes, 1), 1),
         "mean_state_bytes": round(sum(map(len, store.values())) / max(len(store), 1), 1),
@@ -109,8 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    root = train_checkpoint(RESULTS.parent.parent / "var" / "bench" / "model", n_items=args.items,
-                            steps=args.train_steps)
+    root = train_checkpoint(
+        RESULTS.parent.parent / "var" / "bench" / "model", n_items=args.items, steps=args.train_steps
+    )
     model = Recommender.load(versions.resolve(root), device="cpu")
     rows = []
     for batch in (int(b) for b in args.batches.split(",") if b):

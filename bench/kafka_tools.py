@@ -1,7 +1,7 @@
 """Kafka-side instruments for the throughput bench: a producer, a downstream clock, the passthrough, a worker.
 
 The passthrough and the worker run as processes of their own, so each has its own interpreter lock, as in
-production; the producer and the downstream consumer are threads of the bench, which only call into librdkafka.
+production; the producer and the downstream consumer are threads of the bench (mostly inside librdkafka).
 """
 
 from __future__ import annotations
@@ -26,19 +26,34 @@ from confluent_kafka import Consumer, Producer
 
 log = logging.getLogger(__name__)
 
-PRODUCER_CONF = {"linger.ms": 1, "batch.num.messages": 10000, "queue.buffering.max.messages": 2_000_000,
-                 "enable.idempotence": False}
+PRODUCER_CONF = {
+    "linger.ms": 1,
+    "batch.num.messages": 10000,
+    "queue.buffering.max.messages": 2_000_000,
+    "enable.idempotence": False,
+}
 
 
 def consumer_conf(bootstrap: str, group: str | None = None) -> dict:
-    return {"bootstrap.servers": bootstrap, "group.id": group or f"bench-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
-            "fetch.wait.max.ms": 5}
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group or f"bench-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "fetch.wait.max.ms": 5,
+    }
 
 
-# --- producing -----------------------------------------------------------------------------------------------
-def produce_all(bootstrap: str, topic: str, keys: Sequence[bytes], values: Sequence[bytes],
-                rate: float | None = None, on_sent=None) -> float:
+# --- producing ----------------------------------------------------------------------------------------------
+def produce_all(
+    bootstrap: str,
+    topic: str,
+    keys: Sequence[bytes],
+    values: Sequence[bytes],
+    rate: float | None = None,
+    on_sent=None,
+) -> float:
     """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time.
 
     Returns the seconds from the first produce to the last acknowledgement.
@@ -66,7 +81,7 @@ def produce_all(bootstrap: str, topic: str, keys: Sequence[bytes], values: Seque
     return time.perf_counter() - started
 
 
-# --- the downstream clock ------------------------------------------------------------------------------------
+# --- the downstream clock -----------------------------------------------------------------------------------
 class _RecHead(msgspec.Struct):
     """The two fields of a Recommendation the bench needs (msgspec skips the rest without building it)."""
 
@@ -122,8 +137,11 @@ class RecCollector(threading.Thread):
         finally:
             self._consumer.close()
 
-    def wait_for(self, event_ids: set[str], timeout_s: float) -> float | None:
-        """Block until a recommendation triggered by each of ``event_ids`` arrived; the last arrival time."""
+    def wait_for(self, event_ids: set[str], timeout_s: float) -> tuple[float | None, int]:
+        """Block until a recommendation triggered by each of ``event_ids`` arrived (or ``timeout_s`` passed).
+
+        Returns the last such arrival time and how many never arrived.
+        """
         pending = set(event_ids)
         seen = 0
         last = None
@@ -142,9 +160,8 @@ class RecCollector(threading.Thread):
                     break
                 self._changed.wait(min(left, 0.5))
         if pending:
-            log.warning("%d recommendations never arrived", len(pending))
-            return None
-        return last
+            log.warning("%d recommendations never arrived within %gs", len(pending), timeout_s)
+        return last, len(pending)
 
     def wait_any(self, timeout_s: float) -> bool:
         """Block until at least one recommendation has arrived (or ``timeout_s`` passed)."""
@@ -158,7 +175,7 @@ class RecCollector(threading.Thread):
         self.join(10)
 
 
-# --- the passthrough ceiling ---------------------------------------------------------------------------------
+# --- the passthrough ceiling --------------------------------------------------------------------------------
 def _passthrough_main(bootstrap: str, source: str, sink: str, expected: int, out: mp.Queue) -> None:
     consumer = Consumer(consumer_conf(bootstrap))
     consumer.subscribe([source])
@@ -182,7 +199,7 @@ def _passthrough_main(bootstrap: str, source: str, sink: str, expected: int, out
 
 
 def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> dict:
-    """A raw confluent-kafka consume -> produce copy of ``source`` to ``sink`` in a fresh process: events/s."""
+    """A raw confluent-kafka consume -> produce copy of ``source`` to ``sink`` in a fresh process."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_passthrough_main, args=(bootstrap, source, sink, expected, out), daemon=True)
@@ -194,7 +211,7 @@ def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> dict:
     return result
 
 
-# --- a worker process ----------------------------------------------------------------------------------------
+# --- a worker process -----------------------------------------------------------------------------------
 class WorkerRun:
     """``python -m stream worker`` as a subprocess with its environment and log; RSS read from /proc."""
 
@@ -202,8 +219,13 @@ class WorkerRun:
         self.log_path = log_path
         self.metrics_port = metrics_port
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env={**os.environ, **env},
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "worker"],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
 
     @property
     def pid(self) -> int:
@@ -256,27 +278,51 @@ def scrape(port: int) -> dict[str, float]:
 
 def batch_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
     """Mean micro-batch size and adaptation time between two scrapes."""
+
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     batches = delta("metarec_adaptation_batch_size_count")
     return {
         "model_batches": batches,
-        "mean_users_per_model_batch": round(delta("metarec_adaptation_batch_size_sum") / batches, 1) if batches else None,
-        "mean_model_batch_ms": round(1e3 * delta("metarec_adaptation_seconds_sum") / batches, 2) if batches else None,
+        "mean_users_per_model_batch": round(delta("metarec_adaptation_batch_size_sum") / batches, 1)
+        if batches
+        else None,
+        "mean_model_batch_ms": round(1e3 * delta("metarec_adaptation_seconds_sum") / batches, 2)
+        if batches
+        else None,
         "model_seconds": round(delta("metarec_adaptation_seconds_sum"), 2),
     }
 
 
-def faust_ceiling(bootstrap: str, topic: str, sink: str, expected: int, mode: str, partitions: int,
-                  workdir: Path) -> dict:
+def faust_ceiling(
+    bootstrap: str, topic: str, sink: str, expected: int, mode: str, partitions: int, workdir: Path
+) -> dict:
     """Run :mod:`bench.faust_ceiling` on ``topic`` in a fresh process; its figures, or why it failed."""
     out = workdir / f"ceiling-{mode}.json"
-    cmd = [sys.executable, "-m", "bench.faust_ceiling", "--brokers", bootstrap, "--topic", topic, "--sink", sink,
-           "--expected", str(expected), "--mode", mode, "--partitions", str(partitions), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.faust_ceiling",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--sink",
+        sink,
+        "--expected",
+        str(expected),
+        "--mode",
+        mode,
+        "--partitions",
+        str(partitions),
+        "--out",
+        str(out),
+    ]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                              cwd=Path(__file__).resolve().parent.parent)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parent.parent
+        )
     except subprocess.TimeoutExpired:
         return {"mode": mode, "error": "timed out"}
     if not out.exists():

@@ -1,6 +1,6 @@
 """Sampling a running worker with py-spy and summarising where its time goes, as text kept in bench/results/.
 
-py-spy's ``raw`` format is one collapsed stack per line (``frame;frame;...;leaf count``); the summary gives the
+py-spy's ``raw`` format is one collapsed stack per line (``frame;...;leaf count``); the summary gives the
 share of samples per thread, per area of the code (Faust, Kafka client, RocksDB, our pipeline, torch), the
 leaf frames that burn the most, and the functions most often on the stack.
 
@@ -55,14 +55,30 @@ def profile_worker(pid: int, seconds: float, label: str) -> Path:
     """Record ``seconds`` of the process ``pid`` and write ``profile-<label>.txt`` into bench/results/."""
     RAW_DIR.mkdir(parents=True, exist_ok=True)
     raw = RAW_DIR / f"profile-{label}.raw"
-    cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw",
-           "--threads", "--nolineno", "--rate", "100", "--output", str(raw)]
+    cmd = [
+        py_spy(),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+        "--threads",
+        "--nolineno",
+        "--rate",
+        "100",
+        "--output",
+        str(raw),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0 or not raw.exists():
         log.error("py-spy failed: %s", done.stderr[-500:])
         return raw
     out = RESULTS / f"profile-{label}.txt"
-    out.write_text(summarise(raw, title=f"worker profile '{label}', {seconds:g} s of saturation, py-spy 100 Hz"))
+    out.write_text(
+        summarise(raw, title=f"worker profile '{label}', {seconds:g} s of saturation, py-spy 100 Hz")
+    )
     log.info("profile summary in %s", out)
     return out
 
@@ -100,10 +116,23 @@ def summarise(raw: Path, title: str = "", top: int = 30) -> str:
     def table(counter: Counter, n: int) -> list[str]:
         return [f"  {100 * c / total:5.1f}%  {name}" for name, c in counter.most_common(n)]
 
-    lines = [title, f"samples: {total} (non-idle; shares are of all samples)", "", "by thread:",
-             *table(threads, 10), "", "by area (leaf-most frame in our code or a library):", *table(areas, 25),
-             "", f"top {top} leaf frames (self time):", *table(leaves, top), "",
-             f"top {top} functions on the stack (inclusive):", *table(inclusive, top), ""]
+    lines = [
+        title,
+        f"samples: {total} (non-idle; shares are of all samples)",
+        "",
+        "by thread:",
+        *table(threads, 10),
+        "",
+        "by area (leaf-most frame in our code or a library):",
+        *table(areas, 25),
+        "",
+        f"top {top} leaf frames (self time):",
+        *table(leaves, top),
+        "",
+        f"top {top} functions on the stack (inclusive):",
+        *table(inclusive, top),
+        "",
+    ]
     return "\n".join(lines)
 
 

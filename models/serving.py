@@ -290,7 +290,7 @@ def _excluded(index: dict[str, int], requests: Sequence[AdaptRequest]) -> tuple[
     return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
 
 
-# --- the inner loop for serving -------------------------------------------------------------------------------
+# --- the inner loop for serving -----------------------------------------------------------------------------
 def adapt_forward(
     head0: Head,
     lrs: Head,
@@ -303,8 +303,8 @@ def adapt_forward(
     objective: str,
     prior: float = 0.0,
 ) -> Adapted:
-    """``models.adapt.adapt`` without autograd, for serving and evaluation: the same heads and losses (to float
-    rounding; tests/unit/models/test_serving_kernel.py), several times cheaper.
+    """``models.adapt.adapt`` without autograd, for serving and evaluation: the same heads and losses (to
+    float rounding; tests/unit/models/test_serving_kernel.py), several times cheaper.
 
     The gradients are written out, so a step is one batched product forward and one backward over the stacked
     support items and negatives, with no ``vmap``/``grad`` transforms (whose per-op Python also holds the GIL

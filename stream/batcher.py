@@ -18,13 +18,14 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 BatchFn = Callable[[Sequence[Req]], Sequence[Res]]
+Pending = tuple[Any, asyncio.Future, asyncio.AbstractEventLoop]  # a request, its future, the loop awaiting it
 
 
 class BatcherClosed(RuntimeError):
@@ -111,7 +112,7 @@ class MicroBatcher(Generic[Req, Res]):
         assert self._slots is not None
         self._slots.release()
 
-    def _push(self, group: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]], *, seal: bool) -> None:
+    def _push(self, group: list[Pending], *, seal: bool) -> None:
         """Queue a group under one lock; ``seal`` says no more requests are coming, so do not wait for any."""
         with self._cond:
             if self._closed:

@@ -55,7 +55,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     take_max: int = 1000
-    take_within_s: float = 0.02  # longer windows make larger batches: +20% events per CPU-second (bench/README.md)
+    take_within_s: float = 0.02  # a longer window makes larger batches: more events per CPU-second (bench/)
     commit_interval_s: float = 1.0
     max_event_bytes: int = 65536
     max_future_skew_s: float = 86400.0
@@ -70,7 +70,7 @@ class Settings:
     device: str = "auto"
     top_k: int = 10
     batch_max: int = 1024  # users per model call: a whole take (coalesced per user) in one call
-    torch_threads: int = 1  # intra-op threads of the model; 1 leaves the other cores to the event loop and broker
+    torch_threads: int = 1  # model intra-op threads (0 = torch's default); 1 leaves cores to the event loop
     batch_wait_ms: float = 2.0
     queue_max: int = 8192
     model_poll_s: float = 5.0

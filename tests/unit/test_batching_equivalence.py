@@ -39,12 +39,14 @@ def one_thread():
 @pytest.fixture(scope="module", params=["implicit", "rating"])
 def model(request) -> Recommender:
     torch.manual_seed(0)
-    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=6, max_support=6, objective=request.param)
+    cfg = ModelConfig(
+        n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=6, max_support=6, objective=request.param
+    )
     return Recommender(MetaRec(cfg), ITEMS, version="v-test")
 
 
 def event_stream(n: int, seed: int) -> list[RawMessage]:
-    """Interactions of a few users (skewed), with redeliveries, attribute updates and a mid-stream deletion."""
+    """Interactions of a few users (skewed), with redeliveries, attribute updates and mid-stream deletions."""
     rng = random.Random(seed)
     users = [f"u{k}" for k in range(6)]
     records = []
@@ -52,16 +54,28 @@ def event_stream(n: int, seed: int) -> list[RawMessage]:
         user = users[min(int(rng.expovariate(0.6)), len(users) - 1)]
         kind = rng.random()
         if kind < 0.04:
-            records.append(UserAttributes(event_id=f"a{i}", user_id=user, ts=TS + i, attributes={"plan": "pro"}))
+            records.append(
+                UserAttributes(event_id=f"a{i}", user_id=user, ts=TS + i, attributes={"plan": "pro"})
+            )
         elif kind < 0.06:
             records.append(UserDeletion(event_id=f"d{i}", user_id=user, ts=TS + i))
         else:
             kind_name = rng.choice(TYPES)
-            records.append(Interaction(event_id=f"e{i}", user_id=user, item_id=rng.choice(ITEMS), type=kind_name,
-                                       ts=TS + i, value=float(rng.randint(1, 5)) if kind_name == "rating" else None))
+            records.append(
+                Interaction(
+                    event_id=f"e{i}",
+                    user_id=user,
+                    item_id=rng.choice(ITEMS),
+                    type=kind_name,
+                    ts=TS + i,
+                    value=float(rng.randint(1, 5)) if kind_name == "rating" else None,
+                )
+            )
         if i and rng.random() < 0.05:
             records.append(records[rng.randrange(len(records))])  # a redelivery of an earlier event
-    return [RawMessage(r.user_id.encode(), encode(r), "interactions", 0, i, TS + i) for i, r in enumerate(records)]
+    return [
+        RawMessage(r.user_id.encode(), encode(r), "interactions", 0, i, TS + i) for i, r in enumerate(records)
+    ]
 
 
 def replay(model: Recommender, messages: list[RawMessage], batch: int):
@@ -70,10 +84,14 @@ def replay(model: Recommender, messages: list[RawMessage], batch: int):
     store: dict[str, bytes] = {}
     last_sent: dict[str, tuple[str, list[str], list[float]]] = {}
     for start in range(0, len(messages), batch):
-        plan = plan_batch(messages[start:start + batch], lambda u, _m: decode_state(store.get(u)), rules, NOW)
+        plan = plan_batch(
+            messages[start : start + batch], lambda u, _m: decode_state(store.get(u)), rules, NOW
+        )
         assert not plan.dead
         wanted = [w for w in plan.users.values() if w.trigger is not None]
-        results = model.recommend([adapt_request(w.user_id, w.state, model.config.objective) for w in wanted], 5)
+        results = model.recommend(
+            [adapt_request(w.user_id, w.state, model.config.objective) for w in wanted], 5
+        )
         served = {w.user_id: r for w, r in zip(wanted, results)}
         for work in plan.users.values():
             result = served.get(work.user_id)
