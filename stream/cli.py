@@ -134,11 +134,12 @@ def train(ctx: click.Context, data: str | None, follow: bool, out: Path, steps: 
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
               help="Offered events/s.")
 @click.option("--partitions", type=click.IntRange(1, 64), default=4, show_default=True)
-def demo(data: str, rate: float, partitions: int) -> None:
+@click.option("--duration", type=click.FloatRange(min=1), help="Stop after this many seconds (default: Ctrl-C).")
+def demo(data: str, rate: float, partitions: int, duration: float | None) -> None:
     """Embedded broker + a worker + a producer, with live recommendations in the terminal. Ctrl-C stops all."""
     from stream.demo import run_demo
 
-    run_demo(data=data, rate=rate, partitions=partitions)
+    run_demo(data=data, rate=rate, partitions=partitions, duration=duration)
 
 
 @cli.command()

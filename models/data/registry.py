@@ -33,7 +33,7 @@ def load_dataset(spec: str | Path, *, seed: int = 0) -> EventLog:
         if (path / "user_artists.dat").exists():
             from models.data.lastfm import load_lastfm
 
-            return load_lastfm(path)
+            return load_lastfm(path, seed=seed)
         raise DatasetError(f"{path} holds no known dataset (u.data, ratings.dat or user_artists.dat)")
     from models.data.generic import load_event_file
 
