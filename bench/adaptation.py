@@ -278,6 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batched_gflops_per_s": round(batch * flops["total"] / t_batched / 1e9, 2),
             "hardware_limit_users_per_s": round(limit, 1) if limit else None,
             "share_of_limit": round(batch / t_batched / limit, 4) if limit else None,
+            "closed_form_share_of_limit": round(batch / t_closed / limit, 4) if limit else None,
         }
         log.info("%s", row)
         rows.append(row)
@@ -293,6 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak": peak,
         "flops_per_user": flops,
         "flop_counter_matmul_flops_per_user": measure_flops(args, device),
+        "flop_counter_note": "torch's counter sees matrix products only (adapt scores by multiply-and-sum, "
+        "which it does not count): a lower bound on the analytical figure",
         "bytes_per_user": nbytes,
         "hardware_limit_users_per_s": round(limit, 1) if limit else None,
         "rows": rows,

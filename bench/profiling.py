@@ -100,14 +100,39 @@ def _area(frames: list[str]) -> str:
     return "other"
 
 
+def _main_stage(frames: list[str]) -> str:
+    """What the event loop thread was doing in one sample: waiting, our batch handler (by step), or Faust."""
+    names = [f.split(" (")[0] for f in frames]
+    if "select" in frames[-1]:
+        return "waiting in select (idle)"
+    if "BatchHandler.handle" in names:
+        step = names[names.index("BatchHandler.handle") + 1 :][:2]
+        return "our handler: " + " > ".join(step)
+    for marker, label in (
+        ("Fetcher._fetcher", "Faust consumer: fetch and drain"),
+        ("Conductor._compile_message_handler.<locals>.on_message", "Faust consumer: deliver to stream"),
+        ("Stream._passive_drainer", "Faust stream: take buffer"),
+        ("ProducerBuffer._handle_pending", "Faust producer: publish"),
+        ("Sender._sender_routine", "aiokafka producer: send requests"),
+        ("Sender._send_produce_req", "aiokafka producer: send requests"),
+        ("Topic._on_published", "Faust producer: acks"),
+        ("Consumer._commit_handler", "Faust consumer: commit"),
+    ):
+        if marker in names:
+            return label
+    return "other event-loop work"
+
+
 def summarise(raw: Path, title: str = "", top: int = 30) -> str:
     stacks = _parse(raw)
     total = sum(c for _, c in stacks) or 1
-    threads, areas, leaves, inclusive = Counter(), Counter(), Counter(), Counter()
+    threads, areas, leaves, inclusive, main = Counter(), Counter(), Counter(), Counter(), Counter()
     for frames, count in stacks:
         thread, body = (frames[0], frames[1:]) if frames and frames[0].startswith("thread") else ("?", frames)
-        threads[thread.split(" (")[0] + " " + thread.split('"')[1] if '"' in thread else thread] += count
+        threads[thread] += count
         areas[_area(body)] += count
+        if "MainThread" in thread and body:
+            main[_main_stage(body)] += count
         if body:
             leaves[body[-1]] += count
         for frame in set(body):
@@ -116,12 +141,16 @@ def summarise(raw: Path, title: str = "", top: int = 30) -> str:
     def table(counter: Counter, n: int) -> list[str]:
         return [f"  {100 * c / total:5.1f}%  {name}" for name, c in counter.most_common(n)]
 
+    main_total = sum(main.values()) or 1
     lines = [
         title,
         f"samples: {total} (non-idle; shares are of all samples)",
         "",
         "by thread:",
         *table(threads, 10),
+        "",
+        "the event-loop thread (MainThread) by stage, as shares of its own samples:",
+        *[f"  {100 * c / main_total:5.1f}%  {name}" for name, c in main.most_common(20)],
         "",
         "by area (leaf-most frame in our code or a library):",
         *table(areas, 25),

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=1000, help="catalogue size of the bench model")
     p.add_argument("--user-exponent", type=float, default=0.9)
     p.add_argument("--train-steps", type=int, default=150)
-    p.add_argument("--rates", default="1000,5000", help="offered loads for the latency phases, events/s")
+    p.add_argument("--rates", default="100,1000,5000", help="offered loads for the latency phases, events/s")
     p.add_argument("--latency-s", type=float, default=20.0, help="seconds per latency phase")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument(
@@ -184,6 +184,8 @@ def pipeline_phases(
     finally:
         code = worker.stop()
         collector.stop()
+        out["collector"] = {"gaps_reread": collector.gaps, "rescues": collector.rescues,
+                            "tombstones": collector.tombstones}
         out["worker_exit_code"] = code
     footprint = rocksdb_footprint(data_dir)
     users = max(footprint["users"], 1)

@@ -34,13 +34,33 @@ def world(seed: int):
 def test_forward_kernel_matches_autograd_adaptation(objective, prior, steps):
     w = world(seed=steps)
     with torch.no_grad():
-        want = adapt(w["head0"], w["lrs"], w["vecs"], w["bias"], w["targets"], w["mask"], w["neg_vecs"],
-                     w["neg_bias"], steps=steps, objective=objective, prior=prior)
+        want = adapt(
+            w["head0"],
+            w["lrs"],
+            w["vecs"],
+            w["bias"],
+            w["targets"],
+            w["mask"],
+            w["neg_vecs"],
+            w["neg_bias"],
+            steps=steps,
+            objective=objective,
+            prior=prior,
+        )
     vecs, bias = w["vecs"], w["bias"]
     if objective == "implicit":
         vecs, bias = torch.cat([vecs, w["neg_vecs"]], dim=1), torch.cat([bias, w["neg_bias"]], dim=1)
-    got = adapt_forward(w["head0"], w["lrs"], vecs, bias, w["targets"], w["mask"], steps=steps,
-                        objective=objective, prior=prior)
+    got = adapt_forward(
+        w["head0"],
+        w["lrs"],
+        vecs,
+        bias,
+        w["targets"],
+        w["mask"],
+        steps=steps,
+        objective=objective,
+        prior=prior,
+    )
     for name in ("w", "b"):
         torch.testing.assert_close(got.heads[name], want.heads[name], rtol=1e-4, atol=1e-5)
     real = w["mask"].any(1)  # losses of empty support sets are not defined (the caller reports NaN)

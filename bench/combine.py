@@ -1,0 +1,84 @@
+"""One results file from a baseline run and a final run of :mod:`bench.throughput` (run at the same time, each
+with its own broker, so both met the same machine load): the final run's figures at the top level, both runs
+kept whole, and the before/after ratios that a noisy shared machine cannot fake.
+
+    .venv/bin/python -m bench.combine var/bench/throughput-baseline.json var/bench/throughput-final.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, read_results, write_results
+
+TOP_LEVEL = (
+    "pipeline_events_per_s",
+    "passthrough_events_per_s",
+    "ratio",
+    "latency_ms",
+    "saturation",
+    "memory",
+    "faust_ceiling",
+    "passthrough",
+    "producer_events_per_s",
+    "workload",
+    "machine",
+    "collector",
+)
+
+
+def _run(path: Path) -> dict[str, Any]:
+    data = read_results(path)
+    label = data.get("label")
+    if not label:
+        raise SystemExit(f"{path}: not a bench.throughput results file")
+    return data["runs"][label]
+
+
+def _ratio(new: float | None, old: float | None) -> float | None:
+    return round(new / old, 3) if new and old else None
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """after / before for the figures that matter; CPU-normalised ones are the least sensitive to load."""
+    sb, sa = before.get("saturation", {}), after.get("saturation", {})
+    return {
+        "events_per_worker_cpu_s": _ratio(
+            sa.get("events_per_worker_cpu_s"), sb.get("events_per_worker_cpu_s")
+        ),
+        "pipeline_events_per_s": _ratio(
+            after.get("pipeline_events_per_s"), before.get("pipeline_events_per_s")
+        ),
+        "ratio_to_passthrough": _ratio(after.get("ratio"), before.get("ratio")),
+        "events_per_refresh": [sb.get("events_per_refresh"), sa.get("events_per_refresh")],
+        "mean_users_per_model_batch": [
+            sb.get("mean_users_per_model_batch"),
+            sa.get("mean_users_per_model_batch"),
+        ],
+        "p99_ms": {
+            rate: [before.get("latency_ms", {}).get(rate, {}).get("p99"), lat.get("p99")]
+            for rate, lat in after.get("latency_ms", {}).items()
+        },
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise SystemExit("usage: python -m bench.combine BASELINE.json FINAL.json")
+    before, after = _run(Path(argv[0])), _run(Path(argv[1]))
+    out = {k: after[k] for k in TOP_LEVEL if k in after}
+    out["after_over_before"] = compare(before, after)
+    out["note"] = (
+        "baseline = the stream/ and models/serving.py code before the speed work (commit 2ae2896 for "
+        "stream/, the serving.py before adapt_forward), final = this commit; both runs at the same "
+        "time on the same machine, each with its own embedded broker, so each had about half of "
+        "what the other tenants left: compare them by the ratios, read absolute figures as lower bounds"
+    )
+    out["runs"] = {"baseline": before, "final": after}
+    write_results(RESULTS / "throughput.json", out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
