@@ -170,8 +170,11 @@ class RecCollector(threading.Thread):
     def _seek_back(self, partitions: set[int]) -> None:
         for part in partitions:
             self._consumer.seek(TopicPartition(self.topic, part, self._next[part]))
-        log.warning("collector: re-reading partitions %s from %s", sorted(partitions),
-                    {p: self._next[p] for p in sorted(partitions)})
+        log.warning(
+            "collector: re-reading partitions %s from %s",
+            sorted(partitions),
+            {p: self._next[p] for p in sorted(partitions)},
+        )
 
     def rescue(self) -> None:
         self.rescues += 1
@@ -374,3 +377,15 @@ def faust_ceiling(
     if not out.exists():
         return {"mode": mode, "error": (done.stderr or done.stdout)[-500:]}
     return json.loads(out.read_text())
+
+
+def topic_end(bootstrap: str, topic: str) -> int:
+    """Sum of the topic's partitions' high watermarks (the embedded broker may under-report a last batch)."""
+    consumer = Consumer(consumer_conf(bootstrap))
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions
+        )
+    finally:
+        consumer.close()

@@ -3,11 +3,10 @@
 One run, one broker:
 1. ``--events`` Zipf-skewed interactions are produced to the interactions topic before anything consumes them;
 2. the ceiling: a raw confluent-kafka consume -> produce passthrough of those events, in a process of its own;
-3. saturation: a worker (subprocess, the real ``python -m stream worker``) starts on the backlog; the clock
-   runs from the first recommendation's arrival downstream to the arrival of a recommendation triggered by
-   every user's last event, so every event's user was refreshed;
-4. latency: the same worker gets fresh events at fixed offered loads (``--rates``); per event, the time from
-   its produce call to the arrival downstream of the first recommendation that includes it;
+3. saturation: a worker (subprocess, the real ``python -m stream worker``) starts on the backlog, clocked
+   until every event was applied and every refresh is in the recommendations topic (bench/phases.py);
+4. latency, on a fresh broker and worker: fresh events at fixed offered loads (``--rates``); per event, the
+   time from its produce call to the arrival downstream of the first recommendation that includes it;
 5. memory: worker RSS, and RocksDB bytes per user after the worker stops.
 
     .venv/bin/python -m bench.throughput --label final
@@ -19,36 +18,17 @@ import argparse
 import logging
 import os
 import tempfile
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.analysis import event_latencies_ms, last_event_per_user, rocksdb_footprint
-from bench.common import (
-    RESULTS,
-    EventStream,
-    catalogue,
-    machine_info,
-    percentiles,
-    read_results,
-    train_checkpoint,
-    write_results,
-    zipf_events,
-)
-from bench.kafka_tools import (
-    RecCollector,
-    WorkerRun,
-    batch_stats,
-    faust_ceiling,
-    passthrough,
-    produce_all,
-    scrape,
-)
-from bench.profiling import profile_worker
+from bench.analysis import rocksdb_footprint
+from bench.common import RESULTS, EventStream, catalogue, machine_info, read_results, train_checkpoint
+from bench.common import write_results, zipf_events
+from bench.kafka_tools import RecCollector, WorkerRun, faust_ceiling, passthrough, produce_all
+from bench.phases import latency_phase, saturation, warm_up
 from stream.broker import EmbeddedBroker, free_port
 from stream.settings import Settings
 from stream.topics import TopicSpec, app_topic_specs, ensure_topics
@@ -101,9 +81,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     run: dict[str, Any] = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
-    items = catalogue(args.items)
     backlog = zipf_events(
-        args.events, args.users, items, user_exponent=args.user_exponent, seed=1, id_prefix="s"
+        args.events,
+        args.users,
+        catalogue(args.items),
+        user_exponent=args.user_exponent,
+        seed=1,
+        id_prefix="s",
     )
     run["workload"] = {
         "events": len(backlog),
@@ -113,66 +97,143 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "user_zipf_exponent": args.user_exponent,
         "mean_value_bytes": round(float(np.mean([len(v) for v in backlog.values])), 1),
     }
-    checkpoint = (
-        None
-        if args.passthrough_only
-        else train_checkpoint(args.cache / "model", n_items=args.items, steps=args.train_steps)
-    )
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="metarec-bench-") as tmp:
-        settings = Settings(
-            brokers=broker.bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}-", partitions=args.partitions
-        )
-        sink = f"{settings.topic_prefix}passthrough"
-        ensure_topics(settings.kafka_config(), [*app_topic_specs(settings), TopicSpec(sink, args.partitions)])
-        produce_s = produce_all(broker.bootstrap, settings.interactions_topic, backlog.keys, backlog.values)
-        run["producer_events_per_s"] = round(len(backlog) / produce_s, 1)
-        run["passthrough"] = passthrough(broker.bootstrap, settings.interactions_topic, sink, len(backlog))
-        run["passthrough_events_per_s"] = run["passthrough"]["events_per_s"]
-        log.info("passthrough: %s events/s", run["passthrough_events_per_s"])
-        run["faust_ceiling"] = {}
-        for mode in args.ceilings.split(","):
-            if mode:
-                n = min(args.ceiling_events, len(backlog))
-                run["faust_ceiling"][mode] = faust_ceiling(
-                    broker.bootstrap, settings.interactions_topic, sink, n, mode, args.partitions, Path(tmp)
+    checkpoint = None
+    if not args.passthrough_only:
+        checkpoint = train_checkpoint(args.cache / "model", n_items=args.items, steps=args.train_steps)
+    with tempfile.TemporaryDirectory(prefix="metarec-bench-") as tmp:
+        with EmbeddedBroker() as broker:
+            settings = fresh_settings(broker.bootstrap, args.partitions)
+            run.update(ceilings(args, broker.bootstrap, settings, backlog, Path(tmp)))
+            if not args.passthrough_only:
+                guarded(
+                    run,
+                    "saturation_error",
+                    lambda: run.update(
+                        saturation_phase(args, broker.bootstrap, settings, checkpoint, backlog, Path(tmp))
+                    ),
                 )
-                log.info("faust ceiling %s: %s", mode, run["faust_ceiling"][mode])
-        if not args.passthrough_only:
-            try:
-                run.update(pipeline_phases(args, broker.bootstrap, settings, checkpoint, backlog, Path(tmp)))
-            except Exception as exc:  # noqa: BLE001 - keep what was measured, say what failed
-                log.exception("pipeline phases failed")
-                run["pipeline_error"] = repr(exc)
+        if not args.passthrough_only and args.rates:
+            with EmbeddedBroker() as broker:  # a fresh broker: see bench/phases.py for why
+                guarded(
+                    run,
+                    "latency_error",
+                    lambda: run.update(latency_phases(args, broker.bootstrap, checkpoint, Path(tmp))),
+                )
     run["machine"]["loadavg_at_end"] = list(os.getloadavg())
     return save(args, run)
 
 
-def pipeline_phases(
-    args, bootstrap: str, settings: Settings, checkpoint: Path, backlog: EventStream, tmp: Path
-) -> dict[str, Any]:
-    """Saturation, then the fixed-load latency phases, on one worker; then its memory."""
-    data_dir = tmp / "state"
+def guarded(run: dict[str, Any], key: str, phase) -> None:
+    """Run a phase; if it fails, keep what was measured and say why."""
+    try:
+        phase()
+    except Exception as exc:  # noqa: BLE001 - a failed phase must not lose the others' figures
+        log.exception("%s", key)
+        run[key] = repr(exc)
+
+
+def fresh_settings(bootstrap: str, partitions: int) -> Settings:
+    settings = Settings(brokers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}-", partitions=partitions)
+    ensure_topics(
+        settings.kafka_config(),
+        [*app_topic_specs(settings), TopicSpec(f"{settings.topic_prefix}passthrough", partitions)],
+    )
+    return settings
+
+
+def ceilings(args, bootstrap: str, settings: Settings, backlog: EventStream, tmp: Path) -> dict[str, Any]:
+    """The backlog produced once, then copied by a raw confluent-kafka passthrough and read by Faust alone."""
+    out: dict[str, Any] = {}
+    sink = f"{settings.topic_prefix}passthrough"
+    produce_s = produce_all(bootstrap, settings.interactions_topic, backlog.keys, backlog.values)
+    out["producer_events_per_s"] = round(len(backlog) / produce_s, 1)
+    out["passthrough"] = passthrough(bootstrap, settings.interactions_topic, sink, len(backlog))
+    out["passthrough_events_per_s"] = out["passthrough"]["events_per_s"]
+    log.info("passthrough: %s events/s", out["passthrough_events_per_s"])
+    out["faust_ceiling"] = {}
+    for mode in (m for m in args.ceilings.split(",") if m):
+        n = min(args.ceiling_events, len(backlog))
+        out["faust_ceiling"][mode] = faust_ceiling(
+            bootstrap, settings.interactions_topic, sink, n, mode, args.partitions, tmp
+        )
+        log.info("faust ceiling %s: %s", mode, out["faust_ceiling"][mode])
+    return out
+
+
+def start_worker(args, settings: Settings, checkpoint: Path, data_dir: Path, name: str) -> WorkerRun:
     env = worker_env(settings, checkpoint, data_dir, args.env)
-    collector = RecCollector(bootstrap, settings.recommendations_topic)
-    collector.start()
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    worker = WorkerRun(
-        env, logs / f"worker-{args.label}.log", args.worker_root, int(env["METAREC_METRICS_PORT"])
+    return WorkerRun(
+        env, logs / f"worker-{args.label}-{name}.log", args.worker_root, int(env["METAREC_METRICS_PORT"])
     )
+
+
+def saturation_phase(
+    args, bootstrap: str, settings: Settings, checkpoint: Path, backlog: EventStream, tmp: Path
+) -> dict[str, Any]:
+    """A worker drains the backlog already in the topic; then its memory, and RocksDB after it stopped."""
+    data_dir = tmp / "state"
+    worker = start_worker(args, settings, checkpoint, data_dir, "saturation")
     out: dict[str, Any] = {
-        "worker_env": {k: v for k, v in env.items() if k not in {"METAREC_BROKERS"}},
+        "worker_env": {
+            k: v
+            for k, v in worker_env(settings, checkpoint, data_dir, args.env).items()
+            if k not in {"METAREC_BROKERS", "METAREC_METRICS_PORT"}
+        },
         "worker_root": str(args.worker_root),
     }
     try:
-        out["saturation"] = saturation(args, worker, collector, backlog)
+        out["saturation"] = saturation(
+            worker,
+            bootstrap,
+            settings.recommendations_topic,
+            backlog,
+            timeout_s=args.timeout_s,
+            profile_s=args.profile_s,
+            label=args.label,
+        )
         out["pipeline_events_per_s"] = out["saturation"]["events_per_s"]
-        out["latency_ms"], out["latency_detail"] = {}, {}
+        rss = worker.rss_bytes()
+    finally:
+        out["worker_exit_code"] = worker.stop()
+    out["memory"] = memory(rss, out["saturation"]["rss_bytes_at_start"], rocksdb_footprint(data_dir))
+    return out
+
+
+def memory(rss_end: int, rss_start: int, footprint: dict[str, int]) -> dict[str, Any]:
+    users = max(footprint["users"], 1)
+    return {
+        "rss_bytes_end": rss_end,
+        **footprint,
+        "rocksdb_live_bytes_per_user": round(footprint["live_bytes"] / users, 1),
+        "rocksdb_disk_bytes_per_user": round(footprint["disk_bytes_compacted"] / users, 1),
+        "rss_mib_per_100k_users": round(rss_end / 2**20 / users * 1e5, 1),
+        "rss_growth_mib_per_100k_users": round((rss_end - rss_start) / 2**20 / users * 1e5, 1),
+    }
+
+
+def latency_phases(args, bootstrap: str, checkpoint: Path, tmp: Path) -> dict[str, Any]:
+    """A fresh worker on a fresh broker gets each offered load in turn; every event is timed downstream."""
+    settings = fresh_settings(bootstrap, args.partitions)
+    collector = RecCollector(bootstrap, settings.recommendations_topic)
+    collector.start()
+    worker = start_worker(args, settings, checkpoint, tmp / "latency-state", "latency")
+    out: dict[str, Any] = {"latency_ms": {}, "latency_detail": {}}
+    try:
+        items = catalogue(args.items)
+        warm_up(
+            bootstrap,
+            settings.interactions_topic,
+            collector,
+            zipf_events(1, args.users, items, seed=9, id_prefix="warm"),
+            timeout_s=600,
+        )
         for i, rate in enumerate(int(r) for r in args.rates.split(",") if r):
             phase = zipf_events(
                 int(rate * args.latency_s),
                 args.users,
-                catalogue(args.items),
+                items,
                 user_exponent=args.user_exponent,
                 seed=10 + i,
                 id_prefix=f"l{rate}",
@@ -180,30 +241,10 @@ def pipeline_phases(
             detail = latency_phase(bootstrap, settings.interactions_topic, collector, phase, rate)
             out["latency_ms"][str(rate)] = detail.pop("latency_ms")
             out["latency_detail"][str(rate)] = detail
-        out["memory"] = {"rss_bytes_end": worker.rss_bytes()}
     finally:
-        code = worker.stop()
+        worker.stop()
         collector.stop()
-        out["collector"] = {"gaps_reread": collector.gaps, "rescues": collector.rescues,
-                            "tombstones": collector.tombstones}
-        out["worker_exit_code"] = code
-    footprint = rocksdb_footprint(data_dir)
-    users = max(footprint["users"], 1)
-    out["memory"].update(
-        {
-            **footprint,
-            "rocksdb_live_bytes_per_user": round(footprint["live_bytes"] / users, 1),
-            "rocksdb_disk_bytes_per_user": round(footprint["disk_bytes_compacted"] / users, 1),
-            "rss_mib_per_100k_users": round(out["memory"]["rss_bytes_end"] / 2**20 / users * 1e5, 1),
-            "rss_growth_mib_per_100k_users": round(
-                (out["memory"]["rss_bytes_end"] - out["saturation"]["rss_bytes_at_start"])
-                / 2**20
-                / users
-                * 1e5,
-                1,
-            ),
-        }
-    )
+        out["collector"] = {"gaps_reread": collector.gaps, "rescues": collector.rescues}
     return out
 
 
@@ -223,72 +264,6 @@ def worker_env(settings: Settings, checkpoint: Path, data_dir: Path, extra: list
         key, _, value = item.partition("=")
         env[key] = value
     return env
-
-
-def saturation(args, worker: WorkerRun, collector: RecCollector, backlog: EventStream) -> dict[str, Any]:
-    """The worker drains the whole backlog; clocked from the first arrival to every user's last refresh."""
-    last = last_event_per_user(backlog.event_ids, [backlog.user_ids[u] for u in backlog.user_of])
-    started, wall_started = time.monotonic(), time.time()
-    while not collector.arrivals.times:
-        if worker.proc.poll() is not None or time.monotonic() - started > 300:
-            raise RuntimeError(f"worker produced nothing (see {worker.log_path})")
-        collector.wait_any(0.5)
-    first = collector.arrivals.times[0]
-    rss0, cpu0, m0 = worker.rss_bytes(), worker.cpu_seconds(), scrape(worker.metrics_port)
-    profile = None
-    if args.profile_s:
-        profile = threading.Thread(target=profile_worker, args=(worker.pid, args.profile_s, args.label))
-        profile.start()
-    done, missing = collector.wait_for(set(last.values()), timeout_s=args.timeout_s)
-    cpu1, rss1, m1 = worker.cpu_seconds(), worker.rss_bytes(), scrape(worker.metrics_port)
-    if profile is not None:
-        profile.join()
-    refreshes = sum(1 for e in collector.arrivals.events if e.startswith("s-"))
-    done = done or collector.arrivals.times[-1]
-    seconds = done - first
-    return {
-        "events": len(backlog),
-        "users": len(last),
-        "users_never_refreshed": missing,
-        "complete": missing == 0,
-        "refreshes_published": refreshes,
-        "events_per_refresh": round(len(backlog) / max(refreshes, 1), 2),
-        "seconds": round(seconds, 3),
-        "events_per_s": round(len(backlog) / seconds, 1),
-        "startup_s": round(first - wall_started, 2),
-        "worker_cpu_s": round(cpu1 - cpu0, 2),
-        "events_per_worker_cpu_s": round(len(backlog) / max(cpu1 - cpu0, 1e-9), 1),
-        "rss_bytes_at_start": rss0,
-        "rss_bytes_after": rss1,
-        "profiled": bool(args.profile_s),
-        **batch_stats(m0, m1),
-    }
-
-
-def latency_phase(bootstrap: str, topic: str, collector: RecCollector, phase: EventStream, rate: int) -> dict:
-    """Offer ``phase`` at ``rate`` events/s and time every event to the recommendation that serves it."""
-    produced_at = np.zeros(len(phase))
-
-    def on_sent(i: int, t: float) -> None:
-        produced_at[i] = t
-
-    users = [phase.user_ids[u] for u in phase.user_of]
-    produce_s = produce_all(bootstrap, topic, phase.keys, phase.values, rate=rate, on_sent=on_sent)
-    _done, missing_users = collector.wait_for(
-        set(last_event_per_user(phase.event_ids, users).values()), timeout_s=900
-    )
-    lat, served = event_latencies_ms(phase.event_ids, users, produced_at, collector.arrivals)
-    missing = int(np.isnan(lat).sum())
-    log.info("latency at %d/s: %s (%d unserved)", rate, percentiles(lat[~np.isnan(lat)]), missing)
-    return {
-        "latency_ms": {**percentiles(lat[~np.isnan(lat)]), "max": round(float(np.nanmax(lat)), 2)},
-        "events": len(phase),
-        "offered_events_per_s": rate,
-        "achieved_offer_events_per_s": round(len(phase) / produce_s, 1),
-        "refreshes_published": served,
-        "unserved_events": missing,
-        "all_served": missing_users == 0,
-    }
 
 
 def save(args, run: dict[str, Any]) -> dict[str, Any]:
