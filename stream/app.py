@@ -13,17 +13,17 @@ import os
 import ssl
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import faust
 
 from schemas.decode import encode
 from schemas import records
-from stream.faust_compat import event_context, use_real_highwaters
+from stream.faust_compat import UserTable, use_real_highwaters
 from stream.items import install_item_agent
 from stream.metrics import Metrics, install_app_metrics
 from stream.model_worker import ModelWorker
+from stream.output import OutputProducer
 from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
 from stream.pipeline import recommendation
 from stream.settings import Settings
@@ -33,13 +33,6 @@ log = logging.getLogger(__name__)
 
 USERS_TABLE = "users"
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch could not be processed; it was not committed
-
-
-@dataclass
-class Topics:
-    interactions: faust.TopicT
-    recommendations: faust.TopicT
-    dead_letters: faust.TopicT
 
 
 def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faust.App:
@@ -66,12 +59,9 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         worker_redirect_stdouts=False,
         env={},  # Faust reads BROKER_URL, APP_DATADIR, ... from the environment; only Settings may configure us
     )
-    use_real_highwaters(app, settings.kafka_config())
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    topics = Topics(
-        interactions=app.topic(settings.interactions_topic, partitions=settings.partitions, **raw),
-        recommendations=app.topic(settings.recommendations_topic, partitions=settings.partitions, **raw),
-        dead_letters=app.topic(settings.dead_letters_topic, partitions=1, **raw),
+    use_real_highwaters(app, settings.kafka_config(), fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    interactions_topic = app.topic(
+        settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
     )
     # Keys and values are plain bytes (msgpack we encode ourselves). Saying so through the types, not by setting
     # serializers afterwards, is what makes the changelog topic raw too: otherwise recovery decodes it as JSON.
@@ -82,9 +72,10 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         partitions=settings.partitions,
         help="Per-user state (msgpack UserState).",
     )
-    handler = BatchHandler(settings, worker, metrics, table, topics)
+    output = OutputProducer(settings.kafka_config())
+    handler = BatchHandler(settings, worker, metrics, UserTable(table, output), output)
 
-    @app.agent(topics.interactions, name="interactions")
+    @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
             try:
@@ -118,13 +109,20 @@ def fail_stop(batch_size: int) -> None:
 
 
 class BatchHandler:
-    """Turns one batch of consumed events into state writes, dead letters and recommendations."""
+    """Turns one batch of consumed events into state writes, dead letters and recommendations.
 
-    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, table: Any, topics: Topics):
+    State goes through the Faust table (RocksDB + changelog); recommendations and dead letters through our own
+    librdkafka producer, flushed before the batch is acked (stream/output.py says why).
+    """
+
+    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, table: UserTable,
+                 output: OutputProducer):
         self._worker = worker
         self._metrics = metrics
         self._table = table
-        self._topics = topics
+        self._output = output
+        self._recs_topic = settings.recommendations_topic
+        self._dead_topic = settings.dead_letters_topic
         self._rules = Rules(
             limits=Limits(settings.support_size, settings.seen_max, settings.recent_event_ids),
             max_event_bytes=settings.max_event_bytes,
@@ -139,13 +137,14 @@ class BatchHandler:
         ]
         plan = plan_batch(messages, self._load, self._rules, time.time())
         for dead in plan.dead:
-            await self._send_dead_letter(dead)
+            self._send_dead_letter(dead)
         self._metrics.observe_plan(plan)
         await self._serve(plan)
+        await self._output.flush()  # every output of the batch acknowledged before its offsets are acked
+        self._table.persist_offsets()
 
     def _load(self, user_id: str, msg: RawMessage) -> UserState:
-        with event_context(msg.ref):
-            return decode_state(self._table.get(user_id.encode()))
+        return decode_state(self._table.get(msg.partition, user_id.encode()))
 
     async def _serve(self, plan: BatchPlan) -> None:
         objective = self._worker.model.config.objective
@@ -157,30 +156,30 @@ class BatchHandler:
         for work in plan.users.values():
             key = work.user_id.encode()
             if work.deleted:
-                await self._topics.recommendations.send(key=key, value=None)  # tombstone: forget the old list
+                self._output.produce(self._recs_topic, key, None)  # tombstone: forget the old list
                 self._metrics.deletions.inc()
             result = by_user.get(work.user_id)
             if result is not None:
                 work.state.head = result.result.head.tobytes()
                 work.state.model_version = result.version
                 work.state.last_recs = list(result.result.items)
-            with event_context(work.ref):
-                if work.deleted and result is None and not work.state.recent_ids:
-                    self._table.pop(key, None)  # deletes from the store and tombstones the changelog
-                else:
-                    self._table[key] = encode_state(work.state)
+            partition = work.ref.message.partition
+            if work.deleted and result is None and not work.state.recent_ids:
+                self._table.put(partition, key, None)  # deletes from the store and tombstones the changelog
+            else:
+                self._table.put(partition, key, encode_state(work.state))
             if result is not None:
-                await self._send_recommendation(work, result.result.items, result.result.scores, result.version)
+                self._send_recommendation(work, result.result.items, result.result.scores, result.version)
 
-    async def _send_recommendation(self, work: UserWork, items: list[str], scores: list[float], version: str):
+    def _send_recommendation(self, work: UserWork, items: list[str], scores: list[float], version: str):
         assert work.trigger is not None
         now = time.time()
         rec = recommendation(work.user_id, items, scores, version, work.trigger, now)
-        await self._topics.recommendations.send(key=work.user_id.encode(), value=encode(rec))
+        self._output.produce(self._recs_topic, work.user_id.encode(), encode(rec))
         self._metrics.recommendations.labels(model_version=version).inc()
         self._metrics.latency.observe(max(0.0, now - work.trigger_timestamp))
 
-    async def _send_dead_letter(self, dead: DeadLetter) -> None:
+    def _send_dead_letter(self, dead: DeadLetter) -> None:
         msg = dead.message
         headers = [
             (records.HEADER_REASON, dead.reason.encode()),
@@ -189,7 +188,7 @@ class BatchHandler:
             (records.HEADER_SOURCE_PARTITION, str(msg.partition).encode()),
             (records.HEADER_SOURCE_OFFSET, str(msg.offset).encode()),
         ]
-        await self._topics.dead_letters.send(key=msg.key, value=msg.value, headers=headers)
+        self._output.produce(self._dead_topic, msg.key, msg.value, headers)
         self._metrics.dead_letters.labels(reason=dead.reason).inc()
 
 
