@@ -148,6 +148,23 @@ def score(heads: Head, item_vecs: Tensor, item_bias: Tensor) -> Tensor:
     return heads["w"] @ item_vecs.T + heads["b"][:, None] + item_bias[None, :]
 
 
+def score_in_context(heads: Head, item_vecs: Tensor, item_bias: Tensor, context: Tensor | None) -> Tensor:
+    """``score`` for heads whose ``w`` ends with context weights a: (B, H + C) heads, (N, H) item vectors,
+    (N,) offsets and each user's context features (B, N, C) -> (B, N). ``context`` None: no context."""
+    if context is None or context.shape[-1] == 0:
+        return score(heads, item_vecs, item_bias)
+    dim = item_vecs.shape[1]
+    taste = {"w": heads["w"][:, :dim], "b": heads["b"]}
+    return score(taste, item_vecs, item_bias) + torch.einsum("bnc,bc->bn", context, heads["w"][:, dim:])
+
+
+def with_context(vecs: Tensor, context: Tensor | None) -> Tensor:
+    """Item vectors as the inner loop sees them: [z_i, c(u, i)], (B, M, H) and (B, M, C) -> (B, M, H + C)."""
+    if context is None or context.shape[-1] == 0:
+        return vecs
+    return torch.cat([vecs, context.to(vecs.dtype)], dim=-1)
+
+
 def expand_head(head: Head, batch: int) -> Head:
     """The same head for ``batch`` users: {"w": (H,), "b": ()} -> {"w": (B, H), "b": (B,)}."""
     return {k: v.expand(batch, *v.shape) for k, v in head.items()}

@@ -21,6 +21,7 @@ class ModelConfig:
     n_items: int
     n_item_features: int = 0  # item side features (multi-hot categories, ...); 0 = ids only
     n_user_features: int = 0  # user side features offsetting the head's init; 0 = none
+    n_context: int = 0  # C: stream context features per (user, item) (models.item_stats); 0 = none
     dim: int = 64  # item id embedding / feature projection width
     head_dim: int = 64  # H: width of the item vectors z_i and of the user head w
     inner_steps: int = 5  # gradient steps of per-user adaptation
@@ -44,7 +45,7 @@ class ModelConfig:
         for name in ("n_items", "dim", "head_dim", "max_support", "query_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("n_item_features", "n_user_features", "inner_steps", "n_negatives"):
+        for name in ("n_item_features", "n_user_features", "n_context", "inner_steps", "n_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.objective == "implicit" and self.n_negatives < 1:
@@ -58,8 +59,8 @@ class ModelConfig:
 
     @property
     def head_size(self) -> int:
-        """Length of a flattened head: w (H,) then b (1,)."""
-        return self.head_dim + 1
+        """Length of a flattened head: w (H + C,) (taste, then context weights a) then b (1,)."""
+        return self.head_dim + self.n_context + 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,6 +21,12 @@ class Cooccurrence(Protocol):
     def weighted_rows(self, rows: Sequence[int], weights: np.ndarray) -> np.ndarray:
         """(n_items,) = sum over r of weights[r] * C[rows[r], :]."""
 
+    def add_edges(self, sources: Sequence[int], target: int, weights: Sequence[float]) -> None:
+        """Directed: C[sources[r], target] += weights[r] (item-to-next-item transitions)."""
+
+    def grow(self, extra: int) -> None:
+        """Make room for ``extra`` new items (no co-occurrences yet)."""
+
 
 class DenseCooccurrence:
     def __init__(self, n_items: int) -> None:
@@ -32,9 +38,19 @@ class DenseCooccurrence:
             self.counts[item, idx] += 1.0
             self.counts[idx, item] += 1.0
 
+    def add_edges(self, sources: Sequence[int], target: int, weights: Sequence[float]) -> None:
+        if len(sources):
+            np.add.at(self.counts, (np.asarray(sources, np.int64), target), np.asarray(weights, np.float32))
+
     def weighted_rows(self, rows: Sequence[int], weights: np.ndarray) -> np.ndarray:
         block = np.take(self.counts, np.asarray(rows, np.int64), axis=0)  # (R, n_items)
         return (weights.astype(np.float32) @ block).astype(np.float64)  # float32: no upcast copy of the block
+
+    def grow(self, extra: int) -> None:
+        n = self.counts.shape[0] + extra
+        grown = np.zeros((n, n), np.float32)
+        grown[: n - extra, : n - extra] = self.counts
+        self.counts = grown
 
 
 class SparseCooccurrence:
@@ -46,7 +62,11 @@ class SparseCooccurrence:
         self.cols: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(n_items)]
         self.vals: list[np.ndarray] = [np.zeros(0, np.float64) for _ in range(n_items)]
 
-    def _bump(self, row: int, col: int) -> None:
+    def add_edges(self, sources: Sequence[int], target: int, weights: Sequence[float]) -> None:
+        for source, weight in zip(sources, weights):
+            self._bump(source, target, weight)
+
+    def _bump(self, row: int, col: int, by: float = 1.0) -> None:
         slots = self.slot[row]
         s = slots.get(col)
         if s is None:
@@ -56,7 +76,7 @@ class SparseCooccurrence:
                 self.cols[row] = np.resize(self.cols[row], grow)
                 self.vals[row] = np.concatenate([self.vals[row], np.zeros(grow - len(self.vals[row]))])
             self.cols[row][s] = col
-        self.vals[row][s] += 1.0
+        self.vals[row][s] += by
 
     def add_pairs(self, item: int, others: Sequence[int]) -> None:
         for other in others:
@@ -70,6 +90,12 @@ class SparseCooccurrence:
         cols = np.concatenate([self.cols[r][:n] for r, n in zip(rows, sizes)])
         vals = np.concatenate([self.vals[r][:n] * w for r, n, w in zip(rows, sizes, weights.tolist())])
         return np.bincount(cols, weights=vals, minlength=self.n_items).astype(np.float64)
+
+    def grow(self, extra: int) -> None:
+        self.n_items += extra
+        self.slot.extend({} for _ in range(extra))
+        self.cols.extend(np.zeros(0, np.int64) for _ in range(extra))
+        self.vals.extend(np.zeros(0, np.float64) for _ in range(extra))
 
 
 def make_cooccurrence(n_items: int) -> Cooccurrence:

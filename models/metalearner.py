@@ -1,10 +1,14 @@
 """The meta-parameters: an item tower, biases, and the user head's meta-learned init and Meta-SGD step sizes.
 
-A user is a small linear head theta = {w: (H,), b: ()} on top of shared item vectors z_i, so
+A user is a small linear head theta = {w: (H,), a: (C,), b: ()} on top of shared item vectors z_i and stream
+context features c(u, i) (popularity, recency, co-occurrence with the user's items: ``models.item_stats``), so
 
-    s(u, i) = mu + b_i + b + z_i . w
+    s(u, i) = mu + b_i + b + z_i . w + c(u, i) . a
 
-a rating on explicit data, a logit on implicit data. The head starts from a meta-learned init (shifted by the
+a rating on explicit data, a logit on implicit data. The context weights a are adapted like w: meta-training
+learns how much a new user should trust popularity versus co-occurrence, and adaptation personalises it. To
+the inner loop a and w are one vector: the head's ``w`` is [w, a] (H + C,) and an item's vector is
+[z_i, c(u, i)], so ``models.adapt`` needs no notion of context. The head starts from a meta-learned init (shifted by the
 user's side features, when there are any) and takes a few gradient steps on the user's own events with
 meta-learned per-parameter step sizes; see ``models.adapt``.
 
@@ -45,6 +49,12 @@ class MetaRec(nn.Module):
         init_log_lr = math.log(cfg.inner_lr_init)
         self.log_lr_w = nn.Parameter(torch.full((h,), init_log_lr))  # (H,) Meta-SGD step sizes, log scale
         self.log_lr_b = nn.Parameter(torch.tensor(init_log_lr))
+        if cfg.n_context:  # only then: checkpoints of models without context keep their exact tensor set
+            # a shared, non-adapted read of the context: how popularity, recency and co-occurrence combine
+            # (and differ by the user's position); the adapted weights a personalise on top of it
+            self.context_mlp = nn.Sequential(nn.Linear(cfg.n_context, 32), nn.GELU(), nn.Linear(32, 1))
+            self.head_a = nn.Parameter(torch.zeros(cfg.n_context))  # (C,) meta-learned init of a
+            self.log_lr_a = nn.Parameter(torch.full((cfg.n_context,), init_log_lr))  # (C,)
 
     # --- items ----------------------------------------------------------------------------------------------
     def item_vectors(self, drop_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -69,19 +79,30 @@ class MetaRec(nn.Module):
         offset = self.mu + bias + features @ self.feat_bias  # (M,)
         return self.tower(x), offset  # (M, H), (M,)
 
+    def context_offset(self, context: Tensor) -> Tensor:
+        """The head-independent part of the context's score: (..., C) -> (...)."""
+        return self.context_mlp(context).squeeze(-1)
+
     # --- user head ------------------------------------------------------------------------------------------
     def head_init(self, batch: int, user_features: Tensor | None = None) -> Head:
-        """Every user's starting head {"w": (B, H), "b": (B,)}: the meta-init, shifted by user features."""
+        """Every user's starting head {"w": (B, H + C), "b": (B,)}: the meta-init, shifted by user features.
+
+        ``w`` is the taste vector then the context weights a (C = 0 without context)."""
         w = self.head_w.expand(batch, -1)  # (B, H)
         b = self.head_b.expand(batch)  # (B,)
         if user_features is not None and self.cfg.n_user_features:
             offset = user_features @ self.user_proj  # (B, H + 1)
             w, b = w + offset[:, :-1], b + offset[:, -1]
+        if self.cfg.n_context:
+            w = torch.cat([w, self.head_a.expand(batch, -1)], dim=1)  # (B, H + C)
         return {"w": w, "b": b}
 
     def step_sizes(self) -> Head:
-        """Meta-SGD's per-parameter learning rates {"w": (H,), "b": ()}, kept positive by a log scale."""
-        return {"w": self.log_lr_w.exp(), "b": self.log_lr_b.exp()}
+        """Meta-SGD's per-parameter learning rates {"w": (H + C,), "b": ()}, kept positive by a log scale."""
+        log_lr_w = self.log_lr_w
+        if self.cfg.n_context:
+            log_lr_w = torch.cat([log_lr_w, self.log_lr_a])  # (H + C,)
+        return {"w": log_lr_w.exp(), "b": self.log_lr_b.exp()}
 
     # --- catalogue growth -----------------------------------------------------------------------------------
     def with_items(self, features: Tensor) -> "MetaRec":

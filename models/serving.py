@@ -3,6 +3,12 @@
 One ``Recommender`` is one model version. Its meta-parameters never change while it serves; the catalogue can
 grow (``add_items``), which builds a new snapshot beside the old one and swaps a single reference, so
 concurrent ``recommend`` calls from worker threads each see one consistent catalogue without taking a lock.
+
+A model with stream context features (``ModelConfig.n_context``) also owns an ``ItemStats``: item counts,
+decayed counts, co-occurrences and transitions that ``observe`` updates with the events the caller sees, and
+that ``recommend`` turns into each user's context features. ``meta_train`` hands back a Recommender whose
+statistics already hold its training log; a caller that never calls ``observe`` still gets lists, from
+statistics that stop at that log.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import Adapted, Head, flatten_heads, score
+from models.adapt import Adapted, Head, flatten_heads, score_in_context, with_context
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import ModelConfig
+from models.item_stats import ItemStats
 from models.metalearner import MetaRec
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,7 @@ class Recommender:
         version: str | None = None,
         item_feature_names: Sequence[str] = (),
         device: str | torch.device = "cpu",
+        stats: ItemStats | None = None,
     ) -> None:
         if len(item_ids) != model.cfg.n_items:
             raise ValueError(f"{len(item_ids)} item ids for a model of {model.cfg.n_items} items")
@@ -95,6 +103,9 @@ class Recommender:
         model = model.to(self.device).eval().requires_grad_(False)
         self._grow_lock = threading.Lock()
         self._snap = _snapshot(model, tuple(item_ids), tuple(item_feature_names))
+        self._stats: ItemStats | None = None
+        if model.cfg.n_context:
+            self.use_stats(stats or ItemStats(model.cfg.n_items))
 
     # --- attributes -----------------------------------------------------------------------------------------
     @property
@@ -113,6 +124,29 @@ class Recommender:
     def model(self) -> MetaRec:
         """The meta-parameters (read-only: frozen, eval mode)."""
         return self._snap.model
+
+    @property
+    def stats(self) -> ItemStats | None:
+        """The item statistics behind the context features (None for a model without context)."""
+        return self._stats
+
+    def use_stats(self, stats: ItemStats) -> None:
+        """Serve from ``stats`` (e.g. a copy carried over from the previous model version)."""
+        if stats.n_items < self.config.n_items:
+            stats.grow(self.config.n_items - stats.n_items)
+        self._stats = stats
+
+    def observe(self, events: Sequence[tuple[str, str, float]]) -> None:
+        """Count events (user id, item id, seconds) into the item statistics, in time order.
+
+        Call it with every interaction the caller learns (after ranking for it, as the stream does: test then
+        train); items outside the catalogue are skipped. A no-op for a model without context features.
+        """
+        if self._stats is None or not events:
+            return
+        index = self._snap.index
+        self._stats.observe([u for u, _, _ in events], [index.get(i, -1) for _, i, _ in events],
+                            [t for _, _, t in events])
 
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
@@ -141,9 +175,12 @@ class Recommender:
         if not requests:
             return []
         snap = self._snap  # one catalogue for the whole call
-        out, sizes = self._adapt(snap, requests, steps)
+        context = self._context(snap, requests)  # (B, N, C) or None
+        out, sizes = self._adapt(snap, requests, steps, context)
         with torch.inference_mode():
-            scores = score(out.heads, snap.vecs, snap.bias)  # (B, N)
+            scores = score_in_context(out.heads, snap.vecs, snap.bias, context)  # (B, N)
+            if context is not None:
+                scores = scores + snap.model.context_offset(context)
             rows, cols = _excluded(snap.index, requests)
             scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
             top = scores.topk(min(k, scores.shape[1]), dim=1)
@@ -173,13 +210,18 @@ class Recommender:
         snap = self._snap
         if not requests:
             return np.zeros((0, len(item_ids)), np.float32)
-        out, _sizes = self._adapt(snap, requests, steps)
+        context = self._context(snap, requests)  # (B, N, C) or None
+        out, _sizes = self._adapt(snap, requests, steps, context)
         idx = torch.tensor([snap.index.get(i, -1) for i in item_ids], dtype=torch.long, device=self.device)
         known = idx >= 0  # (M,)
         with torch.inference_mode():
             vecs = torch.where(known[:, None], snap.vecs[idx.clamp(min=0)], snap.cold_vec)  # (M, H)
             bias = torch.where(known, snap.bias[idx.clamp(min=0)], snap.cold_bias)  # (M,)
-            scores = score(out.heads, vecs, bias)  # (B, M)
+            if context is not None:  # unknown items have no statistics: zero context
+                context = context[:, idx.clamp(min=0)] * known[None, :, None]  # (B, M, C)
+            scores = score_in_context(out.heads, vecs, bias, context)  # (B, M)
+            if context is not None:
+                scores = scores + snap.model.context_offset(context)
             if self.config.objective == "rating":
                 scores = scores.clamp(self.config.rating_min, self.config.rating_max)
         return scores.cpu().numpy().astype(np.float32)
@@ -202,12 +244,29 @@ class Recommender:
             rows = torch.as_tensor(feats[[n for n, _ in fresh]], dtype=torch.float32, device=self.device)
             grown = snap.model.with_items(rows).eval()
             ids = snap.item_ids + tuple(i for _, i in fresh)
+            if self._stats is not None:
+                self._stats.grow(len(ids) - self._stats.n_items)
             self._snap = _snapshot(grown, ids, snap.feature_names)
         log.info("catalogue grew by %d items to %d", len(fresh), len(ids))
 
     # --- internals ------------------------------------------------------------------------------------------
+    def _context(self, snap: _Snapshot, requests: Sequence[AdaptRequest]) -> Tensor | None:
+        """Each user's context features (B, N, C) from the item statistics: seen items, then the support's
+        items in order (most recent last). None for a model without context."""
+        if self._stats is None:
+            return None
+        index = snap.index
+        seen = [[c for c in map(index.get, r.exclude) if c is not None] for r in requests]
+        recent = [[index[i] for i, _ in r.support[-8:] if i in index] for r in requests]
+        context = torch.as_tensor(self._stats.context(seen, recent), device=self.device)
+        n = len(snap.item_ids)
+        if context.shape[1] < n:  # items added to the catalogue after the statistics were last grown
+            context = F.pad(context, (0, 0, 0, n - context.shape[1]))
+        return context[:, :n]
+
     def _adapt(
-        self, snap: _Snapshot, requests: Sequence[AdaptRequest], steps: int | None
+        self, snap: _Snapshot, requests: Sequence[AdaptRequest], steps: int | None,
+        context: Tensor | None = None,
     ) -> tuple[Adapted, list[int]]:
         cfg = snap.model.cfg
         items, targets, mask, sizes = _pad_support(snap.index, requests, cfg.max_support)
@@ -217,10 +276,15 @@ class Recommender:
             if cfg.objective == "implicit":
                 neg = _negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed).to(dev)  # (B, K)
                 items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
+            vecs, bias = snap.vecs[items], snap.bias[items]  # (B, S + K, H), (B, S + K)
+            if context is not None:
+                rows = torch.arange(len(requests), device=dev)[:, None]
+                vecs = with_context(vecs, context[rows, items])  # (B, S + K, H + C)
+                bias = bias + snap.model.context_offset(context[rows, items])
             out = adapt_forward(
                 snap.model.head_init(len(requests), _user_features(requests, cfg, dev)),
                 snap.model.step_sizes(),
-                snap.vecs[items], snap.bias[items], targets, mask,
+                vecs, bias, targets, mask,
                 steps=cfg.inner_steps if steps is None else steps, objective=cfg.objective,
                 prior=cfg.support_prior,
             )

@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import adapt, score
+from models.adapt import adapt, score_in_context, with_context
 from models.config import ModelConfig
 from models.data.events import EVENT_TYPES, EventLog
+from models.item_stats import N_CONTEXT
 from models.metalearner import MetaRec
 from models.serving import Recommender
 from models.targets import event_target
+from models.task_context import attach_context, bank_batches
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Track:
     items: np.ndarray  # (n,) item index
     targets: np.ndarray  # (n,) float32 inner-loop target, NaN = not adapted on
     starts: np.ndarray  # positions that may be a query event (implicit: first time the user meets the item)
+    at: np.ndarray | None = None  # (n,) each event's position in the log (time order when the log is sorted)
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,17 @@ class TaskBatch:
     qry_targets: Tensor  # (B, Q)
     qry_mask: Tensor  # (B, Q) bool
     seen: Tensor  # (2, P) (row, item) pairs of items seen before the cut, masked out of the implicit softmax
+    cut_at: Tensor | None = None  # (B,) log position of each task's first query event
+    context: Tensor | None = None  # (B, N, C) context features as of before the cut (models.task_context)
 
 
-def default_config(log_: EventLog, seed: int = 0) -> ModelConfig:
-    """A config sized for ``log_``: its catalogue and side features, ratings if the data is explicit."""
-    objective = "rating" if log_.explicit else "implicit"
+def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit") -> ModelConfig:
+    """A config sized for ``log_``: its catalogue and side features.
+
+    Ranking is what is served, so the default objective is "will interact" (implicit) on explicit data too: a
+    rating head ranks well-rated niche items no one picks next. ``objective="rating"`` gives a rating model
+    (for rating predictions), which uses no context features.
+    """
     lo, hi = 1.0, 5.0
     if objective == "rating":
         vals = log_.values[np.isfinite(log_.values)]
@@ -67,6 +76,7 @@ def default_config(log_: EventLog, seed: int = 0) -> ModelConfig:
         n_items=log_.n_items,
         n_item_features=0 if log_.item_features is None else log_.item_features.shape[1],
         n_user_features=0 if log_.user_features is None else log_.user_features.shape[1],
+        n_context=N_CONTEXT if objective == "implicit" else 0,
         objective=objective,
         rating_min=lo,
         rating_max=hi,
@@ -98,14 +108,14 @@ def user_tracks(log_: EventLog, objective: str) -> list[Track]:
             usable &= first
         starts = np.flatnonzero(usable)
         if len(starts):
-            tracks.append(Track(user, items, targets, starts))
+            tracks.append(Track(user, items, targets, starts, pos))
     return tracks
 
 
 def sample_tasks(tracks: list[Track], batch: int, cfg: ModelConfig, rng: np.random.Generator) -> TaskBatch:
     """B random tasks: a user, a cut (often early: ``COLD_SHARE``), the support before it, the query after."""
     picks = rng.choice(len(tracks), size=min(batch, len(tracks)), replace=False)
-    sup, qry, seen_rows, seen_items, users = [], [], [], [], []
+    sup, qry, seen_rows, seen_items, users, cuts = [], [], [], [], [], []
     for row, t_idx in enumerate(picks):
         tr = tracks[t_idx]
         cold = rng.random() < COLD_SHARE
@@ -119,11 +129,13 @@ def sample_tasks(tracks: list[Track], batch: int, cfg: ModelConfig, rng: np.rand
         seen_rows.append(np.full(len(seen), row))
         seen_items.append(seen)
         users.append(tr.user)
+        cuts.append(-1 if tr.at is None else int(tr.at[cut]))
     s_items, s_targets, s_mask = _pad(sup)
     q_items, q_targets, q_mask = _pad(qry)
     seen = np.stack([np.concatenate(seen_rows), np.concatenate(seen_items)])  # (2, P)
     seen = torch.as_tensor(seen, dtype=torch.long)
-    return TaskBatch(torch.as_tensor(users), s_items, s_targets, s_mask, q_items, q_targets, q_mask, seen)
+    return TaskBatch(torch.as_tensor(users), s_items, s_targets, s_mask, q_items, q_targets, q_mask, seen,
+                     torch.as_tensor(cuts))
 
 
 def _pad(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Tensor, Tensor, Tensor]:
@@ -139,25 +151,39 @@ def _pad(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Tensor, Tensor, Ten
 def outer_loss(
     model: MetaRec, tasks: TaskBatch, gen: torch.Generator, user_features: Tensor | None = None
 ) -> Tensor:
-    """Query loss after adapting on the support: full-catalogue cross-entropy (implicit) or MSE (rating)."""
+    """Query loss after adapting on the support: full-catalogue cross-entropy (implicit) or MSE (rating).
+
+    A model with context features scores with ``tasks.context`` (zeros when the batch has none)."""
     cfg = model.cfg
     batch = tasks.sup_items.shape[0]
     drop = torch.rand(cfg.n_items, generator=gen) < cfg.id_dropout  # (N,)
     vecs, bias = model.item_vectors(drop)  # (N, H), (N,)
     neg = torch.randint(cfg.n_items, (batch, cfg.n_negatives), generator=gen)  # (B, K)
     feats = None if user_features is None else user_features[tasks.users]  # (B, G)
+    ctx = None
+    if cfg.n_context:
+        ctx = tasks.context.float() if tasks.context is not None else vecs.new_zeros(batch, cfg.n_items,
+                                                                                      cfg.n_context)
+    rows = torch.arange(batch)[:, None]
+    user_bias = bias.expand(batch, -1)  # (B, N) the head-independent offsets, per user with context
+    if ctx is not None:
+        user_bias = user_bias + model.context_offset(ctx)
     out = adapt(
         model.head_init(batch, feats), model.step_sizes(),
-        vecs[tasks.sup_items], bias[tasks.sup_items], tasks.sup_targets, tasks.sup_mask,
-        vecs[neg], bias[neg], steps=cfg.inner_steps, objective=cfg.objective, first_order=cfg.first_order,
-        prior=cfg.support_prior,
+        with_context(vecs[tasks.sup_items], None if ctx is None else ctx[rows, tasks.sup_items]),
+        user_bias.gather(1, tasks.sup_items), tasks.sup_targets, tasks.sup_mask,
+        with_context(vecs[neg], None if ctx is None else ctx[rows, neg]), user_bias.gather(1, neg),
+        steps=cfg.inner_steps, objective=cfg.objective, first_order=cfg.first_order, prior=cfg.support_prior,
     )
     qmask = tasks.qry_mask.float()  # (B, Q)
     if cfg.objective == "rating":
-        pred = torch.einsum("bh,bqh->bq", out.heads["w"], vecs[tasks.qry_items])  # (B, Q)
-        pred = pred + out.heads["b"][:, None] + bias[tasks.qry_items]
+        qvecs = with_context(vecs[tasks.qry_items], None if ctx is None else ctx[rows, tasks.qry_items])
+        pred = torch.einsum("bh,bqh->bq", out.heads["w"], qvecs)  # (B, Q)
+        pred = pred + out.heads["b"][:, None] + user_bias.gather(1, tasks.qry_items)
         return ((pred - tasks.qry_targets) ** 2 * qmask).sum() / qmask.sum().clamp(min=1.0)
-    logits = score(out.heads, vecs, bias)  # (B, N)
+    logits = score_in_context(out.heads, vecs, bias, ctx)  # (B, N)
+    if ctx is not None:
+        logits = logits + user_bias - bias
     logits = logits.index_put((tasks.seen[0], tasks.seen[1]), torch.tensor(float("-inf")))
     nll = -F.log_softmax(logits, dim=1).gather(1, tasks.qry_items)  # (B, Q)
     nll = torch.where(tasks.qry_mask, nll, 0.0)  # padding may point at a seen (-inf) item: inf * 0 is NaN
@@ -186,7 +212,7 @@ def meta_train(
     """
     started = time.monotonic()
     model, item_map, item_ids, feature_names = _start_model(log_, cfg, seed, init)
-    log_ = log_.take(np.arange(len(log_)))
+    log_ = log_.sorted_by_time()  # a copy, in time order: task cuts are log positions
     log_.items = item_map[log_.items]
     tracks = user_tracks(log_, model.cfg.objective)
     if not tracks:
@@ -196,25 +222,39 @@ def meta_train(
         torch.set_num_threads(threads)
     try:
         deadline = None if time_budget_s is None else started + time_budget_s
+        bank, stats = None, None
+        if model.cfg.n_context:
+            rng = np.random.default_rng([seed, 1])
+            n = bank_batches(model.cfg.n_items, batch_users, steps)
+            drawn = [sample_tasks(tracks, batch_users, model.cfg, rng) for _ in range(n)]
+            bank, stats = attach_context(log_, drawn, model.cfg.n_items)
+            log.info("context for %d task batches in %.1fs", n, time.monotonic() - started)
         _run(model, tracks, _user_features(log_, model.cfg), steps=steps, batch_users=batch_users, seed=seed,
-             deadline=deadline, progress=progress)
+             deadline=deadline, progress=progress, bank=bank)
     finally:
         torch.set_num_threads(previous)
-    return Recommender(model.eval(), item_ids, item_feature_names=feature_names)
+    return Recommender(model.eval(), item_ids, item_feature_names=feature_names, stats=stats)
 
 
 def _run(
     model: MetaRec, tracks: list[Track], user_feats: Tensor | None, *, steps: int, batch_users: int, seed: int,
-    deadline: float | None, progress: bool,
+    deadline: float | None, progress: bool, bank: list[TaskBatch] | None = None,
 ) -> None:
-    """The outer loop: sample tasks, adapt, score the query, step Adam; stops at ``steps`` or the budget."""
+    """The outer loop: sample tasks (or take them from ``bank``, in a shuffled cycle), adapt, score the query,
+    step Adam; stops at ``steps`` or the budget."""
     cfg = model.cfg
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     opt = _optimizer(model)
     started, done, recent = time.monotonic(), 0, []
     with _progress(progress, steps) as bar:
         for done in range(1, steps + 1):
-            loss = outer_loss(model, sample_tasks(tracks, batch_users, cfg, rng), gen, user_feats)
+            if bank:
+                if (done - 1) % len(bank) == 0:
+                    order = rng.permutation(len(bank))
+                tasks = bank[order[(done - 1) % len(bank)]]
+            else:
+                tasks = sample_tasks(tracks, batch_users, cfg, rng)
+            loss = outer_loss(model, tasks, gen, user_feats)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

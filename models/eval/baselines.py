@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.cooccurrence import Cooccurrence, make_cooccurrence
+from models.cooccurrence import Cooccurrence, make_cooccurrence
 from models.eval.methods import top_k
 
 DAY_S = 86400.0

@@ -9,6 +9,11 @@ Three variants share one training schedule (and, through ``TrainingCache``, one 
 - ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number
   of plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
 
+Ranking uses the implicit ("will interact") model with stream context features, on explicit data too; on
+explicit data a second model, meta-trained on the rating objective with the same schedule and served by the
+same variant rule, predicts the ratings behind MAE/RMSE. The item statistics behind the context features are
+fed every learned event, in batches of ``Schedule.stats_every`` (as the worker feeds them per micro-batch).
+
 Continual meta-training: the model is meta-trained on the warm-up, then every ``retrain_every`` learned events
 it is meta-trained further (from the current meta-parameters) on every event seen so far. Between re-trainings
 the meta-parameters are frozen and a user's list depends only on their own events, so chunks are ranked in one
@@ -18,6 +23,7 @@ batched ``Recommender.recommend`` call (``BatchRanker``), which is what the work
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import math
@@ -49,7 +55,9 @@ class Schedule:
     retrain_every: int | None = None  # learned events between re-trainings; None = half the warm-up
     support_size: int = 50  # most recent events kept per user, as in the worker's state (Limits.support_size)
     finetune_lr: float = 0.1  # the fixed step size of metarec-finetune
-    objective: str | None = None  # None: the model's default for the data (ratings if explicit)
+    objective: str | None = "implicit"  # the ranking model's objective (None: the trainer's default)
+    rating_model: bool = True  # on explicit data, also meta-train a rating model for MAE/RMSE
+    stats_every: int = 32  # learned events between updates of the item statistics
 
 
 class TrainingCache:
@@ -72,7 +80,7 @@ class TrainingCache:
         if key not in self._models:
             cfg = None
             if init is None and objective is not None:
-                cfg = replace(default_config(events, seed), objective=objective)
+                cfg = default_config(events, seed, objective)
             self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
@@ -98,23 +106,28 @@ def one_thread() -> Iterator[None]:
 
 
 def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Recommender:
-    """The Recommender a variant serves: the trained one, or a copy with its head init/step sizes replaced."""
+    """The Recommender a variant serves: the trained meta-parameters, or a copy with its head init/step sizes
+    replaced; always a Recommender of its own, with its own copy of the trained item statistics (the variants
+    share trained models through the cache, and each feeds its statistics the events it learns)."""
+    stats = None if trained.stats is None else copy.deepcopy(trained.stats)
     if variant in ("metarec", "metarec-no-adapt"):  # no-adapt serves the same model with steps=0
-        return trained
+        return Recommender(trained.model, trained.item_ids, version=trained.version,
+                           item_feature_names=trained.item_feature_names, stats=stats)
     cfg = trained.config
     state = {k: v.detach().clone().cpu() for k, v in trained.model.state_dict().items()}
     if variant == "metarec-finetune":
-        state["head_w"].zero_()
-        state["head_b"].zero_()
-        state["user_proj"].zero_()
-        state["log_lr_w"].fill_(math.log(finetune_lr))
-        state["log_lr_b"].fill_(math.log(finetune_lr))
+        for name in ("head_w", "head_b", "user_proj", "head_a"):
+            if name in state:
+                state[name].zero_()
+        for name in ("log_lr_w", "log_lr_b", "log_lr_a"):
+            if name in state:
+                state[name].fill_(math.log(finetune_lr))
     else:
         raise ValueError(f"unknown metarec variant {variant!r}")
     model = MetaRec(cfg)
     model.load_state_dict(state)
     return Recommender(model, trained.item_ids, version=f"{trained.version}-{variant}",
-                       item_feature_names=trained.item_feature_names)
+                       item_feature_names=trained.item_feature_names, stats=stats)
 
 
 class MetarecMethod:
@@ -135,6 +148,7 @@ class MetarecMethod:
         self.template = log_
         self.period = self.schedule.retrain_every or max(1, len(log_) // 2)
         self.since = 0
+        self.unobserved: list[tuple[str, str, float]] = []  # learned, not yet in the item statistics
         self.columns: list[list[float]] = [[] for _ in range(5)]  # users, items, ts, values, types
         self.support: dict[int, deque[Pending]] = {}
         for u, i, v, t, ts in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist(),
@@ -150,12 +164,21 @@ class MetarecMethod:
 
     def _train(self, steps: int, init: Recommender | None) -> None:
         previous = getattr(self, "key", None)
-        trained, self.key = self.cache.get(self._seen_log(), steps, self.seed + self.rounds, init, previous,
+        events = self._seen_log()
+        trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
                                            self.schedule.objective)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
+        self.unobserved = []  # the new model's statistics hold every event learned so far
         self.index = {item: n for n, item in enumerate(self.model.item_ids)}
         self.objective = self.model.config.objective
+        self.rater = self.model
+        if events.explicit and self.schedule.rating_model and self.objective != "rating":
+            before = getattr(self, "rater_key", None)
+            rater_init = getattr(self, "rater_trained", None) if init is not None else None
+            self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
+                                                                rater_init, before, "rating")
+            self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr)
         self.rounds += 1
         log.info("%s: model round %d on %d events", self.name, self.rounds, len(self.columns[0]))
 
@@ -171,9 +194,14 @@ class MetarecMethod:
         if self.since >= self.period:
             self.since = 0
             self._train(self.schedule.retrain_steps, init=self.trained)
+            return
+        self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts))
+        if len(self.unobserved) >= self.schedule.stats_every:
+            self.model.observe(self.unobserved)
+            self.unobserved = []
 
     def events_until_refresh(self) -> int | None:
-        return self.period - self.since
+        return min(self.period - self.since, self.schedule.stats_every - len(self.unobserved))
 
     # --- serving --------------------------------------------------------------------------------------------
     def _target(self, type_code: int, value: float) -> float | None:
@@ -200,6 +228,18 @@ class MetarecMethod:
             user_features=None if feats is None else feats[query.user].tolist(),
         )
 
+    def _rating_request(self, query: Query, request: AdaptRequest) -> AdaptRequest:
+        """``request`` with the support mapped by the rating objective (the ratings themselves)."""
+        recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
+        ids = self.template.item_ids
+        support = []
+        for ev in recent:
+            key = None if math.isnan(ev.value) else ev.value
+            target = event_target(EVENT_TYPES[ev.type_code], key, "rating")
+            if target is not None:
+                support.append((ids[ev.item], target))
+        return replace(request, support=support)
+
     def _requests(self, queries: Sequence[Query]) -> list[AdaptRequest]:
         """Requests for a chunk, built once for both ``rank_many`` and ``predict_many`` of the same chunk."""
         if self._chunk is None or self._chunk[0] is not queries:
@@ -212,12 +252,15 @@ class MetarecMethod:
         return [[self.index[i] for i in r.items] for r in results]
 
     def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:
-        if self.objective != "rating" or not queries:
+        if self.rater.config.objective != "rating" or not queries:
             return [None] * len(queries)
         ids = self.template.item_ids
         with one_thread():
             wanted = [ids[i] for i in items]
-            scores = self.model.predict(self._requests(queries), wanted, steps=self.steps)  # (B, B)
+            requests = self._requests(queries)
+            if self.rater is not self.model:  # the rating model adapts on ratings, not on implicit weights
+                requests = [self._rating_request(q, r) for q, r in zip(queries, requests)]
+            scores = self.rater.predict(requests, wanted, steps=self.steps)  # (B, B)
         return np.diagonal(scores).astype(float).tolist()  # query n's rating of item n
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:

@@ -1,0 +1,188 @@
+"""Item statistics kept online, and the per-(user, item) context features the model scores with.
+
+A meta-learned head alone knows tastes, not the stream: which items are popular, which are popular *now*, which
+items co-occur with what the user already has, and what new users pick first (on MovieLens the sign-up flow
+shows every newcomer a similar set of films). These counts change with every event and are cheap to keep, so
+they are not learned parameters: ``ItemStats.observe`` updates them as events arrive, and ``context`` turns them
+into a few features per (user, item) whose weights are part of the user's adapted head (``models.metalearner``).
+
+The trainer replays its log through an ``ItemStats`` and takes each task's features from the statistics as they
+were just before the task's first query event; the ``Recommender`` owns one that the stream worker (or the
+offline evaluation) feeds the events it sees, so training and serving compute features with the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from models.cooccurrence import Cooccurrence, DenseCooccurrence, make_cooccurrence
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+HALF_LIVES_DAYS: tuple[float, ...] = (1.0, 14.0)
+POSITION_EDGES: tuple[int, ...] = (1, 5, 10)  # a user's distinct items before the event: 0, 1-4, 5-9, 10+
+TRANSITION_WINDOW = 5  # an item counts as following each of the user's previous 5 items, weighted 1/distance
+RECENT = 3  # the user's last items whose transitions score the next one, weighted 1/2^distance
+CONTEXT_NAMES: tuple[str, ...] = (
+    "log_count", "log_decayed_1d", "log_decayed_14d", "knn_mean", "log_knn", "log_position_count",
+    "log_transitions", "transition_share",
+    *(f"position_is_{n}" for n in range(len(POSITION_EDGES) + 1)),  # the user's bucket, one-hot
+)
+N_CONTEXT = len(CONTEXT_NAMES)
+
+
+def position_bucket(n_before: int) -> int:
+    """Which ``POSITION_EDGES`` bucket a user with ``n_before`` distinct items falls in."""
+    return int(np.searchsorted(POSITION_EDGES, n_before, side="right"))
+
+
+class ItemStats:
+    """Counts, time-decayed counts, co-occurrences and position-conditioned counts of every item.
+
+    Users are keyed by any hashable id (the trainer uses log indices, the worker user id strings); each user's
+    distinct items are remembered so a new item's co-occurrences with their earlier ones can be counted.
+    Decayed counts are as of the latest event time seen (``now``), not the wall clock, so a replay is
+    deterministic. Thread-safe: the worker may observe from one thread while another ranks.
+    """
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+        self.counts = np.zeros(n_items)  # (N,) events
+        self.n_users_of = np.zeros(n_items)  # (N,) distinct users
+        self.taus = np.array([h * DAY_S / math.log(2.0) for h in HALF_LIVES_DAYS])  # (L,)
+        self.decayed = np.zeros((len(self.taus), n_items))  # (L, N) scaled by exp((t_ref - now) / tau)
+        self.t_ref: float | None = None
+        self.now: float | None = None
+        self.position = np.zeros((len(POSITION_EDGES) + 1, n_items))  # (P, N) first-time events by position
+        self.cooc: Cooccurrence = make_cooccurrence(n_items)
+        self.transitions: Cooccurrence = make_cooccurrence(n_items)  # directed: earlier item -> later item
+        self.out_degree = np.zeros(n_items)  # (N,) row sums of transitions
+        self.history: dict[Hashable, list[int]] = {}
+        self._has: dict[Hashable, set[int]] = {}
+        self.events = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry the counts, not the lock."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # --- updates --------------------------------------------------------------------------------------------
+    def grow(self, extra: int) -> None:
+        """Room for ``extra`` new items, which start with no events."""
+        with self._lock:
+            self.n_items += extra
+            self.counts = np.concatenate([self.counts, np.zeros(extra)])
+            self.n_users_of = np.concatenate([self.n_users_of, np.zeros(extra)])
+            self.decayed = np.concatenate([self.decayed, np.zeros((len(self.taus), extra))], axis=1)
+            self.position = np.concatenate([self.position, np.zeros((len(self.position), extra))], axis=1)
+            self.cooc.grow(extra)
+            self.transitions.grow(extra)
+            self.out_degree = np.concatenate([self.out_degree, np.zeros(extra)])
+
+    def observe(self, users: Sequence[Hashable], items: Sequence[int], ts: Sequence[float]) -> None:
+        """Take events in time order: (user, item index, seconds). Items outside the catalogue are skipped."""
+        with self._lock:
+            for user, item, t in zip(users, items, ts):
+                if 0 <= item < self.n_items:
+                    self._observe_one(user, int(item), float(t))
+
+    def _observe_one(self, user: Hashable, item: int, t: float) -> None:
+        self.events += 1
+        self.counts[item] += 1.0
+        if self.t_ref is None:
+            self.t_ref = t
+        self.now = t if self.now is None else max(self.now, t)
+        exponent = (t - self.t_ref) / self.taus  # (L,)
+        if exponent.max() > 300.0:  # keep exp() finite: move the reference to now
+            self.decayed *= np.exp(-exponent)[:, None]
+            self.t_ref, exponent = t, np.zeros_like(exponent)
+        self.decayed[:, item] += np.exp(exponent)
+        has = self._has.setdefault(user, set())
+        if item in has:
+            return  # user sets are binary: a repeat changes no co-occurrence or position count
+        items = self.history.setdefault(user, [])
+        self.position[position_bucket(len(items)), item] += 1.0
+        self.cooc.add_pairs(item, items)
+        previous = items[-TRANSITION_WINDOW:][::-1]  # most recent first
+        weights = [1.0 / (d + 1) for d in range(len(previous))]
+        self.transitions.add_edges(previous, item, weights)
+        self.out_degree[previous] += weights
+        items.append(item)
+        has.add(item)
+        self.n_users_of[item] += 1.0
+
+    # --- features -------------------------------------------------------------------------------------------
+    def context(self, seen: Sequence[Sequence[int]], recent: Sequence[Sequence[int]]) -> np.ndarray:
+        """Features of every catalogue item for each user: (B, N, C) float32.
+
+        ``seen``: each user's distinct items (any order): their count is the user's position, and the
+        co-occurrence score is item-kNN's cosine sum over them (and its mean per seen item). ``recent``: each
+        user's latest items, oldest first: what other users took next after them (on MovieLens the order in
+        which the site lists films shows through).
+        """
+        with self._lock:
+            shared = self._shared()  # (N, 3)
+            knn = self._knn(seen)  # (B, N)
+            sizes = np.array([len(s) for s in seen], np.float64)  # (B,)
+            buckets = [position_bucket(int(n)) for n in sizes]
+            out = np.empty((len(seen), self.n_items, N_CONTEXT), np.float32)
+            out[:, :, :3] = shared[None]
+            out[:, :, 3] = knn / np.maximum(sizes, 1.0)[:, None]
+            out[:, :, 4] = np.log1p(knn)
+            out[:, :, 5] = np.log1p(self.position[buckets])
+            counts, shares = self._next(recent)
+            out[:, :, 6] = np.log1p(counts)
+            out[:, :, 7] = shares
+            out[:, :, 8:] = 0.0
+            out[np.arange(len(seen)), :, [8 + k for k in buckets]] = 1.0
+        return out
+
+    def _next(self, recent: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N) x 2: transition counts from the user's last ``RECENT`` items (1/2^distance), and the same
+        with each row normalised by its out-degree (the share of that item's followers)."""
+        counts = np.zeros((len(recent), self.n_items))
+        shares = np.zeros((len(recent), self.n_items))
+        for b, items in enumerate(recent):
+            last = [i for i in items if 0 <= i < self.n_items][-RECENT:][::-1]
+            if not last:
+                continue
+            decay = 0.5 ** np.arange(len(last))
+            counts[b] = self.transitions.weighted_rows(last, decay)
+            shares[b] = self.transitions.weighted_rows(last, decay / np.maximum(self.out_degree[last], 1.0))
+        return counts, shares
+
+    def _shared(self) -> np.ndarray:
+        """(N, 3) the user-independent features: log counts and log decayed counts as of ``now``."""
+        decay = np.zeros(len(self.taus)) if self.now is None else (self.t_ref - self.now) / self.taus
+        decayed = self.decayed * np.exp(decay)[:, None]  # (L, N)
+        return np.log1p(np.concatenate([self.counts[None], decayed])).T
+
+    def _knn(self, seen: Sequence[Sequence[int]]) -> np.ndarray:
+        """(B, N) sum over seen j of C[i, j] / sqrt(n_i n_j): incremental item-kNN's score."""
+        with np.errstate(divide="ignore"):
+            inv = np.where(self.n_users_of > 0, 1.0 / np.sqrt(self.n_users_of), 0.0)  # (N,)
+        out = np.zeros((len(seen), self.n_items))
+        if isinstance(self.cooc, DenseCooccurrence):
+            weights = np.zeros((len(seen), self.n_items), np.float32)  # (B, N)
+            for b, items in enumerate(seen):
+                idx = np.asarray([i for i in items if 0 <= i < self.n_items], np.int64)
+                weights[b, idx] = inv[idx]
+            out = (weights @ self.cooc.counts).astype(np.float64)  # (B, N)
+        else:
+            for b, items in enumerate(seen):
+                idx = [i for i in items if 0 <= i < self.n_items]
+                if idx:
+                    out[b] = self.cooc.weighted_rows(idx, inv[idx])
+        return out * inv[None, :]

@@ -1,0 +1,72 @@
+"""Context features for meta-training tasks, from item statistics as they were before each task's query.
+
+A task cut at event g of the time-ordered log must not see what happened from g on: its query events (and
+every later event of any user) would leak into the popularity and co-occurrence features it is scored with.
+So the trainer draws a bank of task batches first, then replays the log once through an ``ItemStats``, taking
+snapshots every ``SNAPSHOT_EVERY`` events; a task gets the features of the last snapshot at or before its cut,
+so its statistics stop strictly before its first query event (tests/unit/models/test_task_context.py checks
+it). The statistics after the whole log go to the trained model, to serve from.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from itertools import groupby
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from models.data.events import EventLog
+from models.item_stats import N_CONTEXT, ItemStats
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY = 64  # events between snapshots: features may lag a cut by this much (the worker's batches do too)
+BANK_BYTES = 2e8  # the most memory the bank's float16 context features may take
+
+
+def bank_batches(n_items: int, batch: int, steps: int, most: int = 64) -> int:
+    """How many task batches to draw for ``steps`` outer steps: each used about three times, within memory."""
+    fits = int(BANK_BYTES // max(1, batch * n_items * N_CONTEXT * 2))
+    return max(1, min(most, -(-steps // 3), fits))
+
+
+def replay_stats(log_: EventLog, upto: int | None = None, stats: ItemStats | None = None) -> ItemStats:
+    """``stats`` (a new one by default) after observing the first ``upto`` events of the time-sorted ``log_``."""
+    stats = stats or ItemStats(log_.n_items)
+    end = len(log_) if upto is None else upto
+    users = [log_.user_ids[u] for u in log_.users[stats.events : end].tolist()]
+    stats.observe(users, log_.items[stats.events : end].tolist(), log_.ts[stats.events : end].tolist())
+    return stats
+
+
+def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[list, ItemStats]:
+    """Each task batch with its context features (B, N, C) float16, and the statistics after the whole log.
+
+    ``log_`` must be sorted by time and its items mapped to the model's catalogue (``n_items`` wide); every
+    batch carries ``cut_at`` (B,), the log position of each task's first query event.
+    """
+    entries = sorted((int(cut), k, row) for k, tb in enumerate(batches) for row, cut in enumerate(tb.cut_at))
+    contexts = [np.zeros((tb.sup_items.shape[0], n_items, N_CONTEXT), np.float16) for tb in batches]
+    seen = [_seen_lists(tb) for tb in batches]
+    stats = ItemStats(n_items)
+    for snapshot, group in groupby(entries, key=lambda e: e[0] - e[0] % SNAPSHOT_EVERY):
+        replay_stats(log_, snapshot, stats)  # events [0, snapshot): all before every cut in the group
+        tasks = [(k, row) for _, k, row in group]
+        recent = [batches[k].sup_items[row][batches[k].sup_mask[row]].tolist() for k, row in tasks]
+        feats = stats.context([seen[k][row] for k, row in tasks], recent)  # (T, N, C)
+        for (k, row), f in zip(tasks, feats):
+            contexts[k][row] = f
+    replay_stats(log_, None, stats)
+    out = [replace(tb, context=torch.from_numpy(ctx)) for tb, ctx in zip(batches, contexts)]
+    return out, stats
+
+
+def _seen_lists(tb) -> list[list[int]]:
+    """The items each task's user had before its cut, from the batch's (row, item) pairs."""
+    rows: list[list[int]] = [[] for _ in range(tb.sup_items.shape[0])]
+    for row, item in zip(tb.seen[0].tolist(), tb.seen[1].tolist()):
+        rows[row].append(item)
+    return rows
