@@ -29,9 +29,9 @@ HALF_LIVES_DAYS: tuple[float, ...] = (1.0, 14.0)
 POSITION_EDGES: tuple[int, ...] = (1, 5, 10)  # a user's distinct items before the event: 0, 1-4, 5-9, 10+
 TRANSITION_WINDOW = 5  # an item counts as following each of the user's previous 5 items, weighted 1/distance
 RECENT = 3  # the user's last items whose transitions score the next one, weighted 1/2^distance
-CONTEXT_NAMES: tuple[str, ...] = (
-    "log_count", "log_decayed_1d", "log_decayed_14d", "knn_mean", "log_knn", "log_position_count",
-    "log_transitions", "transition_share",
+CONTEXT_NAMES: tuple[str, ...] = (  # "log_share": log(1 + N x the item's share of all such counts)
+    "log_share_count", "log_share_decayed_1d", "log_share_decayed_14d", "knn_mean", "log_knn",
+    "log_share_position", "log_share_transitions", "transition_share",
     *(f"position_is_{n}" for n in range(len(POSITION_EDGES) + 1)),  # the user's bucket, one-hot
 )
 N_CONTEXT = len(CONTEXT_NAMES)
@@ -141,9 +141,9 @@ class ItemStats:
             out[:, :, :3] = shared[None]
             out[:, :, 3] = knn / np.maximum(sizes, 1.0)[:, None]
             out[:, :, 4] = np.log1p(knn)
-            out[:, :, 5] = np.log1p(self.position[buckets])
+            out[:, :, 5] = _log_share(self.position[buckets])
             counts, shares = self._next(recent)
-            out[:, :, 6] = np.log1p(counts)
+            out[:, :, 6] = _log_share(counts)
             out[:, :, 7] = shares
             out[:, :, 8:] = 0.0
             out[np.arange(len(seen)), :, [8 + k for k in buckets]] = 1.0
@@ -167,7 +167,8 @@ class ItemStats:
         """(N, 3) the user-independent features: log counts and log decayed counts as of ``now``."""
         decay = np.zeros(len(self.taus)) if self.now is None else (self.t_ref - self.now) / self.taus
         decayed = self.decayed * np.exp(decay)[:, None]  # (L, N)
-        return np.log1p(np.concatenate([self.counts[None], decayed])).T
+        return _log_share(np.concatenate([self.counts[None], decayed])).T
+
 
     def _knn(self, seen: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, N) sum over seen j of C[i, j] / sqrt(n_i n_j): incremental item-kNN's score."""
@@ -186,3 +187,10 @@ class ItemStats:
                 if idx:
                     out[b] = self.cooc.weighted_rows(idx, inv[idx])
         return out * inv[None, :]
+
+
+def _log_share(counts: np.ndarray) -> np.ndarray:
+    """log(1 + N x share of the row's total): counts grow with the stream, shares do not, so a model trained
+    on an early stretch of the stream reads the features of a later one on the same scale (1 = average)."""
+    total = counts.sum(-1, keepdims=True)
+    return np.log1p(counts * (counts.shape[-1] / np.maximum(total, 1e-12)))

@@ -49,12 +49,24 @@ class MetaRec(nn.Module):
         init_log_lr = math.log(cfg.inner_lr_init)
         self.log_lr_w = nn.Parameter(torch.full((h,), init_log_lr))  # (H,) Meta-SGD step sizes, log scale
         self.log_lr_b = nn.Parameter(torch.tensor(init_log_lr))
+        if cfg.n_context:
+            # With context, popularity reaches the score through the context, which is current. The item
+            # biases, the head's init and the user-feature offset would learn the training log's popularity
+            # instead, which is stale when serving and, inside training, partly the future of a task: they stay
+            # zero (``frozen``) and z . w comes from adaptation alone.
+            self.head_w.data.zero_()
         if cfg.n_context:  # only then: checkpoints of models without context keep their exact tensor set
             # a shared, non-adapted read of the context: how popularity, recency and co-occurrence combine
             # (and differ by the user's position); the adapted weights a personalise on top of it
             self.context_mlp = nn.Sequential(nn.Linear(cfg.n_context, 32), nn.GELU(), nn.Linear(32, 1))
             self.head_a = nn.Parameter(torch.zeros(cfg.n_context))  # (C,) meta-learned init of a
             self.log_lr_a = nn.Parameter(torch.full((cfg.n_context,), init_log_lr))  # (C,)
+
+    def frozen(self) -> list[nn.Parameter]:
+        """Parameters meta-training leaves at their initial value (see ``__init__``)."""
+        if not self.cfg.n_context:
+            return []
+        return [self.item_bias, self.head_w, self.user_proj]
 
     # --- items ----------------------------------------------------------------------------------------------
     def item_vectors(self, drop_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:

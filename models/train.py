@@ -336,7 +336,7 @@ def _optimizer(model: MetaRec) -> torch.optim.Optimizer:
     cfg = model.cfg
     decayed = [model.item_emb, model.feat_proj, *model.tower.parameters()]
     step_sizes = [model.log_lr_w, model.log_lr_b]
-    ids = {id(p) for p in decayed + step_sizes}
+    ids = {id(p) for p in decayed + step_sizes + model.frozen()}
     rest = [p for p in model.parameters() if id(p) not in ids]
     return torch.optim.Adam([
         {"params": decayed, "weight_decay": cfg.weight_decay},
