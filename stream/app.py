@@ -1,9 +1,10 @@
 """Builds the Faust app — topics, the per-user table, the agent — from one Settings object.
 
-The agent is thin: it takes a batch of raw messages, lets ``stream.pipeline`` decide what they mean, asks the
-model worker for everyone's fresh top-K in one micro-batch, writes state and sends. Offsets of a batch are acked
-only after its state writes and sends are handed to the producer, so output is at-least-once, and the event ids
-kept in state make the state effectively-once.
+The agent is thin: it takes a batch of raw messages and hands it to ``stream.handler.BatchHandler``, which lets
+``stream.pipeline`` decide what they mean, asks the model worker for everyone's fresh top-K in one micro-batch,
+writes state and sends, while the agent already takes the next batch. Offsets of a batch are acked only after its
+state writes and sends were acknowledged by the broker, so output is at-least-once, and the event ids kept in
+state make the state effectively-once.
 """
 
 from __future__ import annotations
@@ -12,22 +13,17 @@ import logging
 import os
 import ssl
 import sys
-import time
-from typing import Any, Sequence
+from typing import Any
 
 import faust
 
-from schemas.decode import encode
-from schemas import records
 from stream.faust_compat import UserTable, use_real_highwaters
+from stream.handler import BatchHandler
 from stream.items import install_item_agent
 from stream.metrics import Metrics, install_app_metrics
 from stream.model_worker import ModelWorker
 from stream.output import OutputProducer
-from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, plan_batch
-from stream.pipeline import recommendation
 from stream.settings import Settings
-from stream.state import Limits, UserState, decode_state, encode_state
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +69,18 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         help="Per-user state (msgpack UserState).",
     )
     output = OutputProducer(settings.kafka_config())
-    handler = BatchHandler(settings, worker, metrics, UserTable(table, output), output)
 
     @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
-            try:
-                await handler.handle(events)
-            except Exception:  # noqa: BLE001 - see fail_stop: nothing may ack a batch that was not processed
-                fail_stop(len(events))
+        handler = BatchHandler(settings, worker, metrics, UserTable(table, output), output, stream.ack, fail_stop)
+        try:
+            async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
+                try:
+                    await handler.submit(events)
+                except Exception:  # noqa: BLE001 - see fail_stop: nothing may ack a batch that was not processed
+                    fail_stop(len(events))
+        finally:
+            await handler.drain()  # stopping: finish what was begun, so its offsets are committed
 
     if settings.checkpoint:
         @app.task
@@ -106,90 +105,6 @@ def fail_stop(batch_size: int) -> None:
         handler.flush()
     sys.stderr.flush()
     os._exit(EXIT_BATCH_FAILED)
-
-
-class BatchHandler:
-    """Turns one batch of consumed events into state writes, dead letters and recommendations.
-
-    State goes through the Faust table (RocksDB + changelog); recommendations and dead letters through our own
-    librdkafka producer, flushed before the batch is acked (stream/output.py says why).
-    """
-
-    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, table: UserTable,
-                 output: OutputProducer):
-        self._worker = worker
-        self._metrics = metrics
-        self._table = table
-        self._output = output
-        self._recs_topic = settings.recommendations_topic
-        self._dead_topic = settings.dead_letters_topic
-        self._rules = Rules(
-            limits=Limits(settings.support_size, settings.seen_max, settings.recent_event_ids),
-            max_event_bytes=settings.max_event_bytes,
-            max_future_skew_s=settings.max_future_skew_s,
-        )
-
-    async def handle(self, events: Sequence[Any]) -> None:
-        messages = [
-            RawMessage(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,
-                       e.message.timestamp, e)
-            for e in events
-        ]
-        plan = plan_batch(messages, self._load, self._rules, time.time())
-        for dead in plan.dead:
-            self._send_dead_letter(dead)
-        self._metrics.observe_plan(plan)
-        await self._serve(plan)
-        await self._output.flush()  # every output of the batch acknowledged before its offsets are acked
-        self._table.persist_offsets()
-
-    def _load(self, user_id: str, msg: RawMessage) -> UserState:
-        return decode_state(self._table.get(msg.partition, user_id.encode()))
-
-    async def _serve(self, plan: BatchPlan) -> None:
-        objective = self._worker.model.config.objective
-        wanted = [w for w in plan.users.values() if w.trigger is not None]
-        served = await self._worker.recommend([adapt_request(w.user_id, w.state, objective) for w in wanted])
-        self._worker.observe_losses(served)
-        self._metrics.observe_served([w.state for w in wanted], [s.result for s in served], self._worker.version)
-        by_user = {w.user_id: s for w, s in zip(wanted, served)}
-        for work in plan.users.values():
-            key = work.user_id.encode()
-            if work.deleted:
-                self._output.produce(self._recs_topic, key, None)  # tombstone: forget the old list
-                self._metrics.deletions.inc()
-            result = by_user.get(work.user_id)
-            if result is not None:
-                work.state.head = result.result.head.tobytes()
-                work.state.model_version = result.version
-                work.state.last_recs = list(result.result.items)
-            partition = work.ref.message.partition
-            if work.deleted and result is None and not work.state.recent_ids:
-                self._table.put(partition, key, None)  # deletes from the store and tombstones the changelog
-            else:
-                self._table.put(partition, key, encode_state(work.state))
-            if result is not None:
-                self._send_recommendation(work, result.result.items, result.result.scores, result.version)
-
-    def _send_recommendation(self, work: UserWork, items: list[str], scores: list[float], version: str):
-        assert work.trigger is not None
-        now = time.time()
-        rec = recommendation(work.user_id, items, scores, version, work.trigger, now)
-        self._output.produce(self._recs_topic, work.user_id.encode(), encode(rec))
-        self._metrics.recommendations.labels(model_version=version).inc()
-        self._metrics.latency.observe(max(0.0, now - work.trigger_timestamp))
-
-    def _send_dead_letter(self, dead: DeadLetter) -> None:
-        msg = dead.message
-        headers = [
-            (records.HEADER_REASON, dead.reason.encode()),
-            (records.HEADER_ERROR, dead.detail[:1000].encode("utf-8", "replace")),
-            (records.HEADER_SOURCE_TOPIC, msg.topic.encode()),
-            (records.HEADER_SOURCE_PARTITION, str(msg.partition).encode()),
-            (records.HEADER_SOURCE_OFFSET, str(msg.offset).encode()),
-        ]
-        self._output.produce(self._dead_topic, msg.key, msg.value, headers)
-        self._metrics.dead_letters.labels(reason=dead.reason).inc()
 
 
 def _credentials(settings: Settings) -> Any:

@@ -167,7 +167,10 @@ class UserTable:
         return self._table.data._db_for_partition(partition).get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Write (``None``: delete) the key in the partition's RocksDB and queue its changelog record."""
+        """Write (``None``: delete) the key in the partition's RocksDB and queue its changelog record.
+
+        The database is looked up on every call: Faust closes and reopens partitions' databases on rebalances.
+        """
         db = self._table.data._db_for_partition(partition)
         if value is None:
             db.delete(key)

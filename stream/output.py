@@ -51,11 +51,11 @@ class OutputProducer:
 
         ``track``: remember its offset once acknowledged (:meth:`take_acked`), e.g. for a changelog.
         """
-        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         callback = self._delivered_tracked if track else self._delivered
+        part = -1 if partition is None else partition  # -1: librdkafka's partitioner picks
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback, **extra)
+                self._producer.produce(topic, value, key, part, callback, headers=headers)
                 return
             except BufferError:
                 self._producer.poll(0.1)

@@ -142,11 +142,27 @@ def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, m
     work.trigger_timestamp = msg.timestamp
 
 
+_TARGETS: dict[tuple[int, float | None, str], float | None] = {}
+_TARGETS_MAX = 4096  # distinct (type, value) pairs remembered; a stream repeats a few (ratings, weights)
+
+
+def _target(type_code: int, value: float | None, objective: str) -> float | None:
+    """``event_target``, memoised: it runs for every support event of every served user (50 per user)."""
+    key = (type_code, value, objective)
+    try:
+        return _TARGETS[key]
+    except KeyError:
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        target = _TARGETS[key] = event_target(EVENT_TYPE_NAMES[type_code], value, objective)
+        return target
+
+
 def adapt_request(user_id: str, state: UserState, objective: str) -> AdaptRequest:
     """What the model adapts on: the bounded support set mapped to targets, and the seen items to exclude."""
     support = []
     for s in state.support:
-        target = event_target(EVENT_TYPE_NAMES[s.type_code], s.value, objective)
+        target = _target(s.type_code, s.value, objective)
         if target is not None:
             support.append((s.item_id, target))
     return AdaptRequest(user_id=user_id, support=support, exclude=frozenset(state.seen))

@@ -57,6 +57,7 @@ class Settings:
     take_max: int = 1000
     take_within_s: float = 0.02  # a longer window makes larger batches: more events per CPU-second (bench/)
     commit_interval_s: float = 1.0
+    pipeline_depth: int = 2  # begun batches that may wait for the model and the producer (stream/handler.py)
     fetch_max_wait_ms: int = 10  # longest wait on an empty Fetch; the embedded broker always waits it all out
     max_event_bytes: int = 65536
     max_future_skew_s: float = 86400.0

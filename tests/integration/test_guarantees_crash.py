@@ -89,10 +89,10 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
 
 
 FAILING_WORKER = """
-import stream.app
-async def broken(self, events):
+import stream.handler
+async def broken(self, flight):
     raise RuntimeError("planted failure")
-stream.app.BatchHandler.handle = broken
+stream.handler.BatchHandler.finish = broken
 from stream.cli import main
 main()
 """
