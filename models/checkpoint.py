@@ -1,4 +1,5 @@
-"""A model on disk: ``model.safetensors`` (the tensors) and ``config.json`` (what they mean).
+"""A model on disk: ``model.safetensors`` (the tensors) and ``config.json`` (what they mean), and for a model
+with context features ``stats.safetensors``: the item statistics it was trained up to (absent: empty ones).
 
 Loading never unpickles anything, and a checkpoint is checked against its own configuration before any tensor
 is used: a worker that is handed a truncated, tampered or mismatched folder refuses it with a message that
@@ -14,15 +15,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from models.config import ModelConfig
+from models.item_stats import ItemStats
 from models.metalearner import MetaRec
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
+STATS = "stats.safetensors"
 CONFIG = "config.json"
 FORMAT = "metarec-model"
 FORMAT_VERSION = 1
@@ -40,6 +43,7 @@ class Checkpoint:
     item_ids: list[str]
     version: str
     item_feature_names: list[str]
+    stats: ItemStats | None = None
 
 
 def save_checkpoint(
@@ -48,14 +52,21 @@ def save_checkpoint(
     item_ids: Sequence[str],
     version: str,
     item_feature_names: Sequence[str] = (),
+    stats: ItemStats | None = None,
 ) -> None:
-    """Write the weights, then ``config.json`` last: a folder with a config is a complete model."""
+    """Write the weights (and statistics), then ``config.json`` last: a folder with a config is complete."""
     if len(item_ids) != model.cfg.n_items:
         raise ValueError(f"{len(item_ids)} item ids for a model of {model.cfg.n_items} items")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS), metadata={"format": FORMAT, "version": version})
+    if stats is not None:
+        arrays, stats_meta = stats.to_state()
+        save_file({k: torch.from_numpy(v) for k, v in arrays.items()}, str(folder / STATS),
+                  metadata={"format": FORMAT, "stats": json.dumps(stats_meta)})
+    elif (folder / STATS).exists():
+        (folder / STATS).unlink()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -84,7 +95,25 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     version = meta.get("version")
     if not isinstance(version, str) or not version:
         raise CheckpointError(f"{folder}: config.json has no version string")
-    return Checkpoint(model.to(device).eval(), item_ids, version, names)
+    stats = _read_stats(folder / STATS, cfg) if cfg.n_context else None
+    return Checkpoint(model.to(device).eval(), item_ids, version, names, stats)
+
+
+def _read_stats(path: Path, cfg: ModelConfig) -> ItemStats | None:
+    """The saved item statistics, None if there are none; refused if they do not fit the catalogue."""
+    if not path.exists():
+        log.warning("%s: no item statistics saved; context features start from nothing", path.parent)
+        return None
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = json.loads((f.metadata() or {})["stats"])
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        stats = ItemStats.from_state(arrays, meta)
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable item statistics: {exc}") from None
+    if stats.n_items != cfg.n_items:
+        raise CheckpointError(f"{path}: statistics for {stats.n_items} items, the model has {cfg.n_items}")
+    return stats
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -78,6 +78,45 @@ class ItemStats:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    # --- persistence ----------------------------------------------------------------------------------------
+    def to_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays and JSON-able metadata that ``from_state`` rebuilds this from (saved beside a checkpoint)."""
+        with self._lock:
+            users = list(self.history)
+            arrays = {
+                "counts": self.counts, "n_users_of": self.n_users_of, "decayed": self.decayed,
+                "position": self.position, "out_degree": self.out_degree,
+                "history_items": np.asarray([i for u in users for i in self.history[u]], np.int64),
+                "history_sizes": np.asarray([len(self.history[u]) for u in users], np.int64),
+            }
+            for name in ("cooc", "transitions"):
+                arrays.update({f"{name}_{k}": v for k, v in _pairs(getattr(self, name)).items()})
+            meta = {"n_items": self.n_items, "t_ref": self.t_ref, "now": self.now, "events": self.events,
+                    "users": [str(u) for u in users]}
+        return {k: np.ascontiguousarray(v) for k, v in arrays.items()}, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> "ItemStats":
+        stats = cls(int(meta["n_items"]))
+        for name in ("counts", "n_users_of", "decayed", "position", "out_degree"):
+            if arrays[name].shape != getattr(stats, name).shape:
+                raise ValueError(f"item statistics: {name} is {arrays[name].shape}")
+            setattr(stats, name, arrays[name].astype(np.float64))
+        stats.t_ref, stats.now, stats.events = meta["t_ref"], meta["now"], int(meta["events"])
+        bounds = np.concatenate([[0], np.cumsum(arrays["history_sizes"])])
+        for n, user in enumerate(meta["users"]):
+            items = arrays["history_items"][bounds[n] : bounds[n + 1]].tolist()
+            stats.history[user], stats._has[user] = items, set(items)
+        for name in ("cooc", "transitions"):
+            store = getattr(stats, name)
+            rows, cols, vals = (arrays[f"{name}_{k}"] for k in ("rows", "cols", "vals"))
+            if isinstance(store, DenseCooccurrence):
+                store.counts[rows, cols] = vals
+            else:
+                for r, c, v in zip(rows.tolist(), cols.tolist(), vals.tolist()):
+                    store.add_edges([r], c, [v])
+        return stats
+
     # --- updates --------------------------------------------------------------------------------------------
     def grow(self, extra: int) -> None:
         """Room for ``extra`` new items, which start with no events."""
@@ -194,3 +233,16 @@ def _log_share(counts: np.ndarray) -> np.ndarray:
     on an early stretch of the stream reads the features of a later one on the same scale (1 = average)."""
     total = counts.sum(-1, keepdims=True)
     return np.log1p(counts * (counts.shape[-1] / np.maximum(total, 1e-12)))
+
+
+def _pairs(store: Cooccurrence) -> dict[str, np.ndarray]:
+    """A co-occurrence store as (rows, cols, vals) of its non-zero entries."""
+    if isinstance(store, DenseCooccurrence):
+        rows, cols = np.nonzero(store.counts)
+        return {"rows": rows, "cols": cols, "vals": store.counts[rows, cols].astype(np.float64)}
+    sizes = [len(slots) for slots in store.slot]  # type: ignore[attr-defined]
+    return {
+        "rows": np.repeat(np.arange(len(sizes)), sizes),
+        "cols": np.concatenate([c[:n] for c, n in zip(store.cols, sizes)] or [np.zeros(0, np.int64)]),  # type: ignore[attr-defined]
+        "vals": np.concatenate([v[:n] for v, n in zip(store.vals, sizes)] or [np.zeros(0)]),  # type: ignore[attr-defined]
+    }

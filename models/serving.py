@@ -154,14 +154,14 @@ class Recommender:
         """Load a checkpoint folder; raises ``models.checkpoint.CheckpointError`` if it is unusable."""
         ckpt = load_checkpoint(path)
         return cls(ckpt.model, ckpt.item_ids, version=ckpt.version,
-                   item_feature_names=ckpt.item_feature_names, device=device)
+                   item_feature_names=ckpt.item_feature_names, device=device, stats=ckpt.stats)
 
     def save(self, path: str | Path, version: str | None = None) -> None:
         """Save to ``path``; a given ``version`` names the saved model and, from now on, this one too."""
         if version is not None:
             self.version = version
         snap = self._snap
-        save_checkpoint(path, snap.model, snap.item_ids, self.version, snap.feature_names)
+        save_checkpoint(path, snap.model, snap.item_ids, self.version, snap.feature_names, self._stats)
 
     # --- serving --------------------------------------------------------------------------------------------
     def recommend(

@@ -72,7 +72,8 @@ def test_variants_share_training_and_differ_only_in_the_head(cache):
         m.fit_prefix(plan.prefix)
     base = methods["metarec"].model
     still = methods["metarec-no-adapt"]
-    assert still.model is base and still.steps == 0
+    assert still.model.model is base.model and still.steps == 0  # the same meta-parameters
+    assert still.model.stats is not base.stats  # each variant feeds statistics of its own
     veteran = int(plan.prefix.users[0])
     newcomer = next(u for u in range(plan.log.n_users) if u not in still.support)
 
@@ -84,7 +85,8 @@ def test_variants_share_training_and_differ_only_in_the_head(cache):
     assert not np.allclose(scores(methods["metarec"], veteran), scores(methods["metarec"], newcomer))
     tuned = methods["metarec-finetune"].model.model
     assert torch.count_nonzero(tuned.head_w) == 0
-    assert torch.allclose(tuned.step_sizes()["w"], torch.full_like(tuned.head_w, TINY.finetune_lr))
+    lrs = tuned.step_sizes()["w"]
+    assert torch.allclose(lrs, torch.full_like(lrs, TINY.finetune_lr))
     for name in ("item_emb", "feat_proj"):  # the same trained item tower for all three
         assert torch.equal(getattr(tuned, name), getattr(base.model, name))
     assert methods["metarec-finetune"].trained is methods["metarec"].trained  # trained once

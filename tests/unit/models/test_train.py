@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from models.data.events import EVENT_TYPES
 from models.data.synthetic import generate
 from models.serving import AdaptRequest
 from models.targets import event_target
+from models.task_context import attach_context
 from models.train import default_config, meta_train, outer_loss, sample_tasks, user_tracks
 from tests.unit.models.conftest import small_config
 
@@ -54,7 +56,9 @@ def test_adaptation_on_three_events_beats_the_meta_init_for_held_out_users(world
 def test_meta_training_lowers_the_query_loss_of_fresh_tasks(world):
     untrained = meta_train(world.train, small_config(world.train), steps=1, batch_users=32, seed=0)
     cfg = world.model.config
-    tasks = sample_tasks(user_tracks(world.train, cfg.objective), 48, cfg, np.random.default_rng(123))
+    log = world.train.sorted_by_time()
+    tasks = sample_tasks(user_tracks(log, cfg.objective), 48, cfg, np.random.default_rng(123))
+    (tasks,), _stats = attach_context(log, [tasks], cfg.n_items)
     with torch.no_grad():
         before = outer_loss(untrained.model.train(), tasks, torch.Generator().manual_seed(0))
         after = outer_loss(world.model.model.train(), tasks, torch.Generator().manual_seed(0))
@@ -98,8 +102,8 @@ def test_rating_objective_predicts_on_the_rating_scale_and_adapts_toward_a_users
     log = generate(n_users=200, n_items=60, n_categories=4, mean_events=30, seed=2)
     rated = log.take(np.flatnonzero(log.types == EVENT_TYPES.index("rating")))
     rated.explicit = True
-    cfg = small_config(rated)
-    assert cfg.objective == "rating"
+    cfg = replace(default_config(rated, 0, "rating"), dim=32, head_dim=32, max_support=20)
+    assert cfg.objective == "rating" and cfg.n_context == 0
     model = meta_train(rated, cfg, steps=30, batch_users=16, seed=0)
     fan = AdaptRequest("fan", [(i, 5.0) for i in rated.item_ids[:6]], frozenset())
     critic = AdaptRequest("critic", [(i, 1.0) for i in rated.item_ids[:6]], frozenset())
@@ -114,3 +118,4 @@ def test_default_config_follows_the_data():
     log = generate(n_users=30, n_items=40, n_categories=4, mean_events=5, seed=0)
     cfg = default_config(log)
     assert cfg.objective == "implicit" and cfg.n_items == 40 and cfg.n_item_features == 4
+    assert cfg.n_context > 0 and default_config(log, objective="rating").n_context == 0

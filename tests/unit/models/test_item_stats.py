@@ -1,0 +1,87 @@
+"""Item statistics and context features: what they count, that training's features never see a task's query
+(or anything after it), and that saving and observing behave as the worker needs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.data.synthetic import generate
+from models.eval.baselines import ItemKNN
+from models.item_stats import CONTEXT_NAMES, N_CONTEXT, ItemStats, position_bucket
+from models.serving import AdaptRequest
+from models.task_context import SNAPSHOT_EVERY, attach_context, replay_stats
+from models.train import default_config, sample_tasks, user_tracks
+
+
+def small_log():
+    return generate(n_users=80, n_items=40, n_categories=4, mean_events=12, seed=3).sorted_by_time()
+
+
+def test_knn_feature_is_item_knn_and_counts_are_counted():
+    log = small_log()
+    stats = replay_stats(log)
+    knn = ItemKNN()
+    knn.fit_prefix(log)
+    user = int(log.users[-1])
+    seen = sorted(set(log.items[log.users == user].tolist()))
+    ctx = stats.context([seen], [seen[-3:]])[0]  # (N, C)
+    assert ctx.shape == (log.n_items, N_CONTEXT) == (log.n_items, len(CONTEXT_NAMES))
+    np.testing.assert_allclose(np.expm1(ctx[:, CONTEXT_NAMES.index("log_knn")]), knn.scores(user), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_array_equal(stats.counts, np.bincount(log.items, minlength=log.n_items))
+    assert ctx[0, CONTEXT_NAMES.index(f"position_is_{position_bucket(len(seen))}")] == 1.0
+
+
+def test_task_context_comes_only_from_events_before_the_cut():
+    """Rewriting every event from a task's first query on must not change the task's features; rewriting one
+    event just before its snapshot must (the check can fail)."""
+    log = small_log()
+    cfg = default_config(log)
+    tasks = sample_tasks(user_tracks(log, cfg.objective), 32, cfg, np.random.default_rng(0))
+    (with_ctx,), _ = attach_context(log, [tasks], log.n_items)
+    row = int(np.argmax(tasks.cut_at.numpy()))
+    cut = int(tasks.cut_at[row])
+    assert cut >= SNAPSHOT_EVERY and tasks.qry_mask[row].any()
+    future = log.take(np.arange(len(log)))
+    future.items = future.items.copy()
+    future.items[cut:] = np.random.default_rng(1).integers(0, log.n_items, len(log) - cut)
+    (changed,), _ = attach_context(future, [tasks], log.n_items)
+    np.testing.assert_array_equal(changed.context[row].numpy(), with_ctx.context[row].numpy())
+    past = log.take(np.arange(len(log)))
+    past.items = past.items.copy()
+    snapshot = cut - cut % SNAPSHOT_EVERY
+    past.items[snapshot - 1] = (past.items[snapshot - 1] + 1) % log.n_items
+    (moved,), _ = attach_context(past, [tasks], log.n_items)
+    assert not np.array_equal(moved.context[row].numpy(), with_ctx.context[row].numpy())
+
+
+def test_saved_statistics_give_the_same_features():
+    log = small_log()
+    stats = replay_stats(log)
+    arrays, meta = stats.to_state()
+    back = ItemStats.from_state(arrays, meta)
+    seen, recent = [[0, 3, 5], []], [[5, 3], []]
+    np.testing.assert_array_equal(back.context(seen, recent), stats.context(seen, recent))
+    user = log.user_ids[int(log.users[0])]
+    assert back.history[user] == stats.history[user]
+
+
+def test_observed_events_move_a_new_users_list(world, tmp_path):
+    world.model.save(tmp_path / "m")
+    model = type(world.model).load(tmp_path / "m")  # a copy: the shared model's statistics stay as they are
+    assert model.stats is not None and model.stats.events == world.model.stats.events
+    target = model.item_ids[-1]
+    before = model.recommend([AdaptRequest("newcomer", [], frozenset())], 5)[0].items
+    model.observe([(f"fan{n}", target, float(world.log.ts.max()) + n) for n in range(300)])
+    after = model.recommend([AdaptRequest("newcomer", [], frozenset())], 5)[0].items
+    assert target not in before and target in after
+
+
+@pytest.mark.parametrize("extra", [1, 3])
+def test_growing_the_catalogue_keeps_counts(extra):
+    stats = replay_stats(small_log())
+    counts = stats.counts.copy()
+    stats.grow(extra)
+    assert stats.context([[0]], [[0]]).shape[1] == len(counts) + extra
+    np.testing.assert_array_equal(stats.counts[: len(counts)], counts)
