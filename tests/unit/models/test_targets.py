@@ -26,10 +26,10 @@ def test_implicit_weights_grow_with_commitment_and_stay_in_unit_interval():
     assert event_target("play", 120.0, "implicit") == 1.0
 
 
-def test_implicit_ratings_are_positives_only_when_high():
-    assert event_target("rating", 2.0, "implicit") is None
+def test_implicit_ratings_are_positives_weighted_by_stars():
+    assert event_target("rating", 0.5, "implicit") is None
     assert event_target("rating", None, "implicit") is None
-    low, high = event_target("rating", 3.0, "implicit"), event_target("rating", 5.0, "implicit")
+    low, high = event_target("rating", 2.0, "implicit"), event_target("rating", 5.0, "implicit")
     assert low is not None and high == 1.0 and 0 < low < high
 
 
