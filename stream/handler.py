@@ -82,6 +82,7 @@ class BatchHandler:
         )
         self._inflight: dict[str, _Shared] = {}
         self._rec_counters: dict[str, Any] = {}
+        self._serial = settings.pipeline_depth < 1  # 0: finish each batch before taking the next
         self._queue: asyncio.Queue[Flight] = asyncio.Queue(maxsize=max(1, settings.pipeline_depth))
         self._finisher: asyncio.Task | None = None
 
@@ -91,6 +92,9 @@ class BatchHandler:
         for event in events:
             event.message.incref()  # released by the finisher's ack, not by take_events'
         flight = self.begin(events)
+        if self._serial:
+            await self._finish_one(flight)
+            return
         if self._finisher is None:
             self._finisher = asyncio.ensure_future(self._finish_all())
         await self._queue.put(flight)
@@ -130,12 +134,16 @@ class BatchHandler:
         while True:
             flight = await self._queue.get()
             try:
-                await self.finish(flight)
-            except Exception:  # noqa: BLE001 - nothing of this batch was acked: stop before anything is
-                self._on_failure(len(flight.events))
-                raise
+                await self._finish_one(flight)
             finally:
                 self._queue.task_done()
+
+    async def _finish_one(self, flight: Flight) -> None:
+        try:
+            await self.finish(flight)
+        except Exception:  # noqa: BLE001 - nothing of this batch was acked: stop before anything is
+            self._on_failure(len(flight.events))
+            raise
 
     async def drain(self) -> None:
         """Wait until every begun batch is finished and acked (on shutdown, so its offsets get committed)."""

@@ -22,6 +22,8 @@ from stream.state import (
     apply_interaction,
     encode_state,
     history_bucket,
+    is_redelivery,
+    mark_applied,
 )
 
 
@@ -120,24 +122,49 @@ def _decode(msg: RawMessage, rules: Rules, now: float) -> Interaction | UserAttr
     return event
 
 
+def _source(topic: str, partition: int) -> str:
+    key = (topic, partition)
+    source = _SOURCES.get(key)
+    if source is None:
+        source = _SOURCES[key] = f"{topic}:{partition}"
+    return source
+
+
+_SOURCES: dict[tuple[str, int], str] = {}
+
+
 def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, msg: RawMessage,
            limits: Limits) -> None:
+    """Apply one event to the user's state, unless its offset says it was applied before (a redelivery).
+
+    The offset check is exact for events redelivered by Kafka after a crash; the event-id window in the state
+    catches the same event produced twice (at two offsets).
+    """
+    source = _source(msg.topic, msg.partition)
+    redelivered = is_redelivery(work.state, source, msg.offset, event.ts)
     if isinstance(event, UserDeletion):
-        work.state = UserState()
-        work.deleted = True
-        work.trigger = None
+        if not redelivered:
+            work.state = UserState(offsets=work.state.offsets)
+            mark_applied(work.state, source, msg.offset)
+            work.deleted = True
+            work.trigger = None
         return
     if isinstance(event, UserAttributes):
-        apply_attributes(work.state, event, limits)
+        if not redelivered:
+            apply_attributes(work.state, event, limits)
+            mark_applied(work.state, source, msg.offset)
         return
     before = work.state.interactions
     last_recs = work.state.last_recs
-    if apply_interaction(work.state, event, limits):
+    if redelivered:
+        work.duplicates += 1
+    elif apply_interaction(work.state, event, limits):
         work.applied += 1
         if last_recs:
             work.hits.append((history_bucket(before), event.item_id in last_recs))
     else:
         work.duplicates += 1
+    mark_applied(work.state, source, msg.offset)
     work.trigger = event
     work.trigger_timestamp = msg.timestamp
 

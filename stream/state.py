@@ -43,6 +43,9 @@ class UserState(msgspec.Struct, array_like=True):
     model_version: str = ""
     last_recs: list[str] = msgspec.field(default_factory=list)  # the last list we sent
     attributes: dict[str, str | float | bool] = msgspec.field(default_factory=dict)
+    # per source "topic:partition", the offset of the last event applied from it: a user's events come from one
+    # partition in offset order, so anything at or below it is a redelivery, however long ago it was applied
+    offsets: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,21 @@ def encode_state(state: UserState) -> bytes:
 def decode_state(raw: bytes | None) -> UserState:
     """A stored state, or a fresh one for a user we have never seen."""
     return UserState() if not raw else _decoder.decode(raw)
+
+
+def is_redelivery(state: UserState, source: str, offset: int, ts: float) -> bool:
+    """True if the event at ``offset`` of ``source`` was already applied (exact, unlike the id window).
+
+    An applied event is never newer than ``last_ts`` (the newest applied), so the time test never lets a true
+    redelivery through; it keeps a topic that was deleted and recreated (offsets from 0 again, as on every
+    start of the memory-only embedded broker) from having its new events taken for old ones.
+    """
+    return 0 <= offset <= state.offsets.get(source, -1) and ts <= state.last_ts
+
+
+def mark_applied(state: UserState, source: str, offset: int) -> None:
+    if offset > state.offsets.get(source, -1):
+        state.offsets[source] = offset
 
 
 def is_duplicate(state: UserState, event_id: str) -> bool:

@@ -108,3 +108,34 @@ def test_adapt_request_excludes_every_seen_item():
     request = adapt_request("a", state, "implicit")
     assert set(request.exclude) == {f"i{i}" for i in range(5)}
     assert [item for item, _ in request.support] == [f"i{i}" for i in range(5)]
+
+
+def test_a_redelivery_longer_than_the_id_window_is_still_counted_once():
+    """Kafka redelivers everything after the last commit, which can be more of one user's events than the
+    event-id window holds: the offsets applied per partition catch them all."""
+    rules = Rules(limits=Limits(recent_ids=4))
+    first = plan_batch([ev(i) for i in range(10)], lambda u, m: UserState(), rules, NOW)
+    state = first.users["u1"].state
+    assert state.interactions == 10 and len(state.recent_ids) == 4
+    again = plan_batch([ev(i) for i in range(12)], lambda u, m: state, rules, NOW)
+    assert again.users["u1"].state.interactions == 12  # only offsets 10 and 11 are new
+    assert again.duplicates == 10 and again.processed == 2
+
+
+def test_a_redelivered_deletion_does_not_wipe_what_came_after_it():
+    deletion = msg(encode(UserDeletion(event_id="d", user_id="u1", ts=TS + 5)), b"u1", 5)
+    first = plan_batch([ev(1), ev(2), deletion, ev(6)], lambda u, m: UserState(), Rules(), NOW)
+    state = first.users["u1"].state
+    assert state.interactions == 1 and state.last_event_id == "e6"
+    again = plan_batch([deletion, ev(6)], lambda u, m: state, Rules(), NOW)
+    assert not again.users["u1"].deleted and again.users["u1"].state.interactions == 1
+
+
+def test_a_recreated_topic_is_not_taken_for_a_redelivery():
+    """Offsets start from 0 again in a recreated topic (the embedded broker forgets its topics): newer events
+    at old offsets are applied."""
+    first = plan_batch([ev(i) for i in range(5)], lambda u, m: UserState(), Rules(), NOW)
+    state = first.users["u1"].state
+    newer = Interaction(event_id="n0", user_id="u1", item_id="x", type="click", ts=TS + 100)
+    again = plan_batch([msg(encode(newer), b"u1", 0)], lambda u, m: state, Rules(), NOW)
+    assert again.processed == 1 and again.users["u1"].state.interactions == 6
