@@ -22,6 +22,7 @@ class ModelConfig:
     n_item_features: int = 0  # item side features (multi-hot categories, ...); 0 = ids only
     n_user_features: int = 0  # user side features offsetting the head's init; 0 = none
     n_context: int = 0  # C: stream context features per (user, item) (models.item_stats); 0 = none
+    adapt_taste: bool = True  # adapt the taste vector w; False: only b and the context weights a adapt
     dim: int = 64  # item id embedding / feature projection width
     head_dim: int = 64  # H: width of the item vectors z_i and of the user head w
     inner_steps: int = 5  # gradient steps of per-user adaptation

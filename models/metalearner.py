@@ -112,6 +112,8 @@ class MetaRec(nn.Module):
     def step_sizes(self) -> Head:
         """Meta-SGD's per-parameter learning rates {"w": (H + C,), "b": ()}, kept positive by a log scale."""
         log_lr_w = self.log_lr_w
+        if not self.cfg.adapt_taste:  # a step size of exactly zero: w stays at its init
+            log_lr_w = torch.full_like(log_lr_w, float("-inf"))
         if self.cfg.n_context:
             log_lr_w = torch.cat([log_lr_w, self.log_lr_a])  # (H + C,)
         return {"w": log_lr_w.exp(), "b": self.log_lr_b.exp()}

@@ -81,6 +81,8 @@ def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit") -
         # short history moves the head less (both measured on ML-100K's warm-up, bench/results/stream-*)
         id_dropout=0.95 if objective == "implicit" else ModelConfig.id_dropout,
         support_prior=16.0 if objective == "implicit" else ModelConfig.support_prior,
+        # adapt_taste stays True here: on planted tastes it is what adaptation is for; the stream evaluation
+        # chooses it on the warm-up (models.eval.metarec_methods.choose_taste)
         objective=objective,
         rating_min=lo,
         rating_max=hi,

@@ -58,6 +58,8 @@ class Schedule:
     objective: str | None = "implicit"  # the ranking model's objective (None: the trainer's default)
     rating_model: bool = True  # on explicit data, also meta-train a rating model for MAE/RMSE
     stats_every: int = 32  # learned events between updates of the item statistics
+    adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
+    choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
 
 
 class TrainingCache:
@@ -70,17 +72,18 @@ class TrainingCache:
     def __init__(self, size: int = 32) -> None:
         self.size = size
         self._models: OrderedDict[tuple, Recommender] = OrderedDict()
+        self.choices: dict[tuple, bool] = {}  # warm-up choices of adapt_taste, by events and schedule
 
     def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
-            init_key: tuple | None, objective: str | None = None) -> tuple[Recommender, tuple]:
-        digest = hashlib.blake2b(digest_size=16)
-        for arr in (events.users, events.items, events.ts, events.values, events.types):
-            digest.update(np.ascontiguousarray(arr).tobytes())
-        key = (events.name, events.n_items, digest.hexdigest(), steps, seed, init_key, objective)
+            init_key: tuple | None, objective: str | None = None,
+            adapt_taste: bool | None = None) -> tuple[Recommender, tuple]:
+        key = (*digest(events), steps, seed, init_key, objective, adapt_taste)
         if key not in self._models:
             cfg = None
             if init is None and objective is not None:
                 cfg = default_config(events, seed, objective)
+                if adapt_taste is not None:
+                    cfg = replace(cfg, adapt_taste=adapt_taste)
             self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
@@ -89,6 +92,14 @@ class TrainingCache:
 
 
 CACHE = TrainingCache()
+
+
+def digest(events: EventLog) -> tuple:
+    """What identifies a log's events for caching: name, catalogue size, a hash of the columns."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (events.users, events.items, events.ts, events.values, events.types):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return events.name, events.n_items, h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -154,6 +165,9 @@ class MetarecMethod:
         for u, i, v, t, ts in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist(),
                                   log_.types.tolist(), log_.ts.tolist()):
             self._remember(u, i, v, t, ts)
+        self.adapt_taste = self.schedule.adapt_taste
+        if self.adapt_taste is None and self.schedule.choose_taste and self.schedule.objective == "implicit":
+            self.adapt_taste = choose_taste(log_, self.seed, self.schedule, self.cache)
         self._train(self.schedule.steps, init=None)
 
     def _seen_log(self) -> EventLog:
@@ -166,7 +180,7 @@ class MetarecMethod:
         previous = getattr(self, "key", None)
         events = self._seen_log()
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
-                                           self.schedule.objective)
+                                           self.schedule.objective, self.adapt_taste)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
         self.unobserved = []  # the new model's statistics hold every event learned so far
@@ -273,3 +287,26 @@ class MetarecMethod:
 def build_metarec(variant: str, seed: int = 0, schedule: Schedule | None = None) -> MetarecMethod:
     """A fresh metarec method; the schedule defaults to ``Schedule()``."""
     return MetarecMethod(variant, seed, schedule or Schedule())
+
+
+def choose_taste(log_: EventLog, seed: int, schedule: Schedule, cache: TrainingCache) -> bool:
+    """Whether to adapt the taste vector, decided on the warm-up alone, as a user could: meta-train each way
+    on its first 80% and replay its last 20% in stream order; the better HR@10 wins (ties: adapt).
+
+    Taste adaptation is what finds planted tastes (the synthetic stream); on MovieLens it overfit the item
+    vectors to the training users and the context weights did better alone.
+    """
+    from models.eval.stream_protocol import plan_stream, replay
+
+    key = (*digest(log_), seed, schedule.steps)
+    if key not in cache.choices:
+        plan = plan_stream(log_, 0.8)
+        hr = {}
+        for option in (True, False):
+            trial = replace(schedule, adapt_taste=option, choose_taste=False, rating_model=False,
+                            retrain_every=len(log_))
+            hr[option] = replay(MetarecMethod("metarec", seed, trial, cache), plan).summary()["hr@10"]["all"]
+        cache.choices[key] = hr[True] >= hr[False]
+        log.info("warm-up choice: adapt_taste=%s (HR@10 %.4f adapting the taste, %.4f not)",
+                 cache.choices[key], hr[True], hr[False])
+    return cache.choices[key]
