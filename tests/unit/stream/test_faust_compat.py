@@ -61,3 +61,22 @@ def test_a_partition_that_never_answers_keeps_its_reported_end(monkeypatch: pyte
     monkeypatch.setattr(faust_compat, "Consumer", fake_consumer({0: 7}, []))
     reported = {TP(CHANGELOG, 0): 3, TP(CHANGELOG, 1): 5}
     assert faust_compat.real_end_offsets({}, reported, timeout_s=0.05) == {TP(CHANGELOG, 0): 7, TP(CHANGELOG, 1): 5}
+
+
+def test_the_worker_consumer_waits_on_an_empty_fetch_only_as_long_as_the_settings_say():
+    """Faust builds its aiokafka consumer with a fixed 1.5 s fetch wait, which the embedded broker always
+    waits out: every event would sit there for up to 1.5 s before the worker saw it."""
+    import asyncio
+
+    import faust
+
+    async def build() -> int:
+        app = faust.App("fetch-wait", broker="kafka://127.0.0.1:1", web_enabled=False, autodiscover=False)
+        faust_compat.use_real_highwaters(app, {}, fetch_max_wait_ms=7)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(build()) == 7
