@@ -162,8 +162,10 @@ class UserTable:
         self._table = table
         self._output = output
         self.changelog_topic: str = table.changelog_topic.get_topic_name()
+        self._sensors = table.app.sensors
 
     def get(self, partition: int, key: bytes) -> bytes | None:
+        self._sensors.on_table_get(self._table, key)  # what Faust's own table reports (the dashboard's panel)
         return self._table.data._db_for_partition(partition).get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
@@ -174,8 +176,10 @@ class UserTable:
         db = self._table.data._db_for_partition(partition)
         if value is None:
             db.delete(key)
+            self._sensors.on_table_del(self._table, key)
         else:
             db.put(key, value)
+            self._sensors.on_table_set(self._table, key, value)
         self._output.produce(self.changelog_topic, key, value, partition=partition, track=True)
 
     def persist_offsets(self) -> None:
