@@ -224,7 +224,10 @@ def dp_meta_train(
 ) -> tuple[Recommender, DPReport]:
     """Meta-train on ``log_`` with user-level DP; returns the model and the privacy it spent."""
     dp = dp or DPConfig()
-    cfg = cfg or default_config(log_, seed)
+    cfg = cfg or default_config(log_, seed, "rating" if log_.explicit else "implicit", context=False)
+    if cfg.n_context:
+        raise ValueError("differentially private training takes no context features (n_context=0): item "
+                         "statistics count everyone's events without noise")
     model = _fresh_model(log_, cfg, seed)
     tracks: list[Track] = user_tracks(log_, cfg.objective)
     if not tracks:

@@ -61,13 +61,16 @@ class TaskBatch:
     context: Tensor | None = None  # (B, N, C) context features as of before the cut (models.task_context)
 
 
-def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit") -> ModelConfig:
+def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit",
+                   context: bool = True) -> ModelConfig:
     """A config sized for ``log_``: its catalogue and side features.
 
     Ranking is what is served, so the default objective is "will interact" (implicit) on explicit data too: a
     rating head ranks well-rated niche items no one picks next. ``objective="rating"`` gives a rating model
-    (for rating predictions), which uses no context features.
+    (for rating predictions), which uses no context features; ``context=False`` gives none either (item
+    statistics are counts of everyone's events: differentially private training must not read them).
     """
+    context = context and objective == "implicit"
     lo, hi = 1.0, 5.0
     if objective == "rating":
         vals = log_.values[np.isfinite(log_.values)]
@@ -76,11 +79,11 @@ def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit") -
         n_items=log_.n_items,
         n_item_features=0 if log_.item_features is None else log_.item_features.shape[1],
         n_user_features=0 if log_.user_features is None else log_.user_features.shape[1],
-        n_context=N_CONTEXT if objective == "implicit" else 0,
+        n_context=N_CONTEXT if context else 0,
         # with context, ids matter less than what the stream says: most items train features-only, and a
         # short history moves the head less (both measured on ML-100K's warm-up, bench/results/stream-*)
-        id_dropout=0.95 if objective == "implicit" else ModelConfig.id_dropout,
-        support_prior=16.0 if objective == "implicit" else ModelConfig.support_prior,
+        id_dropout=0.95 if context else ModelConfig.id_dropout,
+        support_prior=16.0 if context else ModelConfig.support_prior,
         # adapt_taste stays True here: on planted tastes it is what adaptation is for; the stream evaluation
         # chooses it on the warm-up (models.eval.metarec_methods.choose_taste)
         objective=objective,

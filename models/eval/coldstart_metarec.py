@@ -101,7 +101,8 @@ class MetarecColdStart:
         s = self.settings
         trainer_log, kept = training_log(train_log, s.order, self.seed)
         cfg = replace(
-            default_config(trainer_log, self.seed),
+            default_config(trainer_log, self.seed, "rating" if trainer_log.explicit else "implicit",
+                           context=False),  # the split's tasks are not a stream: no item statistics
             max_support=s.max_support,
             query_size=s.query_size,
             **s.config,

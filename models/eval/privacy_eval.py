@@ -57,7 +57,7 @@ class PrivacySetup:
 
 def _dp_recipe(epsilon: float, setup: PrivacySetup, reports: dict[str, DPReport], name: str) -> Callable:
     def train(prefix: EventLog) -> Recommender:
-        cfg = default_config(prefix, setup.seed)
+        cfg = default_config(prefix, setup.seed, "rating" if prefix.explicit else "implicit", context=False)
         dp = DPConfig(
             clip=setup.clip, expected_batch=setup.expected_batch, delta=setup.delta, target_epsilon=epsilon
         )
@@ -71,7 +71,7 @@ def _plain_recipe(setup: PrivacySetup) -> Callable:
     def train(prefix: EventLog) -> Recommender:
         return meta_train(
             prefix,
-            default_config(prefix, setup.seed),
+            default_config(prefix, setup.seed, "rating" if prefix.explicit else "implicit", context=False),
             steps=setup.steps,
             batch_users=setup.expected_batch,
             seed=setup.seed,

@@ -69,7 +69,7 @@ def objective_for(log_: EventLog) -> str:
 
 def _config(log_: EventLog, objective: str, setup: TransferSetup) -> ModelConfig:
     """The trainer's default config for ``log_``, without user features, in ``objective``."""
-    base = default_config(log_, setup.seed)
+    base = default_config(log_, setup.seed, objective, context=False)  # item statistics do not transfer
     lo, hi = base.rating_min, base.rating_max
     if objective == "rating" and not log_.explicit:
         raise ValueError(f"{log_.name} has no ratings to train the rating objective on")

@@ -36,7 +36,7 @@ def setting():
     )
     log.values[log.users == 0] = 500.0
     cfg = replace(
-        default_config(log),
+        default_config(log, context=False),
         dim=8,
         head_dim=8,
         objective="rating",
