@@ -151,6 +151,7 @@ class BatchHandler:
 
     async def finish(self, flight: Flight) -> None:
         served: list[Served] = await flight.served if flight.served is not None else []
+        self._learn(flight.plan)
         if served:
             self._worker.observe_losses(served)
             self._metrics.observe_served([w.state for w in flight.wanted], [s.result for s in served],
@@ -172,6 +173,14 @@ class BatchHandler:
         self._release(flight.plan)
         for event in flight.events:
             await self._ack(event)
+
+    def _learn(self, plan: BatchPlan) -> None:
+        """Count the batch's new interactions into the model's item statistics, after ranking for them (test,
+        then train, as in the evaluation). A no-op for a model without context features."""
+        events = [(w.user_id, item, ts) for w in plan.users.values() for item, ts in w.learned]
+        if events:
+            events.sort(key=lambda e: e[2])
+            self._worker.model.observe(events)
 
     def _release(self, plan: BatchPlan) -> None:
         for user_id in plan.users:

@@ -60,6 +60,7 @@ class UserWork:
     trigger_timestamp: float = 0.0  # Kafka timestamp of the trigger's message
     deleted: bool = False  # a deletion happened in this batch (state restarts empty after it)
     applied: int = 0  # interactions newly counted into state
+    learned: list[tuple[str, float]] = field(default_factory=list)  # (item, ts) of each of those, in order
     duplicates: int = 0
     hits: list[tuple[str, bool]] = field(default_factory=list)  # (history bucket, hit) per new interaction
 
@@ -160,6 +161,7 @@ def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, m
         work.duplicates += 1
     elif apply_interaction(work.state, event, limits):
         work.applied += 1
+        work.learned.append((event.item_id, event.ts))
         if last_recs:
             work.hits.append((history_bucket(before), event.item_id in last_recs))
     else:

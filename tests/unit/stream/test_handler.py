@@ -166,3 +166,20 @@ def test_flush_reports_messages_the_broker_never_acknowledged():
     output.produce("t", b"k", b"v")
     with pytest.raises(DeliveryError, match="refused"):
         asyncio.run(output.flush())
+
+
+def test_a_finished_batch_is_counted_into_the_item_statistics(parts):
+    """Context features read item statistics: the worker must feed them what it learns, once per new event."""
+    settings, worker, metrics = parts
+    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
+    worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v2"))
+    before = worker.model.stats.events
+    table, output = MemoryTable(), RecordingOutput()
+    handler = make_handler(parts, table, output, [], [])
+
+    async def run():
+        await handler.finish(handler.begin([event("u", 0, 0), event("v", 1, 1), event("u", 2, 2)]))
+        await handler.finish(handler.begin([event("u", 2, 2)]))  # a redelivery teaches nothing new
+
+    asyncio.run(run())
+    assert worker.model.stats.events - before == 3
