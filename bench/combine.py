@@ -1,6 +1,6 @@
-"""One results file from a baseline run and a final run of :mod:`bench.throughput` (run at the same time, each
-with its own broker, so both met the same machine load): the final run's figures at the top level, both runs
-kept whole, and the before/after ratios that a noisy shared machine cannot fake.
+"""One results file from a baseline run and a final run of :mod:`bench.throughput`: the final run's figures at
+the top level, both runs kept whole, and the before/after ratios (CPU-normalised ones are the least sensitive to
+what else the shared machine was doing).
 
     .venv/bin/python -m bench.combine var/bench/throughput-baseline.json var/bench/throughput-final.json
 """
@@ -71,10 +71,10 @@ def main(argv: list[str]) -> None:
     out = {k: after[k] for k in TOP_LEVEL if k in after}
     out["after_over_before"] = compare(before, after)
     out["note"] = (
-        "baseline = the stream/ and models/serving.py code before the speed work (commit 2ae2896 for "
-        "stream/, the serving.py before adapt_forward), final = this commit; both runs at the same "
-        "time on the same machine, each with its own embedded broker, so each had about half of "
-        "what the other tenants left: compare them by the ratios, read absolute figures as lower bounds"
+        "baseline = the code at the start of the speed work (see each run's args and machine), final = this "
+        "commit; each run alone on the machine with its own embedded broker, but the machine is shared and "
+        "its load differed (machine.loadavg_at_end): compare by the in-run ratios (ratio to the passthrough, "
+        "events per worker CPU-second), and read absolute figures as lower bounds"
     )
     out["runs"] = {"baseline": before, "final": after}
     write_results(RESULTS / "throughput.json", out)

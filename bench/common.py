@@ -213,14 +213,18 @@ def zipf_events(
 
 # --- a small trained model ----------------------------------------------------------------------------------
 def train_checkpoint(
-    root: Path, *, n_items: int, steps: int, seed: int = 0, time_budget_s: float = 120.0
+    root: Path, *, n_items: int, steps: int, seed: int = 0, time_budget_s: float = 120.0, context: bool = True
 ) -> Path:
-    """Meta-train a small model on the synthetic world, publish it under ``root``; reused while it loads."""
+    """Meta-train a small model on the synthetic world, publish it under ``root``; reused while it loads.
+
+    ``context``: with the stream context features (the default model of ``metarec train``), or without.
+    """
     from models.data.synthetic import generate
     from models.serving import Recommender
-    from models.train import meta_train
+    from models.train import default_config, meta_train
     from stream.versions import publish, resolve
 
+    root = root if context else root.with_name(f"{root.name}-nocontext")
     marker = root / f"bench-{n_items}-{steps}-{seed}.done"
     if marker.exists():
         try:
@@ -231,7 +235,8 @@ def train_checkpoint(
             marker.unlink()
     world = generate(seed=seed + 1, n_users=2000, n_items=n_items, mean_events=30)
     started = time.perf_counter()
-    model = meta_train(world, steps=steps, time_budget_s=time_budget_s, seed=seed)
+    cfg = default_config(world, seed, context=context)
+    model = meta_train(world, cfg, steps=steps, time_budget_s=time_budget_s, seed=seed)
     publish(root, model)
     marker.write_text(f"trained in {time.perf_counter() - started:.1f}s\n")
     return root

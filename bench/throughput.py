@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=1000, help="catalogue size of the bench model")
     p.add_argument("--user-exponent", type=float, default=0.9)
     p.add_argument("--train-steps", type=int, default=150)
+    p.add_argument("--no-context", action="store_true", help="serve a model without stream context features")
     p.add_argument("--rates", default="100,1000,5000", help="offered loads for the latency phases, events/s")
     p.add_argument("--latency-s", type=float, default=20.0, help="seconds per latency phase")
     p.add_argument("--partitions", type=int, default=4)
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     checkpoint = None
     if not args.passthrough_only:
-        checkpoint = train_checkpoint(args.cache / "model", n_items=args.items, steps=args.train_steps)
+        checkpoint = train_checkpoint(args.cache / "model", n_items=args.items, steps=args.train_steps,
+                                      context=not args.no_context)
     with tempfile.TemporaryDirectory(prefix="metarec-bench-") as tmp:
         with EmbeddedBroker() as broker:
             settings = fresh_settings(broker.bootstrap, args.partitions)
