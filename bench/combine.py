@@ -2,7 +2,8 @@
 the top level, both runs kept whole, and the before/after ratios (CPU-normalised ones are the least sensitive to
 what else the shared machine was doing).
 
-    .venv/bin/python -m bench.combine var/bench/throughput-baseline.json var/bench/throughput-final.json
+    .venv/bin/python -m bench.combine var/bench/baseline-throughput.json var/bench/throughput-final.json \
+        var/bench/throughput-final-nocontext.json
 """
 
 from __future__ import annotations
@@ -65,18 +66,22 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        raise SystemExit("usage: python -m bench.combine BASELINE.json FINAL.json")
-    before, after = _run(Path(argv[0])), _run(Path(argv[1]))
+    """``BASELINE FINAL [OTHER ...]``: the final run on top; every run kept and compared with the baseline."""
+    if len(argv) < 2:
+        raise SystemExit("usage: python -m bench.combine BASELINE.json FINAL.json [OTHER.json ...]")
+    runs = {Path(p): _run(Path(p)) for p in argv}
+    before, after = runs[Path(argv[0])], runs[Path(argv[1])]
     out = {k: after[k] for k in TOP_LEVEL if k in after}
-    out["after_over_before"] = compare(before, after)
+    labels = [read_results(p)["label"] for p in runs]
+    others = list(runs.values())[1:]
+    out["after_over_before"] = {label: compare(before, run) for label, run in zip(labels[1:], others)}
     out["note"] = (
-        "baseline = the code at the start of the speed work (see each run's args and machine), final = this "
-        "commit; each run alone on the machine with its own embedded broker, but the machine is shared and "
-        "its load differed (machine.loadavg_at_end): compare by the in-run ratios (ratio to the passthrough, "
-        "events per worker CPU-second), and read absolute figures as lower bounds"
+        "baseline = the code at the start of the speed work, final = this commit, other runs as labelled (see "
+        "each run's args); each run alone on the machine with its own embedded broker, but the machine is "
+        "shared and its load differed (machine.loadavg_at_end): compare by the in-run ratios (ratio to the "
+        "passthrough, events per worker CPU-second), and read absolute figures as lower bounds"
     )
-    out["runs"] = {"baseline": before, "final": after}
+    out["runs"] = dict(zip(labels, runs.values()))
     write_results(RESULTS / "throughput.json", out)
 
 
