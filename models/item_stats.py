@@ -118,6 +118,15 @@ class ItemStats:
         return stats
 
     # --- updates --------------------------------------------------------------------------------------------
+    def forget(self, user: Hashable) -> None:
+        """Drop what is kept about one user (their item list); the aggregate counts they added stay.
+
+        A deleted user's history must not outlive the deletion, and a returning user starts at position 0.
+        """
+        with self._lock:
+            self.history.pop(user, None)
+            self._has.pop(user, None)
+
     def grow(self, extra: int) -> None:
         """Room for ``extra`` new items, which start with no events."""
         with self._lock:

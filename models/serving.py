@@ -148,6 +148,11 @@ class Recommender:
         self._stats.observe([u for u, _, _ in events], [index.get(i, -1) for _, i, _ in events],
                             [t for _, _, t in events])
 
+    def forget(self, user_id: str) -> None:
+        """Drop a deleted user's item history from the statistics (a no-op for a model without context)."""
+        if self._stats is not None:
+            self._stats.forget(user_id)
+
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Recommender":

@@ -176,11 +176,16 @@ class BatchHandler:
 
     def _learn(self, plan: BatchPlan) -> None:
         """Count the batch's new interactions into the model's item statistics, after ranking for them (test,
-        then train, as in the evaluation). A no-op for a model without context features."""
+        then train, as in the evaluation); deleted users' item histories are dropped from them first. A no-op
+        for a model without context features."""
+        model = self._worker.model
+        for work in plan.users.values():
+            if work.deleted:
+                model.forget(work.user_id)
         events = [(w.user_id, item, ts) for w in plan.users.values() for item, ts in w.learned]
         if events:
             events.sort(key=lambda e: e[2])
-            self._worker.model.observe(events)
+            model.observe(events)
 
     def _release(self, plan: BatchPlan) -> None:
         for user_id in plan.users:

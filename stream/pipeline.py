@@ -147,6 +147,7 @@ def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, m
         if not redelivered:
             work.state = UserState(offsets=work.state.offsets)
             mark_applied(work.state, source, msg.offset)
+            work.learned.clear()  # nothing from before the deletion may reach the item statistics either
             work.deleted = True
             work.trigger = None
         return

@@ -51,3 +51,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     publish(root, meta_train(log, steps=60, seed=0, time_budget_s=20))  # quality is not what these tests check
     return root
+
+
+@pytest.fixture(scope="session")
+def checkpoint_without_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``checkpoint``, but a model whose lists depend on the user's state alone (no item statistics, which
+    move with everyone's events): for tests that recompute a worker's list exactly."""
+    from models.data.synthetic import generate
+    from models.train import default_config, meta_train
+    from stream.versions import publish
+
+    log = generate(seed=3, n_users=300, n_items=200, mean_events=20)
+    root = tmp_path_factory.mktemp("models-nocontext")
+    publish(root, meta_train(log, default_config(log, 0, context=False), steps=60, seed=0, time_budget_s=20))
+    return root

@@ -18,7 +18,7 @@ from models.config import ModelConfig
 from models.metalearner import MetaRec
 from models.serving import Recommender
 from schemas.decode import encode
-from schemas.records import Interaction
+from schemas.records import Interaction, UserDeletion
 from stream.handler import BatchHandler
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker
@@ -183,3 +183,19 @@ def test_a_finished_batch_is_counted_into_the_item_statistics(parts):
 
     asyncio.run(run())
     assert worker.model.stats.events - before == 3
+
+
+def test_a_deleted_user_is_dropped_from_the_item_statistics(parts):
+    settings, worker, metrics = parts
+    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
+    worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v3"))
+    handler = make_handler(parts, MemoryTable(), RecordingOutput(), [], [])
+    gone = FakeEvent(b"u", encode(UserDeletion(event_id="d", user_id="u", ts=TS + 5)), FakeMessage("in", 0, 5, TS))
+
+    async def run():
+        await handler.finish(handler.begin([event("u", 0, 0), event("u", 1, 1)]))
+        assert "u" in worker.model.stats.history
+        await handler.finish(handler.begin([gone]))
+
+    asyncio.run(run())
+    assert "u" not in worker.model.stats.history
