@@ -17,7 +17,7 @@
 3. Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500``, fixed. Apache Kafka answers a waiting
    Fetch as soon as data arrives, so the value is harmless there; the embedded broker holds an empty Fetch for
    the whole wait even when records arrive meanwhile, so an event waited ~0.4 s on average (up to 1.5 s) before
-   the worker even saw it (measured: p50 386 ms at 1500, 4 ms at 10). The same consumer class sets the
+   the worker even saw it (bench/fetch_wait.py: p50 360 ms at 1500, 3.5 ms at 10). The same consumer class sets the
    wait from Settings (``fetch_max_wait_ms``).
 
 4. :class:`UserTable` reads and writes the users table's RocksDB partitions directly and sends its changelog
