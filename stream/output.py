@@ -1,13 +1,14 @@
-"""The worker's own output producer: recommendations and dead letters through librdkafka, one flush per batch.
+"""The worker's own output producer: lists, dead letters and the users changelog through librdkafka.
 
 Why not Faust's ``topic.send``: each send there is a handful of Python objects, futures and callbacks on the
-event loop (~0.2 ms of CPU per message, measured in bench/faust_ceiling.py), and the worker sends one message per
-user per batch. librdkafka queues a message in a few microseconds and batches on its own thread.
+event loop (with its table write, ~0.4 ms of CPU per key: bench/faust_ceiling.py, ``take`` vs ``table``), and
+the worker sends one message per user per batch. librdkafka queues a message in microseconds and batches on its
+own thread.
 
-What keeps at-least-once: the agent acks a batch's offsets only after ``handle`` returns, and ``handle`` ends
-with :meth:`OutputProducer.flush`, which waits (off the event loop) until the broker acknowledged every message of
-the batch and raises if any was refused or timed out. The batch then fail-stops (stream.app.fail_stop) and is
-read again after the restart, exactly as when the worker is killed.
+What keeps at-least-once: the finisher (stream/handler.py) acks a batch's events only after
+:meth:`OutputProducer.flush`, which waits (off the event loop) until the broker acknowledged every message of the
+batch and raises if any was refused or timed out. The batch then fail-stops (stream.app.fail_stop) and is read
+again after the restart, exactly as when the worker is killed. Nothing is pending at shutdown for the same reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any, Mapping, Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
 
-log = logging.getLogger(__name__)
 _LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
 
 Headers = Sequence[tuple[str, bytes]]
@@ -66,7 +66,7 @@ class OutputProducer:
 
     def _delivered_tracked(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            self._failed.append(f"{msg.topic()}: {err}")
+            self._delivered(err, msg)
             return
         tp = (msg.topic(), msg.partition())
         self._acked[tp] = max(self._acked.get(tp, -1), msg.offset())
@@ -85,8 +85,3 @@ class OutputProducer:
         if self._failed:
             failed, self._failed = self._failed, []
             raise DeliveryError(f"{len(failed)} messages refused, first: {failed[0]}")
-
-    def close(self) -> None:
-        left = self._producer.flush(self._timeout_s)
-        if left:
-            log.warning("%d output messages were not acknowledged at shutdown", left)
