@@ -98,6 +98,7 @@ def event(user: str, n: int, offset: int) -> FakeEvent:
 @pytest.fixture
 def parts():
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8)
     settings = Settings(topic_prefix="t-", pipeline_depth=2)
@@ -105,6 +106,7 @@ def parts():
     worker = ModelWorker(Recommender(MetaRec(cfg), ITEMS, version="v1"), settings, metrics).start()
     yield settings, worker, metrics
     worker.stop()
+    torch.set_num_threads(threads)
 
 
 def make_handler(parts, table, output, acked, failures):
