@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from stream.commit_watch import install_commit_watch
 from stream.faust_compat import UserTable, use_real_highwaters
 from stream.handler import BatchHandler
 from stream.items import install_item_agent
@@ -88,6 +89,7 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     install_app_metrics(app, metrics, [settings.interactions_topic])
+    install_commit_watch(app, [settings.interactions_topic], metrics.commit_stalls.inc)
     install_item_agent(app, settings, worker, metrics)
     return app
 

@@ -78,6 +78,8 @@ class Metrics:
         self.recommendations = Counter("metarec_recommendations", "Recommendation lists produced.",
                                        ["model_version"], registry=r)
         self.deletions = Counter("metarec_user_deletions", "Users deleted on request.", registry=r)
+        self.commit_stalls = Counter("metarec_commit_stalls", "Partitions whose commit stopped moving while acked "
+                                     "events waited beyond it (stream/commit_watch.py).", registry=r)
         self.latency = Histogram(
             "metarec_event_to_recommendation_seconds",
             "From the event's Kafka timestamp to its recommendation being handed to the producer.",
