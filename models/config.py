@@ -12,6 +12,11 @@ from typing import Any
 
 OBJECTIVES: tuple[str, ...] = ("rating", "implicit")
 """``rating``: scores are ratings, losses squared errors. ``implicit``: scores are "will interact" logits."""
+RATING_LOSSES: tuple[str, ...] = ("mse", "l1", "huber")
+"""The rating model's outer (query) loss. MAE is minimised by the conditional median, not the mean: ``l1``
+(or ``huber``, quadratic within ``HUBER_DELTA`` of the target) trains for it. The inner loop stays squared
+error: a user's few ratings move their head smoothly, and the serving kernel writes its gradient out."""
+HUBER_DELTA = 0.5
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class ModelConfig:
     inner_lr_init: float = 0.1  # initial Meta-SGD step size of every head parameter
     first_order: bool = False  # drop second-order terms in the outer gradient (cheaper, a little worse)
     objective: str = "implicit"
+    rating_loss: str = "mse"  # outer loss of the rating objective (RATING_LOSSES); mse = older checkpoints
     n_negatives: int = 64  # sampled negatives per user in the implicit inner-loop loss
     rating_min: float = 1.0
     rating_max: float = 5.0
@@ -43,6 +49,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.rating_loss not in RATING_LOSSES:
+            raise ValueError(f"rating_loss must be one of {RATING_LOSSES}, got {self.rating_loss!r}")
         for name in ("n_items", "dim", "head_dim", "max_support", "query_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

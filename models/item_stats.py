@@ -35,6 +35,12 @@ CONTEXT_NAMES: tuple[str, ...] = (  # "log_share": log(1 + N x the item's share 
     *(f"position_is_{n}" for n in range(len(POSITION_EDGES) + 1)),  # the user's bucket, one-hot
 )
 N_CONTEXT = len(CONTEXT_NAMES)
+RATING_SHRINK: tuple[float, ...] = (3.0, 25.0)  # prior counts of the shrunk item means: quick, and cautious
+RATING_CONTEXT_NAMES: tuple[str, ...] = (  # the rating model's context (ModelConfig.objective == "rating")
+    *(f"mean_dev_{k:g}" for k in RATING_SHRINK),  # (sum - n m) / (n + k): the item's rating above the mean
+    "unrated",  # 1 / (1 + n): how little the stream has said about the item yet
+)
+N_RATING_CONTEXT = len(RATING_CONTEXT_NAMES)
 
 
 def position_bucket(n_before: int) -> int:
@@ -66,6 +72,8 @@ class ItemStats:
         self.history: dict[Hashable, list[int]] = {}
         self._has: dict[Hashable, set[int]] = {}
         self.events = 0
+        self.rating_sum = np.zeros(n_items)  # (N,) sum of the ratings observed (events with a value)
+        self.rating_count = np.zeros(n_items)  # (N,)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -86,6 +94,7 @@ class ItemStats:
             arrays = {
                 "counts": self.counts, "n_users_of": self.n_users_of, "decayed": self.decayed,
                 "position": self.position, "out_degree": self.out_degree,
+                "rating_sum": self.rating_sum, "rating_count": self.rating_count,
                 "history_items": np.asarray([i for u in users for i in self.history[u]], np.int64),
                 "history_sizes": np.asarray([len(self.history[u]) for u in users], np.int64),
             }
@@ -102,6 +111,9 @@ class ItemStats:
             if arrays[name].shape != getattr(stats, name).shape:
                 raise ValueError(f"item statistics: {name} is {arrays[name].shape}")
             setattr(stats, name, arrays[name].astype(np.float64))
+        for name in ("rating_sum", "rating_count"):  # absent from statistics saved before they were kept
+            if name in arrays:
+                setattr(stats, name, arrays[name].astype(np.float64).reshape(stats.n_items))
         stats.t_ref, stats.now, stats.events = meta["t_ref"], meta["now"], int(meta["events"])
         bounds = np.concatenate([[0], np.cumsum(arrays["history_sizes"])])
         for n, user in enumerate(meta["users"]):
@@ -138,13 +150,23 @@ class ItemStats:
             self.cooc.grow(extra)
             self.transitions.grow(extra)
             self.out_degree = np.concatenate([self.out_degree, np.zeros(extra)])
+            self.rating_sum = np.concatenate([self.rating_sum, np.zeros(extra)])
+            self.rating_count = np.concatenate([self.rating_count, np.zeros(extra)])
 
-    def observe(self, users: Sequence[Hashable], items: Sequence[int], ts: Sequence[float]) -> None:
-        """Take events in time order: (user, item index, seconds). Items outside the catalogue are skipped."""
+    def observe(self, users: Sequence[Hashable], items: Sequence[int], ts: Sequence[float],
+                values: Sequence[float | None] | None = None) -> None:
+        """Take events in time order: (user, item index, seconds). Items outside the catalogue are skipped.
+
+        ``values``: each event's rating (None or NaN: not a rating), for the rating model's item means; a
+        caller that passes none leaves those means where they are."""
         with self._lock:
-            for user, item, t in zip(users, items, ts):
+            for n, (user, item, t) in enumerate(zip(users, items, ts)):
                 if 0 <= item < self.n_items:
                     self._observe_one(user, int(item), float(t))
+                    value = None if values is None else values[n]
+                    if value is not None and math.isfinite(value):
+                        self.rating_sum[item] += float(value)
+                        self.rating_count[item] += 1.0
 
     def _observe_one(self, user: Hashable, item: int, t: float) -> None:
         self.events += 1
@@ -196,6 +218,19 @@ class ItemStats:
             out[:, :, 8:] = 0.0
             out[np.arange(len(seen)), :, [8 + k for k in buckets]] = 1.0
         return out
+
+    def rating_context(self) -> np.ndarray:
+        """The rating model's features of every item (N, R) float32 (``RATING_CONTEXT_NAMES``).
+
+        A rating model learns an item's quality only when it is re-trained; the stream says it with every
+        rating (river's BiasedMF gains its MAE by updating item biases online). Shrunk deviations from the
+        running global mean stay on one scale however long the stream runs."""
+        with self._lock:
+            n, total = self.rating_count, self.rating_count.sum()
+            mean = self.rating_sum.sum() / total if total else 0.0
+            excess = self.rating_sum - n * mean  # (N,)
+            out = [excess / (n + k) for k in RATING_SHRINK] + [1.0 / (1.0 + n)]
+        return np.stack(out, axis=1).astype(np.float32)
 
     def _next(self, recent: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """(B, N) x 2: transition counts from the user's last ``RECENT`` items (1/2^distance), and the same

@@ -136,17 +136,20 @@ class Recommender:
             stats.grow(self.config.n_items - stats.n_items)
         self._stats = stats
 
-    def observe(self, events: Sequence[tuple[str, str, float]]) -> None:
-        """Count events (user id, item id, seconds) into the item statistics, in time order.
+    def observe(self, events: Sequence[tuple[str, str, float] | tuple[str, str, float, float | None]],
+                ) -> None:
+        """Count events (user id, item id, seconds[, rating]) into the item statistics, in time order.
 
         Call it with every interaction the caller learns (after ranking for it, as the stream does: test then
-        train); items outside the catalogue are skipped. A no-op for a model without context features.
+        train); items outside the catalogue are skipped. A no-op for a model without context features. The
+        optional fourth field (None/NaN: not a rating) feeds the item means a rating model's context reads.
         """
         if self._stats is None or not events:
             return
         index = self._snap.index
-        self._stats.observe([u for u, _, _ in events], [index.get(i, -1) for _, i, _ in events],
-                            [t for _, _, t in events])
+        values = [e[3] if len(e) > 3 else None for e in events]
+        self._stats.observe([e[0] for e in events], [index.get(e[1], -1) for e in events],
+                            [e[2] for e in events], values)
 
     def forget(self, user_id: str) -> None:
         """Drop a deleted user's item history from the statistics (a no-op for a model without context)."""
@@ -257,9 +260,15 @@ class Recommender:
     # --- internals ------------------------------------------------------------------------------------------
     def _context(self, snap: _Snapshot, requests: Sequence[AdaptRequest]) -> Tensor | None:
         """Each user's context features (B, N, C) from the item statistics: seen items, then the support's
-        items in order (most recent last). None for a model without context."""
+        items in order (most recent last); a rating model's are its item means (``rating_context``). None
+        for a model without context."""
         if self._stats is None:
             return None
+        if snap.model.cfg.objective == "rating":  # the same item means for every user
+            feats = torch.as_tensor(self._stats.rating_context(), device=self.device)  # (N', R)
+            n = len(snap.item_ids)
+            feats = F.pad(feats, (0, 0, 0, max(0, n - feats.shape[0])))[:n]  # (N, R)
+            return feats[None].expand(len(requests), -1, -1)  # (B, N, R)
         index = snap.index
         seen = [[c for c in map(index.get, r.exclude) if c is not None] for r in requests]
         recent = [[index[i] for i, _ in r.support[-8:] if i in index] for r in requests]

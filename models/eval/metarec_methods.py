@@ -11,8 +11,9 @@ Three variants share one training schedule (and, through ``TrainingCache``, one 
 
 Ranking uses the implicit ("will interact") model with stream context features, on explicit data too; on
 explicit data a second model, meta-trained on the rating objective with the same schedule and served by the
-same variant rule, predicts the ratings behind MAE/RMSE. The item statistics behind the context features are
-fed every learned event, in batches of ``Schedule.stats_every`` (as the worker feeds them per micro-batch).
+same variant rule, predicts the ratings behind MAE/RMSE; its context features are the stream's item means
+(``models.rating_context``). The item statistics behind both models' context features are fed every learned
+event, in batches of ``Schedule.stats_every`` (as the worker feeds them per micro-batch).
 
 Continual meta-training: the model is meta-trained on the warm-up, then every ``retrain_every`` learned events
 it is meta-trained further (from the current meta-parameters) on every event seen so far. Between re-trainings
@@ -44,6 +45,7 @@ from models.train import default_config, meta_train
 log = logging.getLogger(__name__)
 
 VARIANTS = ("metarec", "metarec-no-adapt", "metarec-finetune")
+RATING = EVENT_TYPES.index("rating")
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ class MetarecMethod:
         self.template = log_
         self.period = self.schedule.retrain_every or max(1, len(log_) // 2)
         self.since = 0
-        self.unobserved: list[tuple[str, str, float]] = []  # learned, not yet in the item statistics
+        self.unobserved: list[tuple[str, str, float, float | None]] = []  # learned, not yet in the statistics
         self.columns: list[list[float]] = [[] for _ in range(5)]  # users, items, ts, values, types
         self.support: dict[int, deque[Pending]] = {}
         for u, i, v, t, ts in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist(),
@@ -209,9 +211,12 @@ class MetarecMethod:
             self.since = 0
             self._train(self.schedule.retrain_steps, init=self.trained)
             return
-        self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts))
+        rating = value if type_code == RATING and not math.isnan(value) else None
+        self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts, rating))
         if len(self.unobserved) >= self.schedule.stats_every:
             self.model.observe(self.unobserved)
+            if self.rater is not self.model:  # the rating model's item means (its context) follow the stream
+                self.rater.observe(self.unobserved)
             self.unobserved = []
 
     def events_until_refresh(self) -> int | None:

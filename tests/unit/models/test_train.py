@@ -11,6 +11,7 @@ import torch
 
 from models.data.events import EVENT_TYPES
 from models.data.synthetic import generate
+from models.item_stats import N_RATING_CONTEXT
 from models.serving import AdaptRequest
 from models.targets import event_target
 from models.task_context import attach_context
@@ -103,7 +104,7 @@ def test_rating_objective_predicts_on_the_rating_scale_and_adapts_toward_a_users
     rated = log.take(np.flatnonzero(log.types == EVENT_TYPES.index("rating")))
     rated.explicit = True
     cfg = replace(default_config(rated, 0, "rating"), dim=32, head_dim=32, max_support=20)
-    assert cfg.objective == "rating" and cfg.n_context == 0
+    assert cfg.objective == "rating" and cfg.n_context == N_RATING_CONTEXT  # the stream's item means
     model = meta_train(rated, cfg, steps=30, batch_users=16, seed=0)
     fan = AdaptRequest("fan", [(i, 5.0) for i in rated.item_ids[:6]], frozenset())
     critic = AdaptRequest("critic", [(i, 1.0) for i in rated.item_ids[:6]], frozenset())
@@ -118,4 +119,6 @@ def test_default_config_follows_the_data():
     log = generate(n_users=30, n_items=40, n_categories=4, mean_events=5, seed=0)
     cfg = default_config(log)
     assert cfg.objective == "implicit" and cfg.n_items == 40 and cfg.n_item_features == 4
-    assert cfg.n_context > 0 and default_config(log, objective="rating").n_context == 0
+    assert cfg.n_context > 0 and default_config(log, objective="rating").n_context == N_RATING_CONTEXT
+    assert default_config(log, objective="rating", context=False).n_context == 0
+    assert default_config(log, objective="rating").rating_loss == "l1"
