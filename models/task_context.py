@@ -28,7 +28,9 @@ BANK_BYTES = 2e8  # the most memory the bank's float16 context features may take
 
 
 def bank_batches(n_items: int, batch: int, steps: int, most: int = 64) -> int:
-    """How many task batches to draw for ``steps`` outer steps: each used about three times, within memory."""
+    """How many task batches to draw for ``steps`` outer steps: each used about three times, within memory.
+
+    ``n_items``: how many items' features a task keeps (``models.implicit_loss.context_width``)."""
     fits = int(BANK_BYTES // max(1, batch * n_items * N_CONTEXT * 2))
     return max(1, min(most, -(-steps // 3), fits))
 
@@ -46,10 +48,14 @@ def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[lis
     """Each task batch with its context features (B, N, C) float16, and the statistics after the whole log.
 
     ``log_`` must be sorted by time and its items mapped to the model's catalogue (``n_items`` wide); every
-    batch carries ``cut_at`` (B,), the log position of each task's first query event.
+    batch carries ``cut_at`` (B,), the log position of each task's first query event. A batch with
+    ``candidates`` (a sample of a large catalogue, ``models.implicit_loss``) keeps only the features of the
+    items ``context_items`` names: (B, S + Q + M, C).
     """
     entries = sorted((int(cut), k, row) for k, tb in enumerate(batches) for row, cut in enumerate(tb.cut_at))
-    contexts = [np.zeros((tb.sup_items.shape[0], n_items, N_CONTEXT), np.float16) for tb in batches]
+    keep = [context_items(tb) for tb in batches]
+    contexts = [np.zeros((tb.sup_items.shape[0], n_items if items is None else items.shape[1], N_CONTEXT),
+                         np.float16) for tb, items in zip(batches, keep)]
     seen = [_seen_lists(tb) for tb in batches]
     stats = ItemStats(n_items)
     for snapshot, group in groupby(entries, key=lambda e: e[0] - e[0] % SNAPSHOT_EVERY):
@@ -58,10 +64,19 @@ def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[lis
         recent = [batches[k].sup_items[row][batches[k].sup_mask[row]].tolist() for k, row in tasks]
         feats = stats.context([seen[k][row] for k, row in tasks], recent)  # (T, N, C)
         for (k, row), f in zip(tasks, feats):
-            contexts[k][row] = f
+            contexts[k][row] = f if keep[k] is None else f[keep[k][row]]
     replay_stats(log_, None, stats)
     out = [replace(tb, context=torch.from_numpy(ctx)) for tb, ctx in zip(batches, contexts)]
     return out, stats
+
+
+def context_items(tb) -> np.ndarray | None:
+    """The items whose features a task batch keeps, per task: all (None), or for a batch with ``candidates``
+    its support items, query items, then the candidates (B, S + Q + M), padding included."""
+    if getattr(tb, "candidates", None) is None:
+        return None
+    cand = np.broadcast_to(tb.candidates.numpy(), (tb.sup_items.shape[0], len(tb.candidates)))
+    return np.concatenate([tb.sup_items.numpy(), tb.qry_items.numpy(), cand], axis=1)
 
 
 def _seen_lists(tb) -> list[list[int]]:

@@ -22,6 +22,7 @@ from torch import Tensor
 from models.adapt import adapt, score_in_context, with_context
 from models.config import HUBER_DELTA, ModelConfig
 from models.data.events import EVENT_TYPES, EventLog
+from models.implicit_loss import add_candidates, context_width, sampled_outer_loss
 from models.item_stats import N_CONTEXT, N_RATING_CONTEXT
 from models.metalearner import MetaRec
 from models.rating_context import attach_rating_context
@@ -60,6 +61,7 @@ class TaskBatch:
     seen: Tensor  # (2, P) (row, item) pairs of items seen before the cut, masked out of the implicit softmax
     cut_at: Tensor | None = None  # (B,) log position of each task's first query event
     context: Tensor | None = None  # (B, N, C) context features as of before the cut (models.task_context)
+    candidates: Tensor | None = None  # (M,) a sample of a large catalogue to score (models.implicit_loss)
 
 
 def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit",
@@ -166,7 +168,11 @@ def outer_loss(
 ) -> Tensor:
     """Query loss after adapting on the support: full-catalogue cross-entropy (implicit) or ``rating_error``.
 
-    A model with context features scores with ``tasks.context`` (zeros when the batch has none)."""
+    A model with context features scores with ``tasks.context`` (zeros when the batch has none); a batch with
+    ``candidates`` scores only them (``models.implicit_loss``)."""
+    if tasks.candidates is not None:
+        feats = None if user_features is None else user_features[tasks.users]
+        return sampled_outer_loss(model, tasks, gen, feats)
     cfg = model.cfg
     batch = tasks.sup_items.shape[0]
     drop = torch.rand(cfg.n_items, generator=gen) < cfg.id_dropout  # (N,)
@@ -248,8 +254,9 @@ def meta_train(
         bank, stats = None, None
         if model.cfg.n_context:
             rng = np.random.default_rng([seed, 1])
-            n = bank_batches(model.cfg.n_items, batch_users, steps)
+            n = bank_batches(context_width(model.cfg), batch_users, steps)
             drawn = [sample_tasks(tracks, batch_users, model.cfg, rng) for _ in range(n)]
+            drawn = add_candidates(drawn, model.cfg, seed)  # a large catalogue: score a sample of it
             attach = attach_rating_context if model.cfg.objective == "rating" else attach_context
             bank, stats = attach(log_, drawn, model.cfg.n_items)
             log.info("context for %d task batches in %.1fs", n, time.monotonic() - started)
