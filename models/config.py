@@ -41,6 +41,7 @@ class ModelConfig:
     max_support: int = 50  # most recent events a user adapts on
     support_prior: float = 4.0  # support loss is normalised by (events + prior): few events, smaller moves
     query_size: int = 8  # events after the cut that a training task is scored on
+    cold_share: float = 0.5  # share of training tasks cut within a user's first few events (models.train)
     id_dropout: float = 0.15  # share of items trained features-only, so new items get useful vectors
     outer_lr: float = 1e-2
     weight_decay: float = 1e-5
@@ -63,6 +64,8 @@ class ModelConfig:
             raise ValueError(f"rating_min ({self.rating_min}) must be below rating_max ({self.rating_max})")
         if self.support_prior < 0:
             raise ValueError(f"support_prior must not be negative, got {self.support_prior}")
+        if not 0.0 <= self.cold_share <= 1.0:
+            raise ValueError(f"cold_share must be in [0, 1], got {self.cold_share}")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
 

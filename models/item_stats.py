@@ -36,9 +36,14 @@ CONTEXT_NAMES: tuple[str, ...] = (  # "log_share": log(1 + N x the item's share 
 )
 N_CONTEXT = len(CONTEXT_NAMES)
 RATING_SHRINK: tuple[float, ...] = (3.0, 25.0)  # prior counts of the shrunk item means: quick, and cautious
+KNN_SHRINK = 1.0  # prior similarity mass of the item-kNN residual: few similar items, a smaller pull
+USER_SHRINK = 5.0  # prior count of the user's mean residual
 RATING_CONTEXT_NAMES: tuple[str, ...] = (  # the rating model's context (ModelConfig.objective == "rating")
     *(f"mean_dev_{k:g}" for k in RATING_SHRINK),  # (sum - n m) / (n + k): the item's rating above the mean
     "unrated",  # 1 / (1 + n): how little the stream has said about the item yet
+    "knn_residual",  # the user's residuals (rating - item mean), averaged by their items' cosine to the item
+    "log_knn_mass",  # log(1 + sum of those cosines): how much the average rests on
+    "user_residual",  # sum of the user's residuals / (count + USER_SHRINK): their shrunk offset
 )
 N_RATING_CONTEXT = len(RATING_CONTEXT_NAMES)
 
@@ -219,18 +224,38 @@ class ItemStats:
             out[np.arange(len(seen)), :, [8 + k for k in buckets]] = 1.0
         return out
 
-    def rating_context(self) -> np.ndarray:
-        """The rating model's features of every item (N, R) float32 (``RATING_CONTEXT_NAMES``).
+    def rating_context(self, supports: Sequence[Sequence[tuple[int, float]]]) -> np.ndarray:
+        """The rating model's features of every item per user (B, N, R) float32 (``RATING_CONTEXT_NAMES``).
 
-        A rating model learns an item's quality only when it is re-trained; the stream says it with every
-        rating (river's BiasedMF gains its MAE by updating item biases online). Shrunk deviations from the
-        running global mean stay on one scale however long the stream runs."""
+        ``supports``: each user's (item index, rating) pairs. A rating model learns an item's quality only
+        when it is re-trained; the stream says it with every rating (river's BiasedMF gains its MAE by
+        updating item biases online), so the item means are features. Shrunk deviations from the running
+        global mean stay on one scale however long the stream runs. The user's residuals from those means,
+        spread to similar items by the co-occurrence cosine (incremental item-kNN on ratings), say what the
+        head's few steps cannot.
+        """
         with self._lock:
             n, total = self.rating_count, self.rating_count.sum()
             mean = self.rating_sum.sum() / total if total else 0.0
             excess = self.rating_sum - n * mean  # (N,)
-            out = [excess / (n + k) for k in RATING_SHRINK] + [1.0 / (1.0 + n)]
-        return np.stack(out, axis=1).astype(np.float32)
+            shared = np.stack([excess / (n + k) for k in RATING_SHRINK] + [1.0 / (1.0 + n)], axis=1)  # (N, 3)
+            item_mean = mean + excess / (n + RATING_SHRINK[0])  # (N,)
+            with np.errstate(divide="ignore"):
+                inv = np.where(self.n_users_of > 0, 1.0 / np.sqrt(self.n_users_of), 0.0)  # (N,)
+            out = np.zeros((len(supports), self.n_items, N_RATING_CONTEXT), np.float32)
+            out[:, :, : shared.shape[1]] = shared[None]
+            for b, pairs in enumerate(supports):
+                kept = [(i, r) for i, r in pairs if 0 <= i < self.n_items]
+                if not kept:
+                    continue
+                idx = np.array([i for i, _ in kept], np.int64)  # (S,)
+                res = np.array([r for _, r in kept], np.float64) - item_mean[idx]  # (S,)
+                mass = self.cooc.weighted_rows(idx, inv[idx]) * inv  # (N,) sum_j cos(i, j)
+                pull = self.cooc.weighted_rows(idx, inv[idx] * res) * inv  # (N,) sum_j cos(i, j) res_j
+                out[b, :, 3] = pull / (mass + KNN_SHRINK)
+                out[b, :, 4] = np.log1p(mass)
+                out[b, :, 5] = res.sum() / (len(res) + USER_SHRINK)
+        return out
 
     def _next(self, recent: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """(B, N) x 2: transition counts from the user's last ``RECENT`` items (1/2^distance), and the same

@@ -3,9 +3,10 @@
 A rating model without context learns an item's quality only when it is re-trained, and its item biases are
 fitted to every training rating, the tasks' query ratings included: it learns to trust them more than a
 served model, whose items keep being rated after it was trained, should. With context features
-(``ItemStats.rating_context``: shrunk item means, and how little is known) the stream tells it an item's
-quality with every rating, and training must then read each task's features from the ratings seen strictly
-before its first query event, or the query's own ratings would leak into its features. As for the implicit
+(``ItemStats.rating_context``: shrunk item means, how little is known, and the user's support residuals
+spread to similar items) the stream tells it an item's quality with every rating, and training must then read
+each task's features from the ratings seen strictly before its first query event, or the query's own ratings
+would leak into its features. As for the implicit
 model (``models.task_context``), the log is replayed once through an ``ItemStats``, with snapshots every
 ``SNAPSHOT_EVERY`` events; a task gets the snapshot at or before its cut (tests/unit/models/
 test_rating_context.py checks it). The statistics after the whole log go to the trained model.
@@ -56,9 +57,17 @@ def attach_rating_context(log_: EventLog, batches: Sequence, n_items: int) -> tu
     stats = ItemStats(n_items)
     for snapshot, group in groupby(entries, key=lambda e: e[0] - e[0] % SNAPSHOT_EVERY):
         replay_ratings(log_, snapshot, stats, ratings)  # events [0, snapshot): before every cut in the group
-        feats = stats.rating_context().astype(np.float16)  # (N, R)
-        for _, k, row in group:
-            contexts[k][row] = feats
+        tasks = [(k, row) for _, k, row in group]
+        supports = [_support(batches[k], row) for k, row in tasks]
+        feats = stats.rating_context(supports)  # (T, N, R)
+        for (k, row), f in zip(tasks, feats):
+            contexts[k][row] = f
     replay_ratings(log_, None, stats, ratings)
     out = [replace(tb, context=torch.from_numpy(ctx)) for tb, ctx in zip(batches, contexts)]
     return out, stats
+
+
+def _support(tb, row: int) -> list[tuple[int, float]]:
+    """One task's support as (item, rating) pairs: what the user had rated before the cut."""
+    mask = tb.sup_mask[row]
+    return list(zip(tb.sup_items[row][mask].tolist(), tb.sup_targets[row][mask].tolist()))

@@ -260,16 +260,16 @@ class Recommender:
     # --- internals ------------------------------------------------------------------------------------------
     def _context(self, snap: _Snapshot, requests: Sequence[AdaptRequest]) -> Tensor | None:
         """Each user's context features (B, N, C) from the item statistics: seen items, then the support's
-        items in order (most recent last); a rating model's are its item means (``rating_context``). None
-        for a model without context."""
+        items in order (most recent last); a rating model's come from item means and the user's support
+        ratings (``rating_context``). None for a model without context."""
         if self._stats is None:
             return None
-        if snap.model.cfg.objective == "rating":  # the same item means for every user
-            feats = torch.as_tensor(self._stats.rating_context(), device=self.device)  # (N', R)
-            n = len(snap.item_ids)
-            feats = F.pad(feats, (0, 0, 0, max(0, n - feats.shape[0])))[:n]  # (N, R)
-            return feats[None].expand(len(requests), -1, -1)  # (B, N, R)
         index = snap.index
+        if snap.model.cfg.objective == "rating":  # item means, and the user's ratings spread by similarity
+            supports = [[(index[i], t) for i, t in r.support if i in index] for r in requests]
+            context = torch.as_tensor(self._stats.rating_context(supports), device=self.device)  # (B, N', R)
+            n = len(snap.item_ids)
+            return F.pad(context, (0, 0, 0, max(0, n - context.shape[1])))[:, :n]  # (B, N, R)
         seen = [[c for c in map(index.get, r.exclude) if c is not None] for r in requests]
         recent = [[index[i] for i, _ in r.support[-8:] if i in index] for r in requests]
         context = torch.as_tensor(self._stats.context(seen, recent), device=self.device)

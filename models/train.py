@@ -32,7 +32,8 @@ from models.task_context import attach_context, bank_batches
 
 log = logging.getLogger(__name__)
 
-COLD_SHARE = 0.5  # share of tasks cut within a user's first few events: new users matter most in a stream
+COLD_SHARE = ModelConfig.cold_share  # share of tasks cut within a user's first few events: new users matter
+# most in a stream's ranking (a rating model's may differ: ModelConfig.cold_share)
 COLD_CUTS = 4
 
 
@@ -128,12 +129,12 @@ def user_tracks(log_: EventLog, objective: str) -> list[Track]:
 
 
 def sample_tasks(tracks: list[Track], batch: int, cfg: ModelConfig, rng: np.random.Generator) -> TaskBatch:
-    """B random tasks: a user, a cut (often early: ``COLD_SHARE``), the support before it, the query after."""
+    """B random tasks: a user, a cut (often early: ``cfg.cold_share``), the support before it, the query after."""
     picks = rng.choice(len(tracks), size=min(batch, len(tracks)), replace=False)
     sup, qry, seen_rows, seen_items, users, cuts = [], [], [], [], [], []
     for row, t_idx in enumerate(picks):
         tr = tracks[t_idx]
-        cold = rng.random() < COLD_SHARE
+        cold = rng.random() < cfg.cold_share
         j = rng.integers(min(COLD_CUTS, len(tr.starts)) if cold else len(tr.starts))
         cut = int(tr.starts[j])
         q = tr.starts[j : j + cfg.query_size]

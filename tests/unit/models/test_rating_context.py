@@ -13,7 +13,9 @@ import torch
 from models.config import HUBER_DELTA
 from models.data.events import EVENT_TYPES
 from models.data.synthetic import generate
-from models.item_stats import N_RATING_CONTEXT, RATING_CONTEXT_NAMES, RATING_SHRINK, ItemStats
+from models.item_stats import (
+    KNN_SHRINK, N_RATING_CONTEXT, RATING_CONTEXT_NAMES, RATING_SHRINK, USER_SHRINK, ItemStats,
+)
 from models.metalearner import MetaRec
 from models.rating_context import attach_rating_context, event_ratings, replay_ratings
 from models.serving import AdaptRequest
@@ -28,21 +30,35 @@ def rated_log(seed: int = 2, n_users: int = 200):
     return rated
 
 
-def test_rating_context_is_the_shrunk_item_mean():
+def test_rating_context_is_the_shrunk_item_mean_and_the_users_residuals_spread_by_similarity():
     log = rated_log()
     stats = replay_ratings(log, None, ItemStats(log.n_items), event_ratings(log))
-    feats = stats.rating_context()  # (N, R)
-    assert feats.shape == (log.n_items, N_RATING_CONTEXT) == (log.n_items, len(RATING_CONTEXT_NAMES))
+    user = int(log.users[-1])
+    pos = np.flatnonzero(log.users == user)
+    support = list(zip(log.items[pos].tolist(), log.values[pos].tolist()))
+    feats = stats.rating_context([[], support])  # (2, N, R)
+    assert feats.shape == (2, log.n_items, N_RATING_CONTEXT) == (2, log.n_items, len(RATING_CONTEXT_NAMES))
     n = np.bincount(log.items, minlength=log.n_items)
     total = np.bincount(log.items, weights=log.values, minlength=log.n_items)
     mean = log.values.mean()
     for c, k in enumerate(RATING_SHRINK):
-        np.testing.assert_allclose(feats[:, c], (total - n * mean) / (n + k), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(feats[:, -1], 1.0 / (1.0 + n), rtol=1e-5)
+        np.testing.assert_allclose(feats[1, :, c], (total - n * mean) / (n + k), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(feats[1, :, 2], 1.0 / (1.0 + n), rtol=1e-5)
+    assert not feats[0, :, 3:].any()  # no support: no residuals
+    res = log.values[pos] - (mean + (total - n * mean)[log.items[pos]] / (n[log.items[pos]] + RATING_SHRINK[0]))
+    col = RATING_CONTEXT_NAMES.index
+    np.testing.assert_allclose(feats[1, :, col("user_residual")], res.sum() / (len(res) + USER_SHRINK),
+                               rtol=1e-4)
+    users_of = [set(log.users[log.items == i].tolist()) for i in range(log.n_items)]
+    target = int(np.argmax(feats[1, :, col("log_knn_mass")]))
+    cos = np.array([len(users_of[target] & users_of[j]) / np.sqrt(len(users_of[target]) * len(users_of[j]))
+                    if j != target else 0.0 for j in log.items[pos]])
+    np.testing.assert_allclose(feats[1, target, col("knn_residual")], (cos * res).sum() / (cos.sum() + KNN_SHRINK),
+                               rtol=1e-3)
     arrays, meta = stats.to_state()
-    np.testing.assert_array_equal(ItemStats.from_state(arrays, meta).rating_context(), feats)
+    np.testing.assert_array_equal(ItemStats.from_state(arrays, meta).rating_context([support]), feats[1:])
     stats.observe(["x"], [0], [float(log.ts.max())])  # no rating given: the means stay
-    np.testing.assert_array_equal(stats.rating_context()[:, :-1], feats[:, :-1])
+    np.testing.assert_array_equal(stats.rating_context([[]])[0, :, :2], feats[0, :, :2])
 
 
 def test_task_rating_features_come_only_from_ratings_before_the_cut():
@@ -90,7 +106,7 @@ def test_observed_ratings_move_a_rating_models_predictions():
     assert cfg.n_context == N_RATING_CONTEXT
     model = meta_train(log, cfg, steps=80, batch_users=32, seed=0)
     item, t0 = model.item_ids[-1], float(log.ts.max())
-    user = AdaptRequest("newcomer", [(model.item_ids[0], 4.0)], frozenset())
+    user = AdaptRequest("newcomer", [], frozenset())  # no support: only the item means can move it
     before = float(model.predict([user], [item])[0, 0])
     model.observe([(f"critic{n}", item, t0 + n) for n in range(200)])  # no ratings: nothing to move
     assert float(model.predict([user], [item])[0, 0]) == pytest.approx(before)
