@@ -50,6 +50,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"and are not scored; {sum(result['bucket_events'].values())} evaluation points (repeats skipped). "
         f"Seed {result.get('seed')}; {result.get('machine', '')}.",
         "",
+    ]
+    if result.get("command"):
+        wall = result.get("wall_seconds")
+        took = "" if wall is None else f", {wall / 60:.1f} minutes in all"
+        lines += [f"Made by `{result['command']}`{took}.", ""]
+    lines += [
         "| history bucket | " + " | ".join(BUCKETS) + " |",
         "|---|" + "---:|" * len(BUCKETS),
         "| evaluation points | " + " | ".join(str(result["bucket_events"][b]) for b in BUCKETS) + " |",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -75,6 +76,7 @@ def run_stream(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset``; write stream-<dataset>.{json,md,png} to ``out``."""
+    began = time.monotonic()
     names = list(methods) if methods else list(registry.METHODS)
     events = first_events(load_dataset(dataset, seed=seed), max_events)
     plan = plan_stream(events, warmup_fraction)
@@ -95,6 +97,7 @@ def run_stream(
         "explicit": bool(events.explicit),
         "max_events": max_events,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
+        "wall_seconds": round(time.monotonic() - began, 1),  # the whole run: loading, planning, every method
         "machine": machine(),
         "command": command,
     }
