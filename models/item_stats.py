@@ -41,7 +41,7 @@ USER_SHRINK = 5.0  # prior count of the user's mean residual
 RATING_CONTEXT_NAMES: tuple[str, ...] = (  # the rating model's context (ModelConfig.objective == "rating")
     *(f"mean_dev_{k:g}" for k in RATING_SHRINK),  # (sum - n m) / (n + k): the item's rating above the mean
     "unrated",  # 1 / (1 + n): how little the stream has said about the item yet
-    "knn_residual",  # the user's residuals (rating - item mean), averaged by their items' cosine to the item
+    "knn_residual",  # the user's centred residuals (from item means), averaged by their items' cosine
     "log_knn_mass",  # log(1 + sum of those cosines): how much the average rests on
     "user_residual",  # sum of the user's residuals / (count + USER_SHRINK): their shrunk offset
 )
@@ -251,7 +251,8 @@ class ItemStats:
                 idx = np.array([i for i, _ in kept], np.int64)  # (S,)
                 res = np.array([r for _, r in kept], np.float64) - item_mean[idx]  # (S,)
                 mass = self.cooc.weighted_rows(idx, inv[idx]) * inv  # (N,) sum_j cos(i, j)
-                pull = self.cooc.weighted_rows(idx, inv[idx] * res) * inv  # (N,) sum_j cos(i, j) res_j
+                centred = res - res.mean()  # (S,) the user's offset is the last feature's: not counted twice
+                pull = self.cooc.weighted_rows(idx, inv[idx] * centred) * inv  # (N,) sum_j cos(i, j) centred_j
                 out[b, :, 3] = pull / (mass + KNN_SHRINK)
                 out[b, :, 4] = np.log1p(mass)
                 out[b, :, 5] = res.sum() / (len(res) + USER_SHRINK)

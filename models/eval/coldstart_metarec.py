@@ -38,6 +38,7 @@ class MetarecSettings:
     max_support: int = 100  # the protocol's supports hold up to 90 ratings: adapt on all of them
     query_size: int = 10
     order: str = "shuffled"
+    context: bool = False  # the rating context (item means of the training log, the support's residuals)
     time_budget_s: float | None = None
     predict_batch: int = 64
     config: dict[str, float | int | bool] = field(default_factory=lambda: {"weight_decay": 3e-2})
@@ -102,7 +103,7 @@ class MetarecColdStart:
         trainer_log, kept = training_log(train_log, s.order, self.seed)
         cfg = replace(
             default_config(trainer_log, self.seed, "rating" if trainer_log.explicit else "implicit",
-                           context=False),  # the split's tasks are not a stream: no item statistics
+                           context=s.context and trainer_log.explicit),
             max_support=s.max_support,
             query_size=s.query_size,
             **s.config,
