@@ -176,13 +176,13 @@ class BatchHandler:
 
     def _learn(self, plan: BatchPlan) -> None:
         """Count the batch's new interactions into the model's item statistics, after ranking for them (test,
-        then train, as in the evaluation); deleted users' item histories are dropped from them first. A no-op
-        for a model without context features."""
+        then train, as in the evaluation), ratings included (a rating model's context reads the item means);
+        deleted users' item histories are dropped from them first. A no-op for a model without context."""
         model = self._worker.model
         for work in plan.users.values():
             if work.deleted:
                 model.forget(work.user_id)
-        events = [(w.user_id, item, ts) for w in plan.users.values() for item, ts in w.learned]
+        events = [(w.user_id, item, ts, rating) for w in plan.users.values() for item, ts, rating in w.learned]
         if events:
             events.sort(key=lambda e: e[2])
             model.observe(events)

@@ -60,7 +60,8 @@ class UserWork:
     trigger_timestamp: float = 0.0  # Kafka timestamp of the trigger's message
     deleted: bool = False  # a deletion happened in this batch (state restarts empty after it)
     applied: int = 0  # interactions newly counted into state
-    learned: list[tuple[str, float]] = field(default_factory=list)  # (item, ts) of each of those, in order
+    # (item, ts, rating or None) of each of those, in order: what the model's item statistics count
+    learned: list[tuple[str, float, float | None]] = field(default_factory=list)
     duplicates: int = 0
     hits: list[tuple[str, bool]] = field(default_factory=list)  # (history bucket, hit) per new interaction
 
@@ -162,7 +163,7 @@ def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, m
         work.duplicates += 1
     elif apply_interaction(work.state, event, limits):
         work.applied += 1
-        work.learned.append((event.item_id, event.ts))
+        work.learned.append((event.item_id, event.ts, event_target(event.type, event.value, "rating")))
         if last_recs:
             work.hits.append((history_bucket(before), event.item_id in last_recs))
     else:

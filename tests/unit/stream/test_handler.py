@@ -201,3 +201,24 @@ def test_a_deleted_user_is_dropped_from_the_item_statistics(parts):
 
     asyncio.run(run())
     assert "u" not in worker.model.stats.history
+
+
+def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
+    """A rating model's context reads the stream's item means: the worker passes each rating it learns."""
+    settings, worker, metrics = parts
+    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
+    worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v4"))
+    handler = make_handler(parts, MemoryTable(), RecordingOutput(), [], [])
+
+    def rated(user: str, n: int, offset: int, stars: float | None, kind: str = "rating") -> FakeEvent:
+        rec = Interaction(event_id=f"{user}-{n}", user_id=user, item_id="i7", type=kind, value=stars, ts=TS + n)
+        return FakeEvent(user.encode(), encode(rec), FakeMessage("in", 0, offset, TS + n))
+
+    async def run():
+        await handler.finish(handler.begin([rated("u", 0, 0, 4.0), rated("v", 1, 1, 2.0),
+                                            rated("w", 2, 2, None, kind="click")]))
+
+    asyncio.run(run())
+    stats = worker.model.stats
+    assert stats.rating_count[7] == 2 and stats.rating_sum[7] == 6.0
+    assert stats.counts[7] == 3  # the click is counted as an interaction, not as a rating
