@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from models.adapt import adapt
-from models.serving import _user_negatives, adapt_forward
+from models.serving import _user_negatives
+from models.serving_kernel import adapt_forward
 
 B, S, H, K = 24, 9, 8, 6
 
