@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from itertools import groupby
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,13 +35,35 @@ def bank_batches(n_items: int, batch: int, steps: int, most: int = 64) -> int:
     return max(1, min(most, -(-steps // 3), fits))
 
 
-def replay_stats(log_: EventLog, upto: int | None = None, stats: ItemStats | None = None) -> ItemStats:
-    """``stats`` (a new one by default) after observing the first ``upto`` events of the time-sorted ``log_``."""
+def replay_stats(log_: EventLog, upto: int | None = None, stats: ItemStats | None = None,
+                 ratings: np.ndarray | None = None) -> ItemStats:
+    """``stats`` (a new one by default) after observing the first ``upto`` events of the time-sorted ``log_``;
+    ``ratings`` (E,) (NaN: not a rating) also feed the item means (``models.rating_context``)."""
     stats = stats or ItemStats(log_.n_items)
-    end = len(log_) if upto is None else upto
-    users = [log_.user_ids[u] for u in log_.users[stats.events : end].tolist()]
-    stats.observe(users, log_.items[stats.events : end].tolist(), log_.ts[stats.events : end].tolist())
+    begin, end = stats.events, len(log_) if upto is None else upto
+    users = [log_.user_ids[u] for u in log_.users[begin:end].tolist()]
+    stats.observe(users, log_.items[begin:end].tolist(), log_.ts[begin:end].tolist(),
+                  None if ratings is None else ratings[begin:end].tolist())
     return stats
+
+
+def attach_snapshots(log_: EventLog, batches: Sequence, n_items: int, shapes: Sequence[tuple[int, int]],
+                     features: Callable[[ItemStats, list[tuple[int, int]]], Sequence[np.ndarray]],
+                     ratings: np.ndarray | None = None) -> tuple[list, ItemStats]:
+    """The replay both kinds of context share: each batch's tasks get ``features(stats, [(batch, row)])`` of
+    the last snapshot at or before their cut, as float16 ``shapes[batch]`` (width, features) per task; the
+    statistics after the whole log come back with the batches."""
+    entries = sorted((int(cut), k, row) for k, tb in enumerate(batches) for row, cut in enumerate(tb.cut_at))
+    contexts = [np.zeros((tb.sup_items.shape[0], *shape), np.float16) for tb, shape in zip(batches, shapes)]
+    stats = ItemStats(n_items)
+    for snapshot, group in groupby(entries, key=lambda e: e[0] - e[0] % SNAPSHOT_EVERY):
+        replay_stats(log_, snapshot, stats, ratings)  # events [0, snapshot): all before every cut in the group
+        tasks = [(k, row) for _, k, row in group]
+        for (k, row), f in zip(tasks, features(stats, tasks)):
+            contexts[k][row] = f
+    replay_stats(log_, None, stats, ratings)
+    out = [replace(tb, context=torch.from_numpy(ctx)) for tb, ctx in zip(batches, contexts)]
+    return out, stats
 
 
 def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[list, ItemStats]:
@@ -52,22 +74,16 @@ def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[lis
     ``candidates`` (a sample of a large catalogue, ``models.implicit_loss``) keeps only the features of the
     items ``context_items`` names: (B, S + Q + M, C).
     """
-    entries = sorted((int(cut), k, row) for k, tb in enumerate(batches) for row, cut in enumerate(tb.cut_at))
     keep = [context_items(tb) for tb in batches]
-    contexts = [np.zeros((tb.sup_items.shape[0], n_items if items is None else items.shape[1], N_CONTEXT),
-                         np.float16) for tb, items in zip(batches, keep)]
     seen = [_seen_lists(tb) for tb in batches]
-    stats = ItemStats(n_items)
-    for snapshot, group in groupby(entries, key=lambda e: e[0] - e[0] % SNAPSHOT_EVERY):
-        replay_stats(log_, snapshot, stats)  # events [0, snapshot): all before every cut in the group
-        tasks = [(k, row) for _, k, row in group]
+
+    def features(stats: ItemStats, tasks: list[tuple[int, int]]) -> list[np.ndarray]:
         recent = [batches[k].sup_items[row][batches[k].sup_mask[row]].tolist() for k, row in tasks]
         feats = stats.context([seen[k][row] for k, row in tasks], recent)  # (T, N, C)
-        for (k, row), f in zip(tasks, feats):
-            contexts[k][row] = f if keep[k] is None else f[keep[k][row]]
-    replay_stats(log_, None, stats)
-    out = [replace(tb, context=torch.from_numpy(ctx)) for tb, ctx in zip(batches, contexts)]
-    return out, stats
+        return [f if keep[k] is None else f[keep[k][row]] for (k, row), f in zip(tasks, feats)]
+
+    shapes = [(n_items if items is None else items.shape[1], N_CONTEXT) for items in keep]
+    return attach_snapshots(log_, batches, n_items, shapes, features)
 
 
 def context_items(tb) -> np.ndarray | None:

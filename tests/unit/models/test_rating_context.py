@@ -17,9 +17,9 @@ from models.item_stats import (
     KNN_SHRINK, N_RATING_CONTEXT, RATING_CONTEXT_NAMES, RATING_SHRINK, USER_SHRINK, ItemStats,
 )
 from models.metalearner import MetaRec
-from models.rating_context import attach_rating_context, event_ratings, replay_ratings
+from models.rating_context import attach_rating_context, event_ratings
 from models.serving import AdaptRequest
-from models.task_context import SNAPSHOT_EVERY
+from models.task_context import SNAPSHOT_EVERY, replay_stats
 from models.train import default_config, meta_train, outer_loss, sample_tasks, user_tracks
 
 
@@ -32,7 +32,7 @@ def rated_log(seed: int = 2, n_users: int = 200):
 
 def test_rating_context_is_the_shrunk_item_mean_and_the_users_residuals_spread_by_similarity():
     log = rated_log()
-    stats = replay_ratings(log, None, ItemStats(log.n_items), event_ratings(log))
+    stats = replay_stats(log, None, ItemStats(log.n_items), event_ratings(log))
     user = int(log.users[-1])
     pos = np.flatnonzero(log.users == user)
     support = list(zip(log.items[pos].tolist(), log.values[pos].tolist()))
