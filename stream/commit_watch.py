@@ -30,7 +30,6 @@ class CommitView:
     acked_min: int | None  # lowest acked offset waiting to be committed
     acked: int  # how many acked offsets wait
     gaps: tuple[tuple[int, int], ...]  # offset ranges known not to exist, [begin, end)
-    unacked: tuple[int, ...] = ()  # lowest offsets handed to the streams and not acked yet
 
     @property
     def waiting(self) -> bool:
@@ -40,7 +39,7 @@ class CommitView:
 
 def view(consumer: Any, tp: Any) -> CommitView:
     """Faust's bookkeeping for ``tp``, read without changing it (the attributes are defaultdicts)."""
-    acked = list(consumer._acked.get(tp, ()))
+    acked = consumer._acked.get(tp) or ()
     gap_tree = consumer._gap.get(tp)
     gaps = tuple(sorted((iv.begin, iv.end) for iv in gap_tree)) if gap_tree else ()
     return CommitView(
@@ -49,8 +48,13 @@ def view(consumer: Any, tp: Any) -> CommitView:
         acked_min=min(acked) if acked else None,
         acked=len(acked),
         gaps=gaps[:8],
-        unacked=tuple(sorted(m.offset for m in list(consumer._unacked_messages) if m.tp == tp)[:8]),
     )
+
+
+def unacked(consumer: Any, tp: Any) -> list[int]:
+    """The lowest offsets of ``tp`` handed to the streams and not acked yet: read only for a stalled partition
+    (it walks every message in flight)."""
+    return sorted(m.offset for m in list(consumer._unacked_messages) if m.tp == tp)[:8]
 
 
 class CommitWatch:
@@ -91,6 +95,6 @@ def install_commit_watch(app: Any, topics: Iterable[str], on_stall: Callable[[],
             on_stall()
             log.warning("commit of %s:%d has not moved for %.0fs although %d acked offsets wait beyond it: "
                         "committed %s, lowest acked %s, read up to %s, gaps %s, lowest unacked %s", tp.topic,
-                        tp.partition, age, v.acked, v.committed, v.acked_min, v.read, list(v.gaps), list(v.unacked))
+                        tp.partition, age, v.acked, v.committed, v.acked_min, v.read, list(v.gaps), unacked(consumer, tp))
 
     return watch

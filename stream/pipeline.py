@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from models.serving import AdaptRequest, AdaptResult
@@ -124,15 +125,10 @@ def _decode(msg: RawMessage, rules: Rules, now: float) -> Interaction | UserAttr
     return event
 
 
+@lru_cache(maxsize=4096)
 def _source(topic: str, partition: int) -> str:
-    key = (topic, partition)
-    source = _SOURCES.get(key)
-    if source is None:
-        source = _SOURCES[key] = f"{topic}:{partition}"
-    return source
-
-
-_SOURCES: dict[tuple[str, int], str] = {}
+    """The state's key of a source partition, built once per partition rather than once per event."""
+    return f"{topic}:{partition}"
 
 
 def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, msg: RawMessage,
