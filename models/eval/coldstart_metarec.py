@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from models.data.events import EventLog
 from models.eval.coldstart_methods import TaskData
@@ -44,8 +43,9 @@ class MetarecSettings:
     user_median 0.7824 / 0.7824): the settings above 0.8179 / 0.8111, and the model over-predicts such items
     (mean signed error +0.13; user_median -0.07). Nothing in training moved that: ``id_dropout`` 0.5 0.8180 /
     0.8108, 0.9 0.8170 / 0.8108; ``weight_decay`` 0.1 0.8203 / 0.8095; ``support_prior`` 1 0.8193 / 0.8089;
-    no context 0.8702 / 0.8533; nor did shifting unrated items' bias by the log's new-item gap
-    (``new_item_offset`` 0.5: 0.8171 / 0.8100, 1.0: 0.8168 / 0.8099, so it stays 0). Blending the support's
+    no context 0.8702 / 0.8533; nor did shifting unrated items' bias by the log's new-item gap (the newest
+    20% of rated items' mean less the overall mean, times 0.5: 0.8171 / 0.8100, times 1.0: 0.8168 / 0.8099;
+    the option was removed). Blending the support's
     median into an unrated item's prediction did (``unrated_blend`` 0.5: 0.7892 / 0.7843, 0.8: 0.7851 /
     0.7832, 1.0: 0.7824 / 0.7824, i.e. the user median itself); 0.8 is within noise of 1.0 and keeps the
     item features' say. The user folds barely see it (0.7890 with 0.8, 0.7886 without: only items no fitting
@@ -64,30 +64,7 @@ class MetarecSettings:
     time_budget_s: float | None = None
     predict_batch: int = 64
     config: dict[str, float | int | bool] = field(default_factory=lambda: {"weight_decay": 3e-2})
-    new_item_offset: float = 0.0  # share of the log's new-item gap (``new_item_gap``) given to unrated items
-    new_item_share: float = 0.2  # newest share of the training items whose ratings measure that gap
     unrated_blend: float = 0.8  # weight of the support's median in the prediction of an unrated item
-
-
-def new_item_gap(train_log: EventLog, share: float) -> float:
-    """Mean rating of the newest ``share`` of the rated items (by first-rating time) less the mean of all.
-
-    Items that arrive late are rated lower than the catalogue on average (fewer, less popular titles); an item
-    without training ratings has a zero id bias and a rating context that says "global mean", so the model
-    places it as an average item unless told how new items fare.
-    """
-    vals = train_log.values.astype(np.float64)
-    rated = np.isfinite(vals)
-    items = np.unique(train_log.items[rated])
-    if not len(items) or share <= 0.0:
-        return 0.0
-    first = np.full(train_log.n_items, np.inf)
-    np.minimum.at(first, train_log.items[rated], train_log.ts[rated])
-    order = items[np.argsort(first[items], kind="stable")]
-    newest = np.zeros(train_log.n_items, bool)
-    newest[order[round((1.0 - share) * len(items)):]] = True
-    late = rated & newest[train_log.items]
-    return float(vals[late].mean() - vals[rated].mean()) if late.any() else 0.0
 
 
 def training_log(train_log: EventLog, order: str, seed: int) -> tuple[EventLog, np.ndarray]:
@@ -167,15 +144,6 @@ class MetarecColdStart:
         if len(rest):
             feats = None if train_log.item_features is None else train_log.item_features[rest]
             self.rec.add_items([train_log.item_ids[i] for i in rest], feats)
-            if s.new_item_offset:
-                gap = new_item_gap(train_log, s.new_item_share)
-                from models.serving import _snapshot
-
-                snap = self.rec._snap  # the grown model; the added items are its last rows
-                with torch.no_grad():
-                    snap.model.item_bias[len(kept):] += s.new_item_offset * gap
-                self.rec._snap = _snapshot(snap.model, snap.item_ids, snap.feature_names)  # re-cache biases
-                log.info("items without training ratings start %+.3f from the mean item", s.new_item_offset * gap)
         self._log = train_log
         self._trained = np.zeros(train_log.n_items, bool)
         self._trained[kept] = True

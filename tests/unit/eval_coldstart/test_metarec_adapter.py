@@ -8,7 +8,7 @@ import numpy as np
 
 from models.data.events import EventLog
 from models.eval.coldstart import training_inputs
-from models.eval.coldstart_metarec import MetarecColdStart, MetarecSettings, new_item_gap, training_log
+from models.eval.coldstart_metarec import MetarecColdStart, MetarecSettings, training_log
 from models.eval.coldstart_methods import task_data
 from models.eval.coldstart_split import coldstart_split
 
@@ -41,33 +41,6 @@ def test_fit_and_predict_new_items(make_ratings_log: LogFactory) -> None:
     preds = method.predict(tasks)
     assert len(preds) == len(tasks) > 0
     assert all(p.shape == (10,) and np.isfinite(p).all() and (p >= 1).all() and (p <= 5).all() for p in preds)
-
-
-def test_new_item_gap_is_the_newest_items_mean_less_the_overall_mean(make_ratings_log: LogFactory) -> None:
-    log = make_ratings_log(n_users=60, n_items=80, per_user=78)
-    first = np.full(log.n_items, np.inf)
-    np.minimum.at(first, log.items, log.ts)
-    rated = np.unique(log.items)
-    newest = rated[np.argsort(first[rated], kind="stable")][-round(0.25 * len(rated)):]
-    late = np.isin(log.items, newest)
-    want = log.values[late].astype(np.float64).mean() - log.values.astype(np.float64).mean()
-    assert abs(new_item_gap(log, 0.25) - want) < 1e-9
-    assert new_item_gap(log, 0.0) == 0.0
-
-
-def test_new_item_offset_shifts_only_items_without_training_ratings(make_ratings_log: LogFactory) -> None:
-    log = make_ratings_log(n_users=60, n_items=80, per_user=78)
-    split = coldstart_split(log)
-    train_log, train_tasks = training_inputs(log, split)
-    base = MetarecColdStart(MetarecSettings(steps=3, batch_users=8))
-    base.fit(train_log, train_tasks)
-    shifted = MetarecColdStart(MetarecSettings(steps=3, batch_users=8, new_item_offset=1.0))
-    shifted.fit(train_log, train_tasks)
-    kept = np.unique(train_log.items)
-    gap = new_item_gap(train_log, 0.2)
-    diff = (shifted.rec._snap.bias - base.rec._snap.bias).numpy()  # same seed: the same trained model
-    np.testing.assert_allclose(diff[: len(kept)], 0.0, atol=1e-6)
-    np.testing.assert_allclose(diff[len(kept):], gap, atol=1e-5)
 
 
 def test_unrated_blend_moves_only_unrated_items_to_the_support_median(make_ratings_log: LogFactory) -> None:
