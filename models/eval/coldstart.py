@@ -23,6 +23,7 @@ import numpy as np
 from models.data.events import EventLog
 from models.eval.coldstart_methods import ColdStartMethod, GlobalMean, TaskData, UserMedian, task_data
 from models.eval.coldstart_metrics import scenario_metrics
+from models.eval.metrics import rating_scale
 from models.eval.coldstart_report import write_results
 from models.eval.coldstart_split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
 
@@ -70,9 +71,11 @@ def training_inputs(log_: EventLog, split: ColdStartSplit) -> tuple[EventLog, li
 
 
 def evaluate_method(
-    method: ColdStartMethod, log_: EventLog, split: ColdStartSplit, clip: tuple[float, float]
+    method: ColdStartMethod, log_: EventLog, split: ColdStartSplit, clip: tuple[float, float],
+    scale: tuple[float, ...] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Fit ``method`` on the training tasks, then score its query predictions in every scenario."""
+    """Fit ``method`` on the training tasks, then score its query predictions in every scenario (on the
+    rating ``scale`` too, when given: the levels of the training ratings)."""
     train_log, train_tasks = training_inputs(log_, split)
     method.fit(train_log, train_tasks)
     scores = {}
@@ -80,7 +83,7 @@ def evaluate_method(
         tasks = split.test_tasks[name]
         preds = method.predict([task_data(log_, t, with_labels=False) for t in tasks]) if tasks else []
         preds = [np.clip(np.asarray(p, np.float64), *clip) for p in preds]
-        scores[name] = scenario_metrics(preds, [log_.values[t.query] for t in tasks])
+        scores[name] = scenario_metrics(preds, [log_.values[t.query] for t in tasks], scale=scale)
     return scores
 
 
@@ -140,6 +143,7 @@ def run_coldstart(
     split = coldstart_split(log, SplitConfig(seed=seed))
     train_vals = log.values[split.train_events()]
     clip = (float(np.nanmin(train_vals)), float(np.nanmax(train_vals)))
+    scale = rating_scale(train_vals)
     result: dict[str, Any] = {"dataset": dataset_name, "methods": {}, "seed": seed, "counts": split.counts()}
     details: dict[str, Any] = {}
     with _progress(progress) as bar, _one_torch_thread():
@@ -149,7 +153,7 @@ def run_coldstart(
                 bar.update(job, description=name)
             method_started = time.monotonic()
             method = METHODS[name](seed, progress)
-            result["methods"][name] = evaluate_method(method, log, split, clip)
+            result["methods"][name] = evaluate_method(method, log, split, clip, scale)
             describe = getattr(method, "describe", None)
             details[name] = {
                 "seconds": round(time.monotonic() - method_started, 1),

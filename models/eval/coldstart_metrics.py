@@ -3,6 +3,9 @@
 nDCG ranks a task's query items by predicted rating with gain ``2**rating - 1``. Ties in the prediction keep
 the query's (seeded, random) order, so a method that predicts one value for every item scores like a random
 ranking rather than like a lucky one.
+
+``mae_on_scale``/``rmse_on_scale`` score the same predictions moved to the nearest level of the rating scale
+(``models.eval.metrics.snap_to_scale``), for every method alike; nDCG is ranked by the predictions as made.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from models.eval.metrics import snap_to_scale
 
 
 def dcg_at_k(gains_in_rank_order: np.ndarray, k: int) -> float:
@@ -27,18 +32,24 @@ def ndcg_at_k(predicted: np.ndarray, actual: np.ndarray, k: int = 3) -> float:
 
 
 def scenario_metrics(
-    predictions: list[np.ndarray], actuals: list[np.ndarray], k: int = 3
+    predictions: list[np.ndarray], actuals: list[np.ndarray], k: int = 3,
+    scale: tuple[float, ...] | None = None,
 ) -> dict[str, float]:
-    """MAE and RMSE over every query rating, and mean nDCG@k over tasks; NaN for an empty scenario."""
+    """MAE and RMSE over every query rating, and mean nDCG@k over tasks; NaN for an empty scenario. With a
+    rating ``scale``, also MAE and RMSE of the predictions moved to its nearest levels."""
+    names = ["mae", "rmse", f"ndcg@{k}"] + (["mae_on_scale", "rmse_on_scale"] if scale is not None else [])
     if not predictions:
-        nan = float("nan")
-        return {"mae": nan, "rmse": nan, f"ndcg@{k}": nan}
+        return dict.fromkeys(names, float("nan"))
     pred = np.concatenate(predictions).astype(np.float64)
     true = np.concatenate(actuals).astype(np.float64)
     err = pred - true
     ndcg = [ndcg_at_k(p, a, k) for p, a in zip(predictions, actuals)]
-    return {
+    out = {
         "mae": float(np.mean(np.abs(err))),
         "rmse": math.sqrt(float(np.mean(err**2))),
         f"ndcg@{k}": float(np.mean(ndcg)),
     }
+    if scale is not None:
+        err = snap_to_scale(pred, scale) - true
+        out.update(mae_on_scale=float(np.mean(np.abs(err))), rmse_on_scale=math.sqrt(float(np.mean(err**2))))
+    return out

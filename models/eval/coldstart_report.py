@@ -9,14 +9,15 @@ from typing import Any
 
 from models.eval.coldstart_split import SCENARIOS
 
-METRICS: tuple[str, ...] = ("mae", "rmse", "ndcg@3")
+METRICS: tuple[str, ...] = ("mae", "rmse", "ndcg@3", "mae_on_scale", "rmse_on_scale")
 NOTES = """\
 Protocol (MeLU, Lee et al. KDD 2019, on the data at hand): items split by first rating time (earliest 80%
 existing), users split 80/20 at random (seeded); a user's task in a scenario uses their ratings on that
 scenario's items, kept if there are 13-100 of them (MeLU's filter, applied per scenario); 10 random query
 ratings, the rest support. Training data for every method: the existing users' warm tasks only, less a seeded
 10% held out to score `warm`. Predictions are clipped to the training rating range. MAE/RMSE pooled over query
-ratings; nDCG@3 ranks each task's 10 query items by prediction (gain 2^r - 1, ties in query order), mean over
+ratings; `mae_on_scale`/`rmse_on_scale` score the same predictions moved to the nearest whole-star level
+(the training ratings' levels), for every method alike; nDCG@3 ranks each task's 10 query items by prediction (gain 2^r - 1, ties in query order), mean over
 tasks. Small scenarios (see the task counts) carry wide error bars.
 """
 

@@ -2,12 +2,23 @@
 
 A bucket says how many events the user had before the event being predicted (warm-up events included), so the
 report shows how fast each method learns a new user: "0" is a user's very first event.
+
+Rating errors come twice. ``mae``/``rmse`` score each method's prediction as it is. ``mae_on_scale``/
+``rmse_on_scale`` score the same prediction moved to the nearest level of the rating scale (1..5 stars): the
+point that minimises absolute error is the median of the predicted distribution, and the median of ratings
+given in whole stars is itself a whole star. Both are reported for every method, so a gain from the
+decision rule is never mistaken for a gain from the model.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+MAX_SCALE_LEVELS = 20  # more distinct values than this is a continuous target, not a rating scale
 
 BUCKETS: tuple[str, ...] = ("0", "1-4", "5-9", "10-49", "50+")
 FIRST_TEN: tuple[str, ...] = ("0", "1-4", "5-9")  # a user's first 10 events, pooled in summaries
@@ -37,6 +48,22 @@ def hit_and_ndcg(ranked: list[int], item: int, k: int) -> tuple[float, float]:
     return 1.0, 1.0 / math.log2(top.index(item) + 2)
 
 
+def rating_scale(values: Sequence[float] | np.ndarray) -> tuple[float, ...] | None:
+    """The levels of a rating scale, read from ratings seen (e.g. the warm-up's), or None if not discrete."""
+    arr = np.asarray(values, np.float64)
+    levels = np.unique(arr[~np.isnan(arr)])
+    if len(levels) == 0 or len(levels) > MAX_SCALE_LEVELS:
+        return None
+    return tuple(float(v) for v in levels)
+
+
+def snap_to_scale(predicted: np.ndarray | float, scale: tuple[float, ...]) -> np.ndarray:
+    """Each prediction moved to its nearest scale level (a tie goes to the lower level)."""
+    levels = np.asarray(scale, np.float64)
+    pred = np.asarray(predicted, np.float64)
+    return levels[np.abs(pred[..., None] - levels).argmin(axis=-1)]
+
+
 @dataclass
 class Accumulator:
     """Running sums for one method: hits and NDCG per bucket, absolute and squared rating errors."""
@@ -48,6 +75,9 @@ class Accumulator:
     abs_err: float = 0.0
     sq_err: float = 0.0
     rated: int = 0
+    scale: tuple[float, ...] | None = None  # the rating levels; None: no on-scale errors
+    abs_err_scale: float = 0.0
+    sq_err_scale: float = 0.0
 
     def add_ranking(self, bucket: str, ranked: list[int], item: int) -> None:
         hit, gain = hit_and_ndcg(ranked, item, self.k)
@@ -62,6 +92,10 @@ class Accumulator:
         self.abs_err += abs(err)
         self.sq_err += err * err
         self.rated += 1
+        if self.scale is not None:
+            err = float(snap_to_scale(float(predicted), self.scale)) - float(actual)
+            self.abs_err_scale += abs(err)
+            self.sq_err_scale += err * err
 
     def _rates(self, sums: dict[str, float]) -> dict[str, float | None]:
         total = sum(self.count.values())
@@ -71,12 +105,16 @@ class Accumulator:
         return out
 
     def summary(self) -> dict[str, object]:
-        """The per-method block of the result file: hr@k and ndcg@k by bucket, mae and rmse (or None)."""
+        """The per-method block of the result file: hr@k and ndcg@k by bucket, mae and rmse (or None), and
+        the errors of the predictions moved onto the rating scale (None without a scale or ratings)."""
+        on_scale = self.rated and self.scale is not None
         return {
             f"hr@{self.k}": self._rates(self.hits),
             f"ndcg@{self.k}": self._rates(self.ndcg),
             "mae": self.abs_err / self.rated if self.rated else None,
             "rmse": math.sqrt(self.sq_err / self.rated) if self.rated else None,
+            "mae_on_scale": self.abs_err_scale / self.rated if on_scale else None,
+            "rmse_on_scale": math.sqrt(self.sq_err_scale / self.rated) if on_scale else None,
         }
 
     def pooled_hr(self, buckets: tuple[str, ...] = FIRST_TEN) -> float | None:

@@ -1,7 +1,8 @@
 """Result files of the stream protocol: ``stream-<dataset>.json``, a markdown table and a bar plot.
 
 The JSON's shape is fixed (other tools read it): dataset, events, bucket_events, and per method hr@10 and
-ndcg@10 by bucket plus mae and rmse; extra top-level keys (seed, warm-up, timings, machine, command) are
+ndcg@10 by bucket plus mae and rmse (and mae_on_scale/rmse_on_scale: the same predictions moved to the
+nearest rating level, ``models.eval.metrics``); extra top-level keys (seed, warm-up, timings, machine, command) are
 provenance.
 """
 
@@ -71,10 +72,12 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Rating error before learning", "",
-              "| method | MAE | RMSE | seconds |", "|---|---:|---:|---:|"]
+              "As predicted, and moved to the nearest level of the rating scale (a whole star).", "",
+              "| method | MAE | RMSE | MAE on scale | RMSE on scale | seconds |", "|---|---:|---:|---:|---:|---:|"]
     seconds = result.get("seconds", {})
     for name, block in methods.items():
-        cells = [_fmt(block["mae"]), _fmt(block["rmse"]), _fmt(seconds.get(name), 1)]
+        cells = [_fmt(block["mae"]), _fmt(block["rmse"]), _fmt(block.get("mae_on_scale")),
+                 _fmt(block.get("rmse_on_scale")), _fmt(seconds.get(name), 1)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

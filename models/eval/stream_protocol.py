@@ -6,7 +6,8 @@ learned:
 
 - the method ranks the whole catalogue for the event's user, minus the items the user already interacted with
   (warm-up included); a hit is the event's item among the top ``k``;
-- on explicit data the method predicts the event's rating (MAE/RMSE).
+- on explicit data the method predicts the event's rating (MAE/RMSE, and both again with the prediction moved
+  to the nearest level of the rating scale seen in the warm-up: ``models.eval.metrics``).
 
 Repeat interactions (the user already had the item) are not evaluation points, as is usual for next-item
 evaluation: the item is excluded from the user's list, so it could never be a hit. They are still learned.
@@ -27,7 +28,7 @@ import numpy as np
 
 from models.data.events import EventLog
 from models.eval.methods import BatchRanker, Pending, Query, StreamMethod
-from models.eval.metrics import BUCKETS, Accumulator, history_bucket
+from models.eval.metrics import BUCKETS, Accumulator, history_bucket, rating_scale
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def replay(method: StreamMethod, plan: StreamPlan, k: int = 10,
     """Warm ``method`` up on the prefix, then predict-then-learn every later event; returns metric sums."""
     method.fit_prefix(plan.prefix)
     seen = _seen_sets(plan)
-    acc = Accumulator(k=k)
+    acc = Accumulator(k=k, scale=rating_scale(plan.prefix.values) if plan.log.explicit else None)
     if isinstance(method, BatchRanker):
         _replay_chunks(method, plan, seen, acc, progress)
     else:

@@ -10,7 +10,7 @@ import pytest
 
 from models.data.events import EventLog
 from models.eval.methods import Query
-from models.eval.metrics import Accumulator, history_bucket, hit_and_ndcg
+from models.eval.metrics import Accumulator, history_bucket, hit_and_ndcg, rating_scale, snap_to_scale
 from models.eval.stream_protocol import plan_stream, replay
 from tests.unit.eval.conftest import make_log, planted_stream
 
@@ -181,6 +181,31 @@ def test_rating_errors_on_explicit_data_skip_repeats():
     errors = np.array([4.0, 5.0, 2.0, 3.0]) - 3.0  # the repeat (rating 1) is not an evaluation point
     assert acc.summary()["mae"] == pytest.approx(np.abs(errors).mean())
     assert acc.summary()["rmse"] == pytest.approx(math.sqrt((errors**2).mean()))
+
+
+def test_errors_on_scale_move_each_prediction_to_the_nearest_level():
+    acc = Accumulator(k=10, scale=rating_scale([1, 2, 3, 4, 5, 5, 3]))
+    for predicted, actual in [(3.6, 4.0), (1.2, 2.0), (4.5, 5.0), (7.0, 5.0)]:
+        acc.add_rating(predicted, actual)
+    s = acc.summary()
+    assert s["mae"] == pytest.approx((0.4 + 0.8 + 0.5 + 2.0) / 4)  # as predicted
+    assert s["mae_on_scale"] == pytest.approx((0 + 1 + 1 + 0) / 4)  # 4, 1, 4 (tie goes down), 5
+    assert s["rmse_on_scale"] == pytest.approx(math.sqrt(2 / 4))
+
+
+def test_rating_scale_is_read_only_from_discrete_ratings():
+    assert rating_scale([4.0, 1.0, np.nan, 4.0, 2.5]) == (1.0, 2.5, 4.0)
+    assert rating_scale(np.linspace(0, 1, 50)) is None  # a continuous target has no scale
+    assert rating_scale([np.nan]) is None
+    assert snap_to_scale(np.array([0.2, 2.9, 9.0]), (1.0, 2.5, 4.0)).tolist() == [1.0, 2.5, 4.0]
+
+
+def test_scale_comes_from_the_warmup_and_scores_explicit_replays():
+    acc = replay(FixedOrder(), plan_stream(tiny_stream(explicit=True), 0.4))
+    assert acc.scale == (4.0, 5.0)  # the warm-up's two ratings only, never a later event's
+    assert acc.summary()["mae"] == pytest.approx((1.0 + 0.0) / 2)  # 3 against ratings 2 and 3
+    assert acc.summary()["mae_on_scale"] == pytest.approx((2.0 + 1.0) / 2)  # 3 moved to 4
+    assert replay(FixedOrder(), plan_stream(tiny_stream(), 0.4)).scale is None  # implicit: no scale
 
 
 def test_warmup_events_are_not_scored_but_count_as_history():

@@ -38,3 +38,13 @@ def test_scenario_metrics_pool_errors() -> None:
 
 def test_empty_scenario_is_nan() -> None:
     assert all(math.isnan(v) for v in scenario_metrics([], []).values())
+
+
+def test_scenario_errors_on_scale_snap_each_prediction() -> None:
+    preds = [np.array([3.6, 2.4]), np.array([4.5])]
+    actual = [np.array([4.0, 3.0]), np.array([5.0])]
+    out = scenario_metrics(preds, actual, scale=(1.0, 2.0, 3.0, 4.0, 5.0))
+    assert out["mae"] == pytest.approx((0.4 + 0.6 + 0.5) / 3)
+    assert out["mae_on_scale"] == pytest.approx((0 + 1 + 1) / 3)  # 4, 2, 4 (a tie goes down)
+    assert out["rmse_on_scale"] == pytest.approx(math.sqrt(2 / 3))
+    assert "mae_on_scale" not in scenario_metrics(preds, actual)  # no scale, no on-scale errors
