@@ -151,9 +151,10 @@ def _evaluation_section(path: Path) -> list[str]:
         keys = ["all", *BUCKETS]
         rows = "".join(
             f"<tr><th>{html.escape(m)}</th>" + "".join(f"<td>{_fmt(r['hr@10'].get(k))}</td>" for k in keys)
-            + f"<td>{_fmt(r.get('mae'))}</td></tr>" for m, r in methods.items())
+            + f"<td>{_fmt(r.get('mae'))}</td><td>{_fmt(r.get('mae_on_scale'))}</td></tr>"
+            for m, r in methods.items())
         parts.append("<table><tr><th>method</th>" + "".join(f"<th>HR@10 {k}</th>" for k in keys)
-                     + f"<th>MAE</th></tr>{rows}</table>")
+                     + f"<th>MAE</th><th>MAE on the rating scale</th></tr>{rows}</table>")
         parts.append(_figure(lambda ax: _bars(ax, methods, keys), "HR@10 by history length (events before)"))
     elif methods:  # cold-start shape: method -> scenario -> metrics
         scenarios = sorted({s for r in methods.values() for s in r})

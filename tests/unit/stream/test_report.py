@@ -47,7 +47,7 @@ def test_online_hit_rate_and_latency_come_from_interval_deltas():
 def test_page_is_self_contained_with_tables_and_plots(tmp_path):
     result = {"dataset": "tiny", "events": 10, "methods": {
         "metarec": {"hr@10": {"all": 0.3, "0": 0.2, "1-4": 0.3, "5-9": 0.3, "10-49": 0.4, "50+": 0.4},
-                    "ndcg@10": {}, "mae": 0.7, "rmse": 0.9},
+                    "ndcg@10": {}, "mae": 0.7, "rmse": 0.9, "mae_on_scale": 0.6875, "rmse_on_scale": 1.0},
         "popularity": {"hr@10": {"all": 0.1, "0": 0.1, "1-4": 0.1, "5-9": 0.1, "10-49": 0.1, "50+": 0.1},
                        "ndcg@10": {}, "mae": None, "rmse": None}}}
     path = tmp_path / "stream-tiny.json"
@@ -58,4 +58,5 @@ def test_page_is_self_contained_with_tables_and_plots(tmp_path):
     page = build_report(tmp_path / "r.html", [path], samples).read_text()
     assert page.count("data:image/png;base64,") == 5
     assert "<th>metarec</th>" in page and "0.3000" in page
+    assert "<td>0.6875</td>" in page, "the on-scale MAE is shown beside the MAE as predicted"
     assert "http" not in page.replace("http-equiv", ""), "no external resources"
