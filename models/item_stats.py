@@ -199,22 +199,29 @@ class ItemStats:
         self.n_users_of[item] += 1.0
 
     # --- features -------------------------------------------------------------------------------------------
-    def context(self, seen: Sequence[Sequence[int]], recent: Sequence[Sequence[int]]) -> np.ndarray:
+    def context(self, seen: Sequence[Sequence[int]], recent: Sequence[Sequence[int]],
+                users: Sequence[Hashable] | None = None) -> np.ndarray:
         """Features of every catalogue item for each user: (B, N, C) float32.
 
         ``seen``: each user's distinct items (any order): their count is the user's position, and the
         co-occurrence score is item-kNN's cosine sum over them (and its mean per seen item). ``recent``: each
         user's latest items, oldest first: what other users took next after them (on MovieLens the order in
-        which the site lists films shows through).
+        which the site lists films shows through). ``users``: the keys the statistics were fed; with them, a
+        seen item's co-occurrence features leave the user's own pairs out (``_own_knn``).
         """
         with self._lock:
             shared = self._shared()  # (N, 3)
             knn = self._knn(seen)  # (B, N)
             sizes = np.array([len(s) for s in seen], np.float64)  # (B,)
+            per_seen = knn / np.maximum(sizes, 1.0)[:, None]  # (B, N)
+            for b, user in enumerate(users or ()):
+                own, own_knn = self._own_knn(seen[b], user)
+                knn[b, own] = own_knn
+                per_seen[b, own] = own_knn / max(sizes[b] - 1.0, 1.0)
             buckets = [position_bucket(int(n)) for n in sizes]
             out = np.empty((len(seen), self.n_items, N_CONTEXT), np.float32)
             out[:, :, :3] = shared[None]
-            out[:, :, 3] = knn / np.maximum(sizes, 1.0)[:, None]
+            out[:, :, 3] = per_seen
             out[:, :, 4] = np.log1p(knn)
             out[:, :, 5] = _log_share(self.position[buckets])
             counts, shares = self._next(recent)
@@ -279,6 +286,26 @@ class ItemStats:
         return _log_share(np.concatenate([self.counts[None], decayed])).T
 
 
+    def _own_knn(self, seen: Sequence[int], user: Hashable) -> tuple[np.ndarray, np.ndarray]:
+        """The kNN score of the user's own counted items with this user left out of the statistics.
+
+        A user's items co-occur with each other because the user had them all: scored with those pairs, every
+        item the user took looks like what item-kNN predicts, so a support set cannot say whether this user
+        follows item-kNN more or less than others do (the one thing adapting the context weights could learn).
+        Leaving the user out, C'[i, j] = C[i, j] - 1 and n'_j = n_j - 1 for the counted items, gives item i the
+        score item-kNN would give it from the user's other items. Returns (item indices, their scores).
+        """
+        counted = self._has.get(user)
+        idx = np.asarray([i for i in seen if 0 <= i < self.n_items], np.int64)  # (S,)
+        if not counted or not len(idx):
+            return np.zeros(0, np.int64), np.zeros(0)
+        mine = np.fromiter((i in counted for i in idx.tolist()), bool, len(idx))  # (S,)
+        if not mine.any():
+            return np.zeros(0, np.int64), np.zeros(0)
+        w = _inv_sqrt(self.n_users_of[idx] - mine)  # (S,) each seen item's 1/sqrt(n'_j)
+        rows = self.cooc.weighted_rows(idx, w)  # (N,) sum_j w_j C[j, :]
+        own, w_own = idx[mine], w[mine]
+        return own, w_own * (rows[own] - (w_own.sum() - w_own))  # minus sum over the user's other j of w_j
     def _knn(self, seen: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, N) sum over seen j of C[i, j] / sqrt(n_i n_j): incremental item-kNN's score."""
         with np.errstate(divide="ignore"):
@@ -296,6 +323,12 @@ class ItemStats:
                 if idx:
                     out[b] = self.cooc.weighted_rows(idx, inv[idx])
         return out * inv[None, :]
+
+
+def _inv_sqrt(counts: np.ndarray) -> np.ndarray:
+    """1 / sqrt(count), 0 where the count is 0: the cosine's normalisation."""
+    with np.errstate(divide="ignore"):
+        return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1e-12)), 0.0)
 
 
 def _log_share(counts: np.ndarray) -> np.ndarray:

@@ -273,7 +273,8 @@ class Recommender:
             return F.pad(context, (0, 0, 0, max(0, n - context.shape[1])))[:, :n]  # (B, N, R)
         seen = [[c for c in map(index.get, r.exclude) if c is not None] for r in requests]
         recent = [[index[i] for i, _ in r.support[-8:] if i in index] for r in requests]
-        context = torch.as_tensor(self._stats.context(seen, recent), device=self.device)
+        users = [r.user_id for r in requests]  # the keys ``observe`` fed: the users' own pairs are left out
+        context = torch.as_tensor(self._stats.context(seen, recent, users), device=self.device)
         n = len(snap.item_ids)
         if context.shape[1] < n:  # items added to the catalogue after the statistics were last grown
             context = F.pad(context, (0, 0, 0, n - context.shape[1]))

@@ -79,7 +79,8 @@ def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[lis
 
     def features(stats: ItemStats, tasks: list[tuple[int, int]]) -> list[np.ndarray]:
         recent = [batches[k].sup_items[row][batches[k].sup_mask[row]].tolist() for k, row in tasks]
-        feats = stats.context([seen[k][row] for k, row in tasks], recent)  # (T, N, C)
+        users = [log_.user_ids[int(batches[k].users[row])] for k, row in tasks]  # as ``replay_stats`` keys them
+        feats = stats.context([seen[k][row] for k, row in tasks], recent, users)  # (T, N, C)
         return [f if keep[k] is None else f[keep[k][row]] for (k, row), f in zip(tasks, feats)]
 
     shapes = [(n_items if items is None else items.shape[1], N_CONTEXT) for items in keep]

@@ -33,6 +33,28 @@ def test_knn_feature_is_item_knn_and_counts_are_counted():
     assert ctx[0, CONTEXT_NAMES.index(f"position_is_{position_bucket(len(seen))}")] == 1.0
 
 
+def test_own_items_knn_leaves_the_user_out():
+    """With the user's key, their own items score as item-kNN fitted without them would score them; the
+    catalogue's other items keep the plain score. Checked against statistics replayed without the user."""
+    log = small_log()
+    user = int(log.users[-1])
+    key = log.user_ids[user]
+    stats = replay_stats(log)
+    without = replay_stats(log.take(np.flatnonzero(log.users != user)))
+    seen = sorted(set(log.items[log.users == user].tolist()))
+    with_user = stats.context([seen], [seen[-3:]], [key])[0]  # (N, C)
+    plain = stats.context([seen], [seen[-3:]])[0]
+    left_out = without.context([seen], [seen[-3:]])[0]
+    knn = CONTEXT_NAMES.index("log_knn")
+    np.testing.assert_allclose(with_user[seen, knn], left_out[seen, knn], rtol=1e-5, atol=1e-6)
+    others = np.setdiff1d(np.arange(log.n_items), seen)
+    np.testing.assert_array_equal(with_user[others], plain[others])
+    assert (with_user[seen, knn] < plain[seen, knn]).any(), "the user's own pairs were in the plain score"
+    mean = CONTEXT_NAMES.index("knn_mean")  # averaged over the user's other seen items
+    np.testing.assert_allclose(with_user[seen, mean], left_out[seen, mean] * len(seen) / (len(seen) - 1),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_task_context_comes_only_from_events_before_the_cut():
     """Rewriting every event from a task's first query on must not change the task's features; rewriting one
     event just before its snapshot must (the check can fail)."""
