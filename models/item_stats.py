@@ -292,8 +292,8 @@ class ItemStats:
         A user's items co-occur with each other because the user had them all: scored with those pairs, every
         item the user took looks like what item-kNN predicts, so a support set cannot say whether this user
         follows item-kNN more or less than others do (the one thing adapting the context weights could learn).
-        Leaving the user out, C'[i, j] = C[i, j] - 1 and n'_j = n_j - 1 for the counted items, gives item i the
-        score item-kNN would give it from the user's other items. Returns (item indices, their scores).
+        Leaving the user out, C'[i, j] = C[i, j] - 1 and n'_j = n_j - 1 for the counted items, gives item i
+        the score item-kNN would give it from the user's other items. Returns (item indices, their scores).
         """
         counted = self._has.get(user)
         idx = np.asarray([i for i in seen if 0 <= i < self.n_items], np.int64)  # (S,)

@@ -17,8 +17,9 @@ scenario's items, kept if there are 13-100 of them (MeLU's filter, applied per s
 ratings, the rest support. Training data for every method: the existing users' warm tasks only, less a seeded
 10% held out to score `warm`. Predictions are clipped to the training rating range. MAE/RMSE pooled over query
 ratings; `mae_on_scale`/`rmse_on_scale` score the same predictions moved to the nearest whole-star level
-(the training ratings' levels), for every method alike; nDCG@3 ranks each task's 10 query items by prediction (gain 2^r - 1, ties in query order), mean over
-tasks. Small scenarios (see the task counts) carry wide error bars.
+(the training ratings' levels), for every method alike; nDCG@3 ranks each task's 10 query items by
+prediction (gain 2^r - 1, ties in query order), mean over tasks. Small scenarios (see the task counts)
+carry wide error bars.
 """
 
 

@@ -2,8 +2,8 @@
 
 The JSON's shape is fixed (other tools read it): dataset, events, bucket_events, and per method hr@10 and
 ndcg@10 by bucket plus mae and rmse (and mae_on_scale/rmse_on_scale: the same predictions moved to the
-nearest rating level, ``models.eval.metrics``); extra top-level keys (seed, warm-up, timings, machine, command) are
-provenance.
+nearest rating level, ``models.eval.metrics``); extra top-level keys (seed, warm-up, timings, machine,
+command) are provenance.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Rating error before learning", "",
               "As predicted, and moved to the nearest level of the rating scale (a whole star).", "",
-              "| method | MAE | RMSE | MAE on scale | RMSE on scale | seconds |", "|---|---:|---:|---:|---:|---:|"]
+              "| method | MAE | RMSE | MAE on scale | RMSE on scale | seconds |",
+              "|---|---:|---:|---:|---:|---:|"]
     seconds = result.get("seconds", {})
     for name, block in methods.items():
         cells = [_fmt(block["mae"]), _fmt(block["rmse"]), _fmt(block.get("mae_on_scale")),

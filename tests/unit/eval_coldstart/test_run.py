@@ -65,7 +65,8 @@ def test_result_files_and_shape(make_ratings_log: LogFactory, tmp_path: Path) ->
     assert on_disk["dataset"] == "tiny" and set(on_disk["methods"]) == {"global_mean", "user_median"}
     for scores in on_disk["methods"].values():
         assert set(scores) == set(SCENARIOS)
-        assert all(set(s) == {"mae", "rmse", "ndcg@3", "mae_on_scale", "rmse_on_scale"} for s in scores.values())
+        keys = {"mae", "rmse", "ndcg@3", "mae_on_scale", "rmse_on_scale"}
+        assert all(set(s) == keys for s in scores.values())
     assert result["methods"] == on_disk["methods"]
     assert "| user_median |" in (tmp_path / "coldstart-tiny.md").read_text()
     assert (tmp_path / "coldstart-tiny.png").read_bytes()[:4] == b"\x89PNG"
