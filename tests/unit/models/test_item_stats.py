@@ -107,3 +107,40 @@ def test_growing_the_catalogue_keeps_counts(extra):
     stats.grow(extra)
     assert stats.context([[0]], [[0]]).shape[1] == len(counts) + extra
     np.testing.assert_array_equal(stats.counts[: len(counts)], counts)
+
+
+def test_serving_scores_a_users_own_items_with_the_user_left_out(world, tmp_path):
+    """The Recommender passes each request's user to the statistics, as training passes each task's user."""
+    world.model.save(tmp_path / "m")
+    model = type(world.model).load(tmp_path / "m")
+    a, b = model.item_ids[:2]
+    t = float(world.log.ts.max())
+    model.observe([("pair-fan", a, t), ("pair-fan", b, t + 1)])
+    request = AdaptRequest("pair-fan", [(a, 1.0), (b, 1.0)], frozenset({a, b}))
+    served = model._context(model._snap, [request])[0].numpy()  # (N, C) as ranking computes it
+    knn = CONTEXT_NAMES.index("log_knn")
+    stats = model.stats
+    plain = stats.context([[0, 1]], [[0, 1]])[0]
+    left_out = stats.context([[0, 1]], [[0, 1]], ["pair-fan"])[0]
+    assert served[0, knn] == pytest.approx(left_out[0, knn]) and served[0, knn] < plain[0, knn]
+
+
+def test_training_features_leave_each_tasks_user_out():
+    """A task's support items carry the left-out kNN score, keyed as the replay keys users."""
+    log = small_log()
+    cfg = default_config(log)
+    tasks = sample_tasks(user_tracks(log, cfg.objective), 32, cfg, np.random.default_rng(0))
+    (with_ctx,), _ = attach_context(log, [tasks], log.n_items)
+    knn = CONTEXT_NAMES.index("log_knn")
+    checked = 0
+    for row in np.argsort(-tasks.cut_at.numpy())[:8].tolist():  # late cuts: the snapshot holds the user's pairs
+        cut = int(tasks.cut_at[row])
+        stats = replay_stats(log, cut - cut % SNAPSHOT_EVERY)
+        seen = tasks.seen[1][tasks.seen[0] == row].tolist()
+        recent = tasks.sup_items[row][tasks.sup_mask[row]].tolist()
+        key = log.user_ids[int(tasks.users[row])]
+        expected = stats.context([seen], [recent], [key])[0].astype(np.float16)
+        np.testing.assert_array_equal(with_ctx.context[row].numpy(), expected)
+        plain = stats.context([seen], [recent])[0].astype(np.float16)
+        checked += not np.array_equal(plain[seen, knn], expected[seen, knn])
+    assert checked, "some task's user must have counted pairs, or the check says nothing"
