@@ -78,6 +78,7 @@ class Accumulator:
     scale: tuple[float, ...] | None = None  # the rating levels; None: no on-scale errors
     abs_err_scale: float = 0.0
     sq_err_scale: float = 0.0
+    pairs: list[tuple[float, float]] | None = None  # a list: every (predicted, actual) is kept, for analyses
 
     def add_ranking(self, bucket: str, ranked: list[int], item: int) -> None:
         hit, gain = hit_and_ndcg(ranked, item, self.k)
@@ -92,6 +93,8 @@ class Accumulator:
         self.abs_err += abs(err)
         self.sq_err += err * err
         self.rated += 1
+        if self.pairs is not None:
+            self.pairs.append((float(predicted), float(actual)))
         if self.scale is not None:
             err = float(snap_to_scale(float(predicted), self.scale)) - float(actual)
             self.abs_err_scale += abs(err)

@@ -133,7 +133,7 @@ def test_training_features_leave_each_tasks_user_out():
     (with_ctx,), _ = attach_context(log, [tasks], log.n_items)
     knn = CONTEXT_NAMES.index("log_knn")
     checked = 0
-    for row in np.argsort(-tasks.cut_at.numpy())[:8].tolist():  # late cuts: the snapshot holds the user's pairs
+    for row in np.argsort(-tasks.cut_at.numpy())[:8].tolist():  # late cuts: snapshots hold the pairs
         cut = int(tasks.cut_at[row])
         stats = replay_stats(log, cut - cut % SNAPSHOT_EVERY)
         seen = tasks.seen[1][tasks.seen[0] == row].tolist()
