@@ -159,9 +159,11 @@ def _evaluation_section(path: Path) -> list[str]:
     elif methods:  # cold-start shape: method -> scenario -> metrics
         scenarios = sorted({s for r in methods.values() for s in r})
         rows = "".join(f"<tr><th>{html.escape(m)}</th>" + "".join(
-            f"<td>{_fmt(r.get(s, {}).get('mae'))} / {_fmt(r.get(s, {}).get('ndcg@3'))}</td>" for s in scenarios)
+            f"<td>{_fmt(r.get(s, {}).get('mae'))} / {_fmt(r.get(s, {}).get('mae_on_scale'))} / "
+            f"{_fmt(r.get(s, {}).get('ndcg@3'))}</td>" for s in scenarios)
             + "</tr>" for m, r in methods.items())
-        parts.append("<table><tr><th>method (MAE / nDCG@3)</th>" + "".join(f"<th>{s}</th>" for s in scenarios)
+        parts.append("<table><tr><th>method (MAE / on the rating scale / nDCG@3)</th>"
+                     + "".join(f"<th>{s}</th>" for s in scenarios)
                      + f"</tr>{rows}</table>")
     return parts
 

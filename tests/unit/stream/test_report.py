@@ -60,3 +60,15 @@ def test_page_is_self_contained_with_tables_and_plots(tmp_path):
     assert "<th>metarec</th>" in page and "0.3000" in page
     assert "<td>0.6875</td>" in page, "the on-scale MAE is shown beside the MAE as predicted"
     assert "http" not in page.replace("http-equiv", ""), "no external resources"
+
+
+def test_cold_start_section_shows_the_on_scale_mae(tmp_path):
+    result = {"dataset": "tiny", "methods": {
+        "metarec": {"new_user": {"mae": 0.8, "rmse": 1.0, "ndcg@3": 0.7, "mae_on_scale": 0.7625}}}}
+    path = tmp_path / "coldstart-tiny.json"
+    path.write_text(json.dumps(result))
+    m = Metrics()
+    samples = sample_metrics(scripted(m, [lambda: m.events.labels(result="processed").inc(1)]), duration_s=0,
+                             every_s=0, wait=lambda s: None)
+    page = build_report(tmp_path / "r.html", [path], samples).read_text()
+    assert "<td>0.8000 / 0.7625 / 0.7000</td>" in page
