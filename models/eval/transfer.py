@@ -33,7 +33,7 @@ from models.data.events import EventLog
 from models.eval.coldstart_methods import task_data
 from models.eval.coldstart_metrics import scenario_metrics
 from models.eval.coldstart_split import SplitConfig, coldstart_split
-from models.eval.metrics import FIRST_TEN
+from models.eval.metrics import FIRST_TEN, rating_scale
 from models.eval.report import machine
 from models.eval.stream_protocol import plan_stream, timed_replay
 from models.eval.stream_runner import first_events
@@ -156,6 +156,7 @@ def coldstart_scores(target: EventLog, methods: dict[str, Recipe], seed: int) ->
     split = coldstart_split(target, SplitConfig(seed=seed))
     train_log = target.take(split.train_events())
     train_tasks = [task_data(target, t, with_labels=True) for t in split.train_tasks]
+    scale = rating_scale(train_log.values)  # errors on the rating scale too, as ``metarec evaluate`` reports
     out: dict[str, Any] = {"counts": split.counts(), "methods": {}}
     for name, recipe in methods.items():
         method = TaskTrained(name, recipe, target.item_ids)
@@ -167,7 +168,7 @@ def coldstart_scores(target: EventLog, methods: dict[str, Recipe], seed: int) ->
             if predicted is None:
                 scores[scenario] = {"mae": None, "rmse": None, "ndcg@3": None}
                 continue
-            scores[scenario] = scenario_metrics(predicted, [target.values[t.query] for t in tasks])
+            scores[scenario] = scenario_metrics(predicted, [target.values[t.query] for t in tasks], scale=scale)
         out["methods"][name] = scores
     return out
 
