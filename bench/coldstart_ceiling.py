@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import explicit_dataset
 from models.data.events import EventLog
-from models.data.registry import load_dataset
 from models.eval.coldstart_split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
 from models.eval.metrics import rating_scale, snap_to_scale
 
@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench/results", help="folder for coldstart-ceiling-<dataset>.{json,md}")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        log_ = load_dataset(args.dataset)
-    except (OSError, ValueError) as exc:
-        p.exit(2, f"coldstart_ceiling: cannot load {args.dataset}: {exc}\n")
-    if not log_.explicit:
-        p.exit(2, f"coldstart_ceiling: {args.dataset} has no explicit ratings\n")
+    log_ = explicit_dataset(p, args.dataset)
     result = ceilings(log_, args.seed, args.shrink)
     name = Path(args.dataset).name
     out = Path(args.out)

@@ -6,6 +6,7 @@ A figure without its machine is meaningless on shared CPUs, so every results fil
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -245,3 +246,16 @@ def train_checkpoint(
 def catalogue(n_items: int) -> list[str]:
     """The item ids of the synthetic world (and so of :func:`train_checkpoint`'s model)."""
     return [f"item-{i}" for i in range(n_items)]
+
+
+def explicit_dataset(parser: argparse.ArgumentParser, spec: str) -> Any:
+    """The explicit-rating EventLog at ``spec`` for a rating analysis, or the parser's one-line exit (code 2)."""
+    from models.data.registry import load_dataset
+
+    try:
+        log_ = load_dataset(spec)
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: cannot load {spec}: {exc}\n")
+    if not log_.explicit:
+        parser.exit(2, f"{parser.prog}: {spec} has no explicit ratings\n")
+    return log_

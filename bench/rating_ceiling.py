@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import explicit_dataset
 from models.data.events import EventLog
-from models.data.registry import load_dataset
 from models.eval.metarec_methods import MetarecMethod, Schedule
 from models.eval.metrics import rating_scale, snap_to_scale
 from models.eval.river_mf import RiverBiasedMF
@@ -168,12 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench/results", help="folder for rating-ceiling-<dataset>.{json,md}")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        log_ = load_dataset(args.dataset)
-    except (OSError, ValueError) as exc:
-        p.exit(2, f"rating_ceiling: cannot load {args.dataset}: {exc}\n")
-    if not log_.explicit:
-        p.exit(2, f"rating_ceiling: {args.dataset} has no explicit ratings\n")
+    log_ = explicit_dataset(p, args.dataset)
     import torch
 
     torch.set_num_threads(1)  # the worker's setting; tiny tensors
