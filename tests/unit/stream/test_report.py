@@ -44,18 +44,23 @@ def test_online_hit_rate_and_latency_come_from_interval_deltas():
     assert 2.5 <= p50 <= 5.0, p50
 
 
+def page_for(tmp_path, name: str, result: dict) -> str:
+    """The report page built from one result file ``name`` holding ``result``, beside 50 sampled events."""
+    path = tmp_path / name
+    path.write_text(json.dumps(result))
+    m = Metrics()
+    samples = sample_metrics(scripted(m, [lambda: m.events.labels(result="processed").inc(50)]), duration_s=0,
+                             every_s=0, wait=lambda s: None)
+    return build_report(tmp_path / "r.html", [path], samples).read_text()
+
+
 def test_page_is_self_contained_with_tables_and_plots(tmp_path):
     result = {"dataset": "tiny", "events": 10, "methods": {
         "metarec": {"hr@10": {"all": 0.3, "0": 0.2, "1-4": 0.3, "5-9": 0.3, "10-49": 0.4, "50+": 0.4},
                     "ndcg@10": {}, "mae": 0.7, "rmse": 0.9, "mae_on_scale": 0.6875, "rmse_on_scale": 1.0},
         "popularity": {"hr@10": {"all": 0.1, "0": 0.1, "1-4": 0.1, "5-9": 0.1, "10-49": 0.1, "50+": 0.1},
                        "ndcg@10": {}, "mae": None, "rmse": None}}}
-    path = tmp_path / "stream-tiny.json"
-    path.write_text(json.dumps(result))
-    m = Metrics()
-    samples = sample_metrics(scripted(m, [lambda: m.events.labels(result="processed").inc(50)]), duration_s=0,
-                             every_s=0, wait=lambda s: None)
-    page = build_report(tmp_path / "r.html", [path], samples).read_text()
+    page = page_for(tmp_path, "stream-tiny.json", result)
     assert page.count("data:image/png;base64,") == 5
     assert "<th>metarec</th>" in page and "0.3000" in page
     assert "<td>0.6875</td>" in page, "the on-scale MAE is shown beside the MAE as predicted"
@@ -65,10 +70,5 @@ def test_page_is_self_contained_with_tables_and_plots(tmp_path):
 def test_cold_start_section_shows_the_on_scale_mae(tmp_path):
     result = {"dataset": "tiny", "methods": {
         "metarec": {"new_user": {"mae": 0.8, "rmse": 1.0, "ndcg@3": 0.7, "mae_on_scale": 0.7625}}}}
-    path = tmp_path / "coldstart-tiny.json"
-    path.write_text(json.dumps(result))
-    m = Metrics()
-    samples = sample_metrics(scripted(m, [lambda: m.events.labels(result="processed").inc(1)]), duration_s=0,
-                             every_s=0, wait=lambda s: None)
-    page = build_report(tmp_path / "r.html", [path], samples).read_text()
+    page = page_for(tmp_path, "coldstart-tiny.json", result)
     assert "<td>0.8000 / 0.7625 / 0.7000</td>" in page
