@@ -53,6 +53,7 @@ def predictions(log_: EventLog, split: ColdStartSplit, scenario: str, shrink: fl
                             np.concatenate([vals[t.query] - m for t, m in zip(tasks, means)]), n)
     gm = float(vals.mean())
     a_sum, a_cnt = _offsets(items, vals - gm, n)
+    item_bias = a_sum / (a_cnt + shrink)  # (N,) from every rating there is: the leak
     out: dict[str, list[np.ndarray]] = {p: [] for p in PREDICTORS}
     for t, m in zip(tasks, means):
         q = items[t.query]
@@ -60,7 +61,6 @@ def predictions(log_: EventLog, split: ColdStartSplit, scenario: str, shrink: fl
         out["support_item_bias"].append(m + s_sum[q] / (s_cnt[q] + shrink))
         own = vals[t.query] - m  # the task's own query residuals are left out of its item offsets
         out["oracle_other_queries"].append(m + (q_sum[q] - own) / (q_cnt[q] - 1 + shrink))
-        item_bias = a_sum / (a_cnt + shrink)
         user_bias = np.mean(vals[t.support] - gm - item_bias[items[t.support]])
         out["oracle_all_ratings"].append(gm + user_bias + item_bias[q])
     return {p: np.concatenate(v) for p, v in out.items()}

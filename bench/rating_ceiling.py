@@ -113,7 +113,7 @@ def predictions(log_: EventLog, seed: int) -> tuple[dict[str, np.ndarray], np.nd
                RiverRatingsOnly(seed), ItemCF()]
     out, truth = {}, None
     for method in methods:
-        pairs = np.asarray(replay(method, plan, keep_pairs=True).pairs)  # (P, 2)
+        pairs = np.asarray(replay(method, plan).pairs)  # (P, 2)
         out[method.name] = pairs[:, 0]
         truth = pairs[:, 1] if truth is None else truth
         if not np.array_equal(truth, pairs[:, 1]):

@@ -247,8 +247,7 @@ class ItemStats:
             excess = self.rating_sum - n * mean  # (N,)
             shared = np.stack([excess / (n + k) for k in RATING_SHRINK] + [1.0 / (1.0 + n)], axis=1)  # (N, 3)
             item_mean = mean + excess / (n + RATING_SHRINK[0])  # (N,)
-            with np.errstate(divide="ignore"):
-                inv = np.where(self.n_users_of > 0, 1.0 / np.sqrt(self.n_users_of), 0.0)  # (N,)
+            inv = _inv_sqrt(self.n_users_of)  # (N,)
             out = np.zeros((len(supports), self.n_items, N_RATING_CONTEXT), np.float32)
             out[:, :, : shared.shape[1]] = shared[None]
             for b, pairs in enumerate(supports):
@@ -285,7 +284,6 @@ class ItemStats:
         decayed = self.decayed * np.exp(decay)[:, None]  # (L, N)
         return _log_share(np.concatenate([self.counts[None], decayed])).T
 
-
     def _own_knn(self, seen: Sequence[int], user: Hashable) -> tuple[np.ndarray, np.ndarray]:
         """The kNN score of the user's own counted items with this user left out of the statistics.
 
@@ -306,10 +304,10 @@ class ItemStats:
         rows = self.cooc.weighted_rows(idx, w)  # (N,) sum_j w_j C[j, :]
         own, w_own = idx[mine], w[mine]
         return own, w_own * (rows[own] - (w_own.sum() - w_own))  # minus sum over the user's other j of w_j
+
     def _knn(self, seen: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, N) sum over seen j of C[i, j] / sqrt(n_i n_j): incremental item-kNN's score."""
-        with np.errstate(divide="ignore"):
-            inv = np.where(self.n_users_of > 0, 1.0 / np.sqrt(self.n_users_of), 0.0)  # (N,)
+        inv = _inv_sqrt(self.n_users_of)  # (N,)
         out = np.zeros((len(seen), self.n_items))
         if isinstance(self.cooc, DenseCooccurrence):
             weights = np.zeros((len(seen), self.n_items), np.float32)  # (B, N)
@@ -327,8 +325,7 @@ class ItemStats:
 
 def _inv_sqrt(counts: np.ndarray) -> np.ndarray:
     """1 / sqrt(count), 0 where the count is 0: the cosine's normalisation."""
-    with np.errstate(divide="ignore"):
-        return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1e-12)), 0.0)
+    return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1e-12)), 0.0)
 
 
 def _log_share(counts: np.ndarray) -> np.ndarray:

@@ -23,9 +23,9 @@ import numpy as np
 from models.data.events import EventLog
 from models.eval.coldstart_methods import ColdStartMethod, GlobalMean, TaskData, UserMedian, task_data
 from models.eval.coldstart_metrics import scenario_metrics
-from models.eval.metrics import rating_scale
 from models.eval.coldstart_report import write_results
 from models.eval.coldstart_split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
+from models.eval.metrics import rating_scale
 
 logger = logging.getLogger(__name__)
 

@@ -66,19 +66,14 @@ def snap_to_scale(predicted: np.ndarray | float, scale: tuple[float, ...]) -> np
 
 @dataclass
 class Accumulator:
-    """Running sums for one method: hits and NDCG per bucket, absolute and squared rating errors."""
+    """Running sums for one method: hits and NDCG per bucket; every scored rating as (predicted, actual)."""
 
     k: int = 10
     count: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
     hits: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
     ndcg: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
-    abs_err: float = 0.0
-    sq_err: float = 0.0
-    rated: int = 0
     scale: tuple[float, ...] | None = None  # the rating levels; None: no on-scale errors
-    abs_err_scale: float = 0.0
-    sq_err_scale: float = 0.0
-    pairs: list[tuple[float, float]] | None = None  # a list: every (predicted, actual) is kept, for analyses
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # (predicted, actual), in stream order
 
     def add_ranking(self, bucket: str, ranked: list[int], item: int) -> None:
         hit, gain = hit_and_ndcg(ranked, item, self.k)
@@ -89,16 +84,7 @@ class Accumulator:
     def add_rating(self, predicted: float | None, actual: float) -> None:
         if predicted is None or math.isnan(actual):
             return
-        err = float(predicted) - float(actual)
-        self.abs_err += abs(err)
-        self.sq_err += err * err
-        self.rated += 1
-        if self.pairs is not None:
-            self.pairs.append((float(predicted), float(actual)))
-        if self.scale is not None:
-            err = float(snap_to_scale(float(predicted), self.scale)) - float(actual)
-            self.abs_err_scale += abs(err)
-            self.sq_err_scale += err * err
+        self.pairs.append((float(predicted), float(actual)))
 
     def _rates(self, sums: dict[str, float]) -> dict[str, float | None]:
         total = sum(self.count.values())
@@ -110,17 +96,27 @@ class Accumulator:
     def summary(self) -> dict[str, object]:
         """The per-method block of the result file: hr@k and ndcg@k by bucket, mae and rmse (or None), and
         the errors of the predictions moved onto the rating scale (None without a scale or ratings)."""
-        on_scale = self.rated and self.scale is not None
+        pairs = np.asarray(self.pairs, np.float64).reshape(-1, 2)  # (P, 2)
+        predicted, actual = pairs[:, 0], pairs[:, 1]
+        on_scale = None if self.scale is None else snap_to_scale(predicted, self.scale)
         return {
             f"hr@{self.k}": self._rates(self.hits),
             f"ndcg@{self.k}": self._rates(self.ndcg),
-            "mae": self.abs_err / self.rated if self.rated else None,
-            "rmse": math.sqrt(self.sq_err / self.rated) if self.rated else None,
-            "mae_on_scale": self.abs_err_scale / self.rated if on_scale else None,
-            "rmse_on_scale": math.sqrt(self.sq_err_scale / self.rated) if on_scale else None,
+            "mae": _mean_abs(predicted, actual),
+            "rmse": _root_mean_sq(predicted, actual),
+            "mae_on_scale": None if on_scale is None else _mean_abs(on_scale, actual),
+            "rmse_on_scale": None if on_scale is None else _root_mean_sq(on_scale, actual),
         }
 
     def pooled_hr(self, buckets: tuple[str, ...] = FIRST_TEN) -> float | None:
         """HR over several buckets together (weighted by their counts), e.g. a user's first ten events."""
         n = sum(self.count[b] for b in buckets)
         return sum(self.hits[b] for b in buckets) / n if n else None
+
+
+def _mean_abs(predicted: np.ndarray, actual: np.ndarray) -> float | None:
+    return float(np.abs(predicted - actual).mean()) if len(actual) else None
+
+
+def _root_mean_sq(predicted: np.ndarray, actual: np.ndarray) -> float | None:
+    return math.sqrt(float(((predicted - actual) ** 2).mean())) if len(actual) else None

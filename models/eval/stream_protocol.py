@@ -89,13 +89,12 @@ def _seen_sets(plan: StreamPlan) -> dict[int, set[int]]:
 
 
 def replay(method: StreamMethod, plan: StreamPlan, k: int = 10,
-           progress: Progress | None = None, keep_pairs: bool = False) -> Accumulator:
-    """Warm ``method`` up on the prefix, then predict-then-learn every later event; returns metric sums (and
-    with ``keep_pairs`` every (predicted, actual) rating, in stream order)."""
+           progress: Progress | None = None) -> Accumulator:
+    """Warm ``method`` up on the prefix, then predict-then-learn every later event; returns metric sums and
+    every scored (predicted, actual) rating, in stream order."""
     method.fit_prefix(plan.prefix)
     seen = _seen_sets(plan)
-    acc = Accumulator(k=k, scale=rating_scale(plan.prefix.values) if plan.log.explicit else None,
-                      pairs=[] if keep_pairs else None)
+    acc = Accumulator(k=k, scale=rating_scale(plan.prefix.values) if plan.log.explicit else None)
     if isinstance(method, BatchRanker):
         _replay_chunks(method, plan, seen, acc, progress)
     else:

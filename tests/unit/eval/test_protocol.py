@@ -210,8 +210,7 @@ def test_scale_comes_from_the_warmup_and_scores_explicit_replays():
 
 def test_kept_pairs_are_each_scored_rating_in_stream_order():
     plan = plan_stream(tiny_stream(explicit=True), 0.4)
-    assert replay(FixedOrder(), plan, keep_pairs=True).pairs == [(3.0, 2.0), (3.0, 3.0)]
-    assert replay(FixedOrder(), plan).pairs is None  # not kept unless asked
+    assert replay(FixedOrder(), plan).pairs == [(3.0, 2.0), (3.0, 3.0)]
 
 
 def test_warmup_events_are_not_scored_but_count_as_history():
