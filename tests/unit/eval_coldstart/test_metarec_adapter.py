@@ -57,3 +57,26 @@ def test_unrated_blend_moves_only_unrated_items_to_the_support_median(make_ratin
             unrated = ~np.isin(t.query_items, train_log.items)
             np.testing.assert_allclose(p1[unrated], np.median(t.support_values), atol=1e-5)
             np.testing.assert_allclose(p1[~unrated], p0[~unrated], atol=1e-5)
+
+
+def test_observed_supports_inform_new_items_without_touching_the_trained_statistics(
+    make_ratings_log: LogFactory,
+) -> None:
+    log = make_ratings_log(n_users=60, n_items=80, per_user=78)
+    split = coldstart_split(log)
+    train_log, train_tasks = training_inputs(log, split)
+    settings = MetarecSettings(steps=3, batch_users=8, unrated_blend=0.0)
+    strict = MetarecColdStart(settings)
+    strict.fit(train_log, train_tasks)
+    pooled = MetarecColdStart(MetarecSettings(steps=3, batch_users=8, unrated_blend=0.0, observe_supports=True))
+    pooled.fit(train_log, train_tasks)
+    tasks = [task_data(log, t, with_labels=False) for t in split.test_tasks["new_user_new_item"]]
+    counts = pooled.rec.stats.rating_count.copy()
+    first, again, alone = pooled.predict(tasks), pooled.predict(tasks), strict.predict(tasks)
+    np.testing.assert_array_equal(pooled.rec.stats.rating_count, counts)  # the trained statistics are untouched
+    for p, q in zip(first, again):
+        np.testing.assert_array_equal(p, q)  # each call starts from the trained statistics
+    rated = np.zeros(log.n_items, bool)
+    rated[np.concatenate([t.support_items for t in tasks])] = True
+    moved = [~np.isclose(p, q, atol=1e-5) for p, q in zip(first, alone)]
+    assert any((m & rated[t.query_items]).any() for m, t in zip(moved, tasks))  # supports told of query items
