@@ -62,8 +62,8 @@ class MetarecSettings:
     blend as those ratings arrive (weight x k / (k + ratings)) did worse there: k = 3 0.8025, k = 1 0.8172,
     k = 0 (no blend once rated) 0.8436, the model over-predicting the held items by +0.08 to +0.14. The
     protocol run, recorded after the choice: on, with the blend, new_item 0.8445 and new_user_new_item
-    0.8538 (off 0.8586 / 0.8579 in the same run); on without the blend once rated, new_item 0.8147 and
-    new_user_new_item 0.8965 -- the test scenarios again disagree with the item folds.
+    0.8538 (off 0.8586 / 0.8579 in the same run); k = 0 0.8186 / 0.8737; no blend at all 0.8147 / 0.8965 --
+    on new_item the test scenario again disagrees with the item folds.
     """
 
     steps: int = 600
