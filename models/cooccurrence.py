@@ -24,6 +24,9 @@ class Cooccurrence(Protocol):
     def add_edges(self, sources: Sequence[int], target: int, weights: Sequence[float]) -> None:
         """Directed: C[sources[r], target] += weights[r] (item-to-next-item transitions)."""
 
+    def entries(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+        """(R,) = C[rows[r], cols[r]]: single counts, without gathering whole rows."""
+
     def grow(self, extra: int) -> None:
         """Make room for ``extra`` new items (no co-occurrences yet)."""
 
@@ -41,6 +44,9 @@ class DenseCooccurrence:
     def add_edges(self, sources: Sequence[int], target: int, weights: Sequence[float]) -> None:
         if len(sources):
             np.add.at(self.counts, (np.asarray(sources, np.int64), target), np.asarray(weights, np.float32))
+
+    def entries(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+        return self.counts[np.asarray(rows, np.int64), np.asarray(cols, np.int64)].astype(np.float64)
 
     def weighted_rows(self, rows: Sequence[int], weights: np.ndarray) -> np.ndarray:
         block = np.take(self.counts, np.asarray(rows, np.int64), axis=0)  # (R, n_items)
@@ -93,6 +99,14 @@ class SparseCooccurrence:
         for other in others:
             self._bump(item, other)
             self._bump(other, item)
+
+    def entries(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+        out = np.zeros(len(rows))
+        for n, (r, c) in enumerate(zip(rows, cols)):
+            s = self.slot[r].get(c)
+            if s is not None:
+                out[n] = self.vals[r][s]
+        return out
 
     def weighted_rows(self, rows: Sequence[int], weights: np.ndarray) -> np.ndarray:
         sizes = [len(self.slot[r]) for r in rows]

@@ -200,14 +200,17 @@ class ItemStats:
 
     # --- features -------------------------------------------------------------------------------------------
     def context(self, seen: Sequence[Sequence[int]], recent: Sequence[Sequence[int]],
-                users: Sequence[Hashable] | None = None) -> np.ndarray:
+                users: Sequence[Hashable] | None = None,
+                support: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         """Features of every catalogue item for each user: (B, N, C) float32.
 
         ``seen``: each user's distinct items (any order): their count is the user's position, and the
         co-occurrence score is item-kNN's cosine sum over them (and its mean per seen item). ``recent``: each
         user's latest items, oldest first: what other users took next after them (on MovieLens the order in
         which the site lists films shows through). ``users``: the keys the statistics were fed; with them, a
-        seen item's co-occurrence features leave the user's own pairs out (``_own_knn``).
+        seen item's co-occurrence features leave the user's own pairs out (``_own_knn``). ``support``: each
+        user's support items, oldest first: each one's transition features become those of its own arrival,
+        from the items before it (``_support_next``).
         """
         with self._lock:
             shared = self._shared()  # (N, 3)
@@ -227,6 +230,9 @@ class ItemStats:
             counts, shares = self._next(recent)
             out[:, :, 6] = _log_share(counts)
             out[:, :, 7] = shares
+            for b, items in enumerate(support or ()):
+                own, at_arrival = self._support_next(items, users[b] if users else None)
+                out[b, own, 6:8] = at_arrival
             out[:, :, 8:] = 0.0
             out[np.arange(len(seen)), :, [8 + k for k in buckets]] = 1.0
         return out
@@ -278,6 +284,45 @@ class ItemStats:
             shares[b] = self.transitions.weighted_rows(last, decay / np.maximum(self.out_degree[last], 1.0))
         return counts, shares
 
+    def _support_next(self, support: Sequence[int], user: Hashable | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each support item's transition features as they stood when it arrived: from the ``RECENT`` support
+        items before it, not from the user's latest ones. (item indices (S,), features (S, 2))
+
+        Why: scored from the latest items, an old support item looks like nothing anyone takes next (the latest
+        items followed it), so adapting on it taught the head to distrust transitions; at its arrival, what
+        came before it is what the stream knew. The user's own transitions are left out (with ``user``), as the
+        stream had not yet counted them then: C'[l, j] = C[l, j] - 1/d for the user's items d apart, and
+        l's out-degree less the user's own from l. A repeated item keeps its latest arrival.
+        """
+        seq = [i for i in support if 0 <= i < self.n_items]
+        if not seq:
+            return np.zeros(0, np.int64), np.zeros((0, 2))
+        at, rows, cols, decay = [], [], [], []
+        for s, item in enumerate(seq):
+            for k, prev in enumerate(seq[max(0, s - RECENT) : s][::-1]):  # most recent first
+                at.append(s), rows.append(prev), cols.append(item), decay.append(0.5**k)
+        counts = self.transitions.entries(rows, cols)  # (P,)
+        out_degree = self.out_degree[np.asarray(rows, np.int64)]  # (P,)
+        history = self.history.get(user) if user is not None else None
+        if history and rows:
+            where = {item: n for n, item in enumerate(history)}
+            for p, (prev, item) in enumerate(zip(rows, cols)):
+                a, b = where.get(prev), where.get(item)
+                if a is not None and b is not None and 0 < b - a <= TRANSITION_WINDOW:
+                    counts[p] -= 1.0 / (b - a)
+                if a is not None:
+                    out_degree[p] -= _HARMONIC[min(TRANSITION_WINDOW, len(history) - 1 - a)]
+        counts, out_degree = np.maximum(counts, 0.0), np.maximum(out_degree, 0.0)
+        d = np.asarray(decay)
+        feats = np.zeros((len(seq), 2))
+        if rows:
+            at_ = np.asarray(at, np.int64)
+            total = np.bincount(at_, d * out_degree, len(seq))  # (S,) each predecessor row's total
+            mass = np.bincount(at_, d * counts, len(seq))
+            feats[:, 0] = np.log1p(mass * (self.n_items / np.maximum(total, 1e-12)))
+            feats[:, 1] = np.bincount(at_, d * counts / np.maximum(out_degree, 1.0), len(seq))
+        return np.asarray(seq, np.int64), feats
+
     def _shared(self) -> np.ndarray:
         """(N, 3) the user-independent features: log counts and log decayed counts as of ``now``."""
         decay = np.zeros(len(self.taus)) if self.now is None else (self.t_ref - self.now) / self.taus
@@ -321,6 +366,9 @@ class ItemStats:
                 if idx:
                     out[b] = self.cooc.weighted_rows(idx, inv[idx])
         return out * inv[None, :]
+
+
+_HARMONIC = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, TRANSITION_WINDOW + 1))])  # sum_{d<=m} 1/d
 
 
 def _inv_sqrt(counts: np.ndarray) -> np.ndarray:

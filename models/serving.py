@@ -261,8 +261,8 @@ class Recommender:
     # --- internals ------------------------------------------------------------------------------------------
     def _context(self, snap: _Snapshot, requests: Sequence[AdaptRequest]) -> Tensor | None:
         """Each user's context features (B, N, C) from the item statistics: seen items, then the support's
-        items in order (most recent last); a rating model's come from item means and the user's support
-        ratings (``rating_context``). None for a model without context."""
+        items in order (most recent last; each support item's transitions as at its arrival); a rating model's
+        come from item means and the user's support ratings (``rating_context``). None without context."""
         if self._stats is None:
             return None
         index = snap.index
@@ -272,9 +272,10 @@ class Recommender:
             n = len(snap.item_ids)
             return F.pad(context, (0, 0, 0, max(0, n - context.shape[1])))[:, :n]  # (B, N, R)
         seen = [[c for c in map(index.get, r.exclude) if c is not None] for r in requests]
-        recent = [[index[i] for i, _ in r.support[-8:] if i in index] for r in requests]
+        support = [[index[i] for i, _ in r.support if i in index] for r in requests]
+        recent = [items[-8:] for items in support]
         users = [r.user_id for r in requests]  # the keys ``observe`` fed: the users' own pairs are left out
-        context = torch.as_tensor(self._stats.context(seen, recent, users), device=self.device)
+        context = torch.as_tensor(self._stats.context(seen, recent, users, support), device=self.device)
         n = len(snap.item_ids)
         if context.shape[1] < n:  # items added to the catalogue after the statistics were last grown
             context = F.pad(context, (0, 0, 0, n - context.shape[1]))

@@ -80,7 +80,7 @@ def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[lis
     def features(stats: ItemStats, tasks: list[tuple[int, int]]) -> list[np.ndarray]:
         recent = [batches[k].sup_items[row][batches[k].sup_mask[row]].tolist() for k, row in tasks]
         users = [log_.user_ids[int(batches[k].users[row])] for k, row in tasks]  # ``replay_stats``'s keys
-        feats = stats.context([seen[k][row] for k, row in tasks], recent, users)  # (T, N, C)
+        feats = stats.context([seen[k][row] for k, row in tasks], recent, users, recent)  # (T, N, C)
         return [f if keep[k] is None else f[keep[k][row]] for (k, row), f in zip(tasks, feats)]
 
     shapes = [(n_items if items is None else items.shape[1], N_CONTEXT) for items in keep]

@@ -139,8 +139,47 @@ def test_training_features_leave_each_tasks_user_out():
         seen = tasks.seen[1][tasks.seen[0] == row].tolist()
         recent = tasks.sup_items[row][tasks.sup_mask[row]].tolist()
         key = log.user_ids[int(tasks.users[row])]
-        expected = stats.context([seen], [recent], [key])[0].astype(np.float16)
+        expected = stats.context([seen], [recent], [key], [recent])[0].astype(np.float16)
         np.testing.assert_array_equal(with_ctx.context[row].numpy(), expected)
         plain = stats.context([seen], [recent])[0].astype(np.float16)
         checked += not np.array_equal(plain[seen, knn], expected[seen, knn])
     assert checked, "some task's user must have counted pairs, or the check says nothing"
+
+
+def test_support_items_carry_their_transitions_at_arrival_with_the_user_left_out():
+    """A support item's transition features are what the statistics without the user say of it following
+    the support items before it; the catalogue's other items keep the features of the user's latest items."""
+    log = small_log()
+    user = int(np.bincount(log.users).argmax())
+    key = log.user_ids[user]
+    stats = replay_stats(log)
+    without = replay_stats(log.take(np.flatnonzero(log.users != user)))
+    support = list(dict.fromkeys(log.items[log.users == user].tolist()))  # the user's items, first arrival order
+    assert len(support) >= 5
+    seen = sorted(support)
+    got = stats.context([seen], [support[-3:]], [key], [support])[0]  # (N, C)
+    plain = stats.context([seen], [support[-3:]], [key])[0]
+    cols = [CONTEXT_NAMES.index("log_share_transitions"), CONTEXT_NAMES.index("transition_share")]
+    for s, item in enumerate(support):
+        before = support[max(0, s - 3) : s]
+        expected = without.context([seen], [before])[0][item, cols] if before else np.zeros(2)
+        np.testing.assert_allclose(got[item, cols], expected, rtol=1e-5, atol=1e-6)
+    others = np.setdiff1d(np.arange(log.n_items), support)
+    np.testing.assert_array_equal(got[others], plain[others])
+    assert not np.allclose(got[support][:, cols], plain[support][:, cols]), "the check must be able to fail"
+
+
+def test_serving_gives_support_items_their_transitions_at_arrival(world, tmp_path):
+    """The Recommender hands each request's support, in order, to the statistics (as training does)."""
+    world.model.save(tmp_path / "m")
+    model = type(world.model).load(tmp_path / "m")
+    ids = model.item_ids[:4]
+    t = float(world.log.ts.max())
+    model.observe([("walker", i, t + n) for n, i in enumerate(ids)])
+    request = AdaptRequest("walker", [(i, 1.0) for i in ids], frozenset(ids))
+    served = model._context(model._snap, [request])[0].numpy()
+    expected = model.stats.context([[0, 1, 2, 3]], [[0, 1, 2, 3]], ["walker"], [[0, 1, 2, 3]])[0]
+    latest = model.stats.context([[0, 1, 2, 3]], [[0, 1, 2, 3]], ["walker"])[0]
+    share = CONTEXT_NAMES.index("transition_share")
+    np.testing.assert_allclose(served, expected, rtol=1e-6)
+    assert not np.allclose(served[:4, share], latest[:4, share])
