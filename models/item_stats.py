@@ -294,34 +294,31 @@ class ItemStats:
         stream had not yet counted them then: C'[l, j] = C[l, j] - 1/d for the user's items d apart, and
         l's out-degree less the user's own from l. A repeated item keeps its latest arrival.
         """
-        seq = [i for i in support if 0 <= i < self.n_items]
-        if not seq:
-            return np.zeros(0, np.int64), np.zeros((0, 2))
-        at, rows, cols, decay = [], [], [], []
-        for s, item in enumerate(seq):
-            for k, prev in enumerate(seq[max(0, s - RECENT) : s][::-1]):  # most recent first
-                at.append(s), rows.append(prev), cols.append(item), decay.append(0.5**k)
-        counts = self.transitions.entries(rows, cols)  # (P,)
-        out_degree = self.out_degree[np.asarray(rows, np.int64)]  # (P,)
-        history = self.history.get(user) if user is not None else None
-        if history and rows:
-            where = {item: n for n, item in enumerate(history)}
-            for p, (prev, item) in enumerate(zip(rows, cols)):
-                a, b = where.get(prev), where.get(item)
-                if a is not None and b is not None and 0 < b - a <= TRANSITION_WINDOW:
-                    counts[p] -= 1.0 / (b - a)
-                if a is not None:
-                    out_degree[p] -= _HARMONIC[min(TRANSITION_WINDOW, len(history) - 1 - a)]
-        counts, out_degree = np.maximum(counts, 0.0), np.maximum(out_degree, 0.0)
-        d = np.asarray(decay)
+        seq = np.asarray([i for i in support if 0 <= i < self.n_items], np.int64)  # (S,)
         feats = np.zeros((len(seq), 2))
-        if rows:
-            at_ = np.asarray(at, np.int64)
-            total = np.bincount(at_, d * out_degree, len(seq))  # (S,) each predecessor row's total
-            mass = np.bincount(at_, d * counts, len(seq))
-            feats[:, 0] = np.log1p(mass * (self.n_items / np.maximum(total, 1e-12)))
-            feats[:, 1] = np.bincount(at_, d * counts / np.maximum(out_degree, 1.0), len(seq))
-        return np.asarray(seq, np.int64), feats
+        if len(seq) < 2:
+            return seq, feats
+        # every (predecessor, item) pair: the item at position s after the one at s - k, weighted 1/2^(k-1)
+        at = np.concatenate([np.arange(k, len(seq)) for k in range(1, min(RECENT, len(seq) - 1) + 1)])  # (P,)
+        gap = np.concatenate([np.full(len(seq) - k, k) for k in range(1, min(RECENT, len(seq) - 1) + 1)])
+        rows, cols, decay = seq[at - gap], seq[at], 0.5 ** (gap - 1.0)
+        counts = self.transitions.entries(rows, cols)  # (P,)
+        out_degree = self.out_degree[rows]  # (P,)
+        history = self.history.get(user) if user is not None else None
+        if history:
+            where = _positions(np.asarray(history, np.int64), np.concatenate([rows, cols]))  # -1: not counted
+            a, b = where[: len(rows)], where[len(rows) :]
+            apart = b - a
+            mine = (a >= 0) & (b >= 0) & (apart > 0) & (apart <= TRANSITION_WINDOW)
+            counts = counts - np.where(mine, 1.0 / np.maximum(apart, 1), 0.0)
+            after = np.clip(len(history) - 1 - a, 0, TRANSITION_WINDOW)  # the user's items after l (window)
+            out_degree = out_degree - np.where(a >= 0, _HARMONIC[after], 0.0)
+        counts, out_degree = np.maximum(counts, 0.0), np.maximum(out_degree, 0.0)
+        total = np.bincount(at, decay * out_degree, len(seq))  # (S,) the predecessor rows' total
+        mass = np.bincount(at, decay * counts, len(seq))
+        feats[:, 0] = np.log1p(mass * (self.n_items / np.maximum(total, 1e-12)))
+        feats[:, 1] = np.bincount(at, decay * counts / np.maximum(out_degree, 1.0), len(seq))
+        return seq, feats
 
     def _shared(self) -> np.ndarray:
         """(N, 3) the user-independent features: log counts and log decayed counts as of ``now``."""
@@ -369,6 +366,14 @@ class ItemStats:
 
 
 _HARMONIC = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, TRANSITION_WINDOW + 1))])  # sum_{d<=m} 1/d
+
+
+def _positions(history: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each of ``items``' index in ``history`` (distinct items), -1 where absent: O((L + M) log L)."""
+    order = np.argsort(history, kind="stable")
+    ranked = history[order]
+    slot = np.minimum(np.searchsorted(ranked, items), len(ranked) - 1)
+    return np.where(ranked[slot] == items, order[slot], -1)
 
 
 def _inv_sqrt(counts: np.ndarray) -> np.ndarray:
