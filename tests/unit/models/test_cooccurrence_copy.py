@@ -1,4 +1,4 @@
-"""A copied sparse co-occurrence store holds the same counts and is independent of the original."""
+"""The sparse co-occurrence store: copies are equal and independent, and single entries read as the dense store's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 
-from models.cooccurrence import SparseCooccurrence
+from models.cooccurrence import DenseCooccurrence, SparseCooccurrence
 
 
 def test_deepcopy_is_equal_and_independent():
@@ -20,3 +20,14 @@ def test_deepcopy_is_equal_and_independent():
     twin.add_pairs(0, [1, 5])
     assert store.weighted_rows([0], ones[:1])[1] == 1.0 and twin.weighted_rows([0], ones[:1])[1] == 2.0
     assert 5 not in store.slot[0] and store.weighted_rows([5], ones[:1]).sum() == 0.0
+
+
+def test_both_stores_read_single_entries_alike():
+    """``entries`` (the support transitions' lookup) gives the same counts from the dense and the sparse store."""
+    dense, sparse = DenseCooccurrence(6), SparseCooccurrence(6)
+    for store in (dense, sparse):
+        store.add_pairs(0, [1, 2])
+        store.add_edges([3, 4], 5, [1.0, 0.5])
+    rows, cols = [0, 1, 3, 4, 5, 2], [1, 0, 5, 5, 3, 4]
+    np.testing.assert_allclose(sparse.entries(rows, cols), dense.entries(rows, cols))
+    np.testing.assert_allclose(dense.entries(rows, cols), [1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
