@@ -299,8 +299,9 @@ class ItemStats:
         if len(seq) < 2:
             return seq, feats
         # every (predecessor, item) pair: the item at position s after the one at s - k, weighted 1/2^(k-1)
-        at = np.concatenate([np.arange(k, len(seq)) for k in range(1, min(RECENT, len(seq) - 1) + 1)])  # (P,)
-        gap = np.concatenate([np.full(len(seq) - k, k) for k in range(1, min(RECENT, len(seq) - 1) + 1)])
+        gaps = range(1, min(RECENT, len(seq) - 1) + 1)
+        at = np.concatenate([np.arange(k, len(seq)) for k in gaps])  # (P,) the later item's position
+        gap = np.repeat(np.asarray(gaps), [len(seq) - k for k in gaps])  # (P,) how far back its predecessor is
         rows, cols, decay = seq[at - gap], seq[at], 0.5 ** (gap - 1.0)
         counts = self.transitions.entries(rows, cols)  # (P,)
         out_degree = self.out_degree[rows]  # (P,)

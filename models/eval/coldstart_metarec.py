@@ -181,7 +181,6 @@ class MetarecColdStart:
     def _predict(self, tasks: list[TaskData]) -> list[np.ndarray]:
         from models.serving import AdaptRequest
 
-        assert self.rec is not None and self._log is not None, "fit first"
         lg, out = self._log, []
         blend = self.settings.unrated_blend * ~self._trained  # (N,) 0 for trained items
         for start in range(0, len(tasks), self.settings.predict_batch):

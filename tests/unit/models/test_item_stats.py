@@ -132,7 +132,7 @@ def test_training_features_leave_each_tasks_user_out():
     tasks = sample_tasks(user_tracks(log, cfg.objective), 32, cfg, np.random.default_rng(0))
     (with_ctx,), _ = attach_context(log, [tasks], log.n_items)
     knn = CONTEXT_NAMES.index("log_knn")
-    checked = 0
+    checked = arrival = 0
     for row in np.argsort(-tasks.cut_at.numpy())[:8].tolist():  # late cuts: snapshots hold the pairs
         cut = int(tasks.cut_at[row])
         stats = replay_stats(log, cut - cut % SNAPSHOT_EVERY)
@@ -143,7 +143,10 @@ def test_training_features_leave_each_tasks_user_out():
         np.testing.assert_array_equal(with_ctx.context[row].numpy(), expected)
         plain = stats.context([seen], [recent])[0].astype(np.float16)
         checked += not np.array_equal(plain[seen, knn], expected[seen, knn])
+        latest = stats.context([seen], [recent], [key])[0].astype(np.float16)  # support transitions from now
+        arrival += not np.array_equal(latest, expected)
     assert checked, "some task's user must have counted pairs, or the check says nothing"
+    assert arrival, "some task's support must carry transitions at arrival, or the check says nothing"
 
 
 def test_support_items_carry_their_transitions_at_arrival_with_the_user_left_out():
