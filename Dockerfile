@@ -22,7 +22,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY models ./models
 COPY stream ./stream
-RUN pip install . && python -c "import stream.cli, models.serving"
+RUN pip install . && python -c "import stream.cli, models.serving.recommender"
 
 RUN useradd --create-home --uid 10001 metarec \
     && mkdir -p /var/lib/metarec /models \

@@ -3,8 +3,8 @@
 All paths run the same model and the same work per user: ``inner_steps`` Meta-SGD steps of the implicit
 objective (support set of up to ``--support`` events against ``--negatives`` sampled negatives, head of width
 ``--head-dim``), then scoring the whole catalogue and taking the top 10. The batched path is
-``models.adapt.adapt`` + ``models.adapt.score`` over padded support sets (``torch.func`` vmap + grad: what
-training differentiates through); the closed form is ``models.serving_kernel.adapt_forward`` (what serves: the same
+``models.core.adapt.adapt`` + ``models.core.adapt.score`` over padded support sets (``torch.func`` vmap + grad: what
+training differentiates through); the closed form is ``models.serving.kernel.adapt_forward`` (what serves: the same
 heads, gradients written out, checked against ``adapt`` in every row); the loop is the learn2learn way: per
 user, clone the head, take each step with ``torch.autograd.grad``, score.
 
@@ -29,8 +29,8 @@ from torch import Tensor
 
 from bench.common import RESULTS, machine_info, write_results
 from bench.hardware import cpu_peak, device_peak
-from models.adapt import Adapted, adapt, expand_head, score, support_loss
-from models.serving_kernel import adapt_forward
+from models.core.adapt import Adapted, adapt, expand_head, score, support_loss
+from models.serving.kernel import adapt_forward
 
 log = logging.getLogger("bench.adaptation")
 TOP_K = 10
@@ -102,7 +102,7 @@ def batched(world: World, steps: int) -> Tensor:
 
 
 def closed_form(world: World, steps: int, check: bool = False) -> Tensor | float:
-    """The same work with the serving kernel (``models.serving_kernel.adapt_forward``: gradients written out, forward
+    """The same work with the serving kernel (``models.serving.kernel.adapt_forward``: gradients written out, forward
     only); with ``check``, its largest relative error against ``adapt`` instead."""
     batch = world.items.shape[0]
     with torch.inference_mode():
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"support 5..{args.support}"
         f" (padded to {args.support} in the batched path), {args.negatives} negatives, "
         f"{args.items} items scored + top-{TOP_K}; loop = per-user clone + torch.autograd.grad; "
-        "closed_form = models.serving_kernel.adapt_forward (what serves)",
+        "closed_form = models.serving.kernel.adapt_forward (what serves)",
         **run(args),
     }
     kind = "cuda" if args.device.startswith("cuda") else args.device

@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.common import explicit_dataset
 from models.data.events import EventLog
-from models.eval.coldstart_split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
+from models.eval.coldstart.split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
 from models.eval.metrics import rating_scale, snap_to_scale
 
 log = logging.getLogger("bench.coldstart_ceiling")

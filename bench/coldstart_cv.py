@@ -12,7 +12,7 @@ the protocol picks its new items) is dropped from the trainer's log, and each us
 old items only) scores tasks built from the held items' ratings, as the ``new_item`` scenario builds them
 (the user's held-item ratings shuffled, the query cut off, the rest the support): the fit's own users give the
 ``new_item`` figure, the fold's held-out users the ``new_user_new_item`` one. Few training users rated many
-late items, so these tasks need only ``--item-min`` ratings and their query is at most half of them. ``models.eval.coldstart_metarec.MetarecSettings`` records the figures that chose its defaults.
+late items, so these tasks need only ``--item-min`` ratings and their query is at most half of them. ``models.eval.coldstart.metarec.MetarecSettings`` records the figures that chose its defaults.
 
     .venv/bin/python -m bench.coldstart_cv --dataset /work/shared/data/ml-100k \
         --variant default --variant '{"config": {"weight_decay": 0.03, "rating_loss": "mse"}}'
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from models.data.registry import load_dataset
-from models.eval.coldstart import training_inputs
-from models.eval.coldstart_metarec import MetarecColdStart, MetarecSettings
-from models.eval.coldstart_methods import TaskData, UserMedian
-from models.eval.coldstart_split import ColdStartSplit, SplitConfig, coldstart_split
+from models.eval.coldstart.metarec import MetarecColdStart, MetarecSettings
+from models.eval.coldstart.methods import TaskData, UserMedian
+from models.eval.coldstart.protocol import training_inputs
+from models.eval.coldstart.split import ColdStartSplit, SplitConfig, coldstart_split
 
 log = logging.getLogger("bench.coldstart_cv")
 

@@ -221,8 +221,8 @@ def train_checkpoint(
     ``context``: with the stream context features (the default model of ``metarec train``), or without.
     """
     from models.data.synthetic import generate
-    from models.serving import Recommender
-    from models.train import default_config, meta_train
+    from models.serving.recommender import Recommender
+    from models.training.train import default_config, meta_train
     from stream.versions import publish, resolve
 
     root = root if context else root.with_name(f"{root.name}-nocontext")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from bench.common import RESULTS, catalogue, machine_info, train_checkpoint, write_results, zipf_events
-from models.serving import Recommender
+from models.serving.recommender import Recommender
 from schemas.decode import encode
 from stream import versions
 from stream.pipeline import RawMessage, Rules, adapt_request, plan_batch, recommendation
@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for batch in (int(b) for b in args.batches.split(",") if b):
         rows.append(measure(model, args, batch))
         log.info("%s", rows[-1])
-    from bench.common import read_results
     from pathlib import Path
+
+    from bench.common import read_results
 
     previous = read_results(Path(args.out))
     runs = previous.get("runs", {})

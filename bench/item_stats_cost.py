@@ -1,6 +1,6 @@
 """What the item statistics behind the context features cost the worker: CPU per observed event, memory per user.
 
-The worker counts every new interaction into ``models.item_stats.ItemStats`` on its event loop
+The worker counts every new interaction into ``models.features.item_stats.ItemStats`` on its event loop
 (``stream/handler.py``). This replays the throughput bench's workload shape (250k events, ~55k active users,
 1,000 items) through ``ItemStats.observe`` alone, timing it and measuring its Python allocations (tracemalloc).
 
@@ -16,7 +16,7 @@ import tracemalloc
 import numpy as np
 
 from bench.common import RESULTS, machine_info, write_results
-from models.item_stats import ItemStats
+from models.features.item_stats import ItemStats
 
 log = logging.getLogger("bench.item_stats_cost")
 

@@ -25,8 +25,16 @@ from typing import Any
 import numpy as np
 
 from bench.analysis import rocksdb_footprint
-from bench.common import RESULTS, EventStream, catalogue, machine_info, read_results, train_checkpoint
-from bench.common import write_results, zipf_events
+from bench.common import (
+    RESULTS,
+    EventStream,
+    catalogue,
+    machine_info,
+    read_results,
+    train_checkpoint,
+    write_results,
+    zipf_events,
+)
 from bench.kafka_tools import RecCollector, WorkerRun, faust_ceiling, passthrough, produce_all
 from bench.phases import latency_phase, saturation, warm_up
 from stream.broker import EmbeddedBroker, free_port

@@ -74,7 +74,8 @@ def worker(ctx: click.Context, checkpoint: str | None, app_id: str | None, data_
 def replay(ctx: click.Context, data: str, rate: float | None, limit: int | None) -> None:
     """Produce a dataset's events, in time order and keyed by user, to the interactions topic."""
     from models.data.registry import load_dataset
-    from stream.replay import interactions, replay as run_replay
+    from stream.replay import interactions
+    from stream.replay import replay as run_replay
     from stream.topics import app_topic_specs, ensure_topics, wait_for_broker
 
     settings = _settings(ctx)
@@ -111,8 +112,9 @@ def train(ctx: click.Context, data: str | None, follow: bool, out: Path, steps: 
     from stream import versions
 
     if follow:
-        from models.serving import Recommender
-        from stream.trainer import FollowPlan, follow as run_follow
+        from models.serving.recommender import Recommender
+        from stream.trainer import FollowPlan
+        from stream.trainer import follow as run_follow
 
         settings = _settings(ctx)
         init = Recommender.load(versions.resolve(out)) if (out / versions.LATEST).exists() else None
@@ -121,7 +123,7 @@ def train(ctx: click.Context, data: str | None, follow: bool, out: Path, steps: 
         published = run_follow(settings, plan, init=init)
         click.echo(f"published {len(published)} versions to {out}")
         return
-    from models.train import meta_train
+    from models.training.train import meta_train
 
     model = meta_train(events, steps=steps, time_budget_s=time_budget, seed=seed, progress=True)
     folder = versions.publish(out, model)

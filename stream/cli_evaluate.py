@@ -63,7 +63,7 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
         raise click.UsageError("give --dataset PATH, or --transfer SOURCE TARGET")
     try:
         if transfer:
-            from models.eval.transfer import TransferSetup, run_transfer
+            from models.eval.transfer_protocol import TransferSetup, run_transfer
 
             for path in transfer:
                 _dataset(None, None, path)  # type: ignore[arg-type]
@@ -73,7 +73,7 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
             click.echo(f"wrote transfer results for {transfer[0]} -> {transfer[1]} to {out}")
             return
         if protocol == "privacy":
-            from models.eval.privacy_eval import PrivacySetup, run_privacy
+            from models.eval.privacy_protocol import PrivacySetup, run_privacy
 
             result = run_privacy(load_dataset(dataset, seed=seed), out, epsilons=(1, 4, 8),
                                  setup=PrivacySetup(seed=seed, max_events=max_events), command=_command_line())
@@ -93,9 +93,9 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
 
 def _coldstart(dataset: str, out: Path, seed: int, methods: list[str] | None, max_events: int | None) -> dict:
     try:
-        from models.eval.coldstart import run_coldstart
+        from models.eval.coldstart.protocol import run_coldstart
     except ImportError:
-        missing = "--protocol coldstart is not available (models.eval.coldstart is missing)"
+        missing = "--protocol coldstart is not available (models.eval.coldstart.protocol is missing)"
         raise click.UsageError(missing) from None
     from models.data.registry import dataset_name, load_dataset
     from models.eval.stream_runner import first_events

@@ -25,7 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from models.data.registry import load_dataset, split_by_time
-from models.train import meta_train
+from models.training.train import meta_train
 from schemas.decode import DecodeError, decode_recommendation
 from stream.broker import EmbeddedBroker
 from stream.replay import interactions, replay

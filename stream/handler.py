@@ -32,8 +32,17 @@ from stream.faust_compat import UserTable
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker, Served
 from stream.output import OutputProducer
-from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, UserWork, adapt_request, finish_user
-from stream.pipeline import plan_batch, recommendation
+from stream.pipeline import (
+    BatchPlan,
+    DeadLetter,
+    RawMessage,
+    Rules,
+    UserWork,
+    adapt_request,
+    finish_user,
+    plan_batch,
+    recommendation,
+)
 from stream.settings import Settings
 from stream.state import Limits, UserState, decode_state
 

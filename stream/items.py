@@ -1,7 +1,7 @@
 """The item path: ``items`` topic -> decoded ItemEvent -> text vector -> RocksDB -> the serving catalogue.
 
 A brand-new item published on ``items`` is recommendable as soon as its batch is handled: its feature row
-(text vector plus category flags, :mod:`models.item_features`) places it in the item space by content alone,
+(text vector plus category flags, :mod:`models.features.item_features`) places it in the item space by content alone,
 and ``Recommender.add_items`` swaps in the grown catalogue without stopping the worker's compute thread.
 
 Why a thread with its own consumer rather than a Faust agent:
@@ -31,9 +31,9 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from models.item_features import ItemDescription, feature_rows
-from models.serving import Recommender
-from models.text import EmbeddingCache
+from models.features.item_features import ItemDescription, feature_rows
+from models.features.text import EmbeddingCache
+from models.serving.recommender import Recommender
 from schemas import records
 from schemas.decode import DecodeError, decode_item_event
 from schemas.records import ItemEvent

@@ -26,7 +26,7 @@ from stream.state import EVENT_TYPE_NAMES, history_bucket
 if TYPE_CHECKING:
     import faust
 
-    from models.serving import AdaptResult
+    from models.serving.recommender import AdaptResult
     from stream.pipeline import BatchPlan
     from stream.state import UserState
 

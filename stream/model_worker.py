@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from models.serving import AdaptRequest, AdaptResult, Recommender
+from models.serving.recommender import AdaptRequest, AdaptResult, Recommender
 from stream import versions
 from stream.batcher import MicroBatcher
 from stream.metrics import Metrics

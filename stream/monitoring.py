@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import zlib
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Iterable, Sequence
 
 import numpy as np

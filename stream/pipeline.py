@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from models.serving import AdaptRequest, AdaptResult
-from models.targets import event_target
+from models.core.targets import event_target
+from models.serving.recommender import AdaptRequest, AdaptResult
 from schemas.decode import DecodeError, decode_user_event
 from schemas.records import Interaction, Recommendation, ScoredItem, UserAttributes, UserDeletion
 from stream.state import (

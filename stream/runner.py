@@ -11,8 +11,8 @@ import logging
 import faust
 
 from models.data.registry import split_by_time
-from models.serving import Recommender
-from models.train import meta_train
+from models.serving.recommender import Recommender
+from models.training.train import meta_train
 from stream import versions
 from stream.app import build_app
 from stream.metrics import Metrics

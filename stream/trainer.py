@@ -18,8 +18,8 @@ from typing import Callable
 from confluent_kafka import Consumer
 
 from models.data.events import EventLog, build_log
-from models.serving import Recommender
-from models.train import meta_train
+from models.serving.recommender import Recommender
+from models.training.train import meta_train
 from schemas.decode import DecodeError, decode_user_event
 from schemas.records import Interaction, UserDeletion
 from stream.settings import Settings

@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from models.serving import Recommender
+from models.serving.recommender import Recommender
 
 LATEST = "LATEST"
 

@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from models.data.events import EventLog
-from models.cooccurrence import Cooccurrence, make_cooccurrence
 from models.eval.methods import top_k
+from models.features.cooccurrence import Cooccurrence, make_cooccurrence
 
 DAY_S = 86400.0
 

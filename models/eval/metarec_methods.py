@@ -12,7 +12,7 @@ Three variants share one training schedule (and, through ``TrainingCache``, one 
 Ranking uses the implicit ("will interact") model with stream context features, on explicit data too; on
 explicit data a second model, meta-trained on the rating objective with the same schedule and served by the
 same variant rule, predicts the ratings behind MAE/RMSE; its context features are the stream's item means
-(``models.rating_context``). The item statistics behind both models' context features are fed every learned
+(``models.training.task_rating_context``). The item statistics behind both models' context features are fed every learned
 event, in batches of ``Schedule.stats_every`` (as the worker feeds them per micro-batch).
 
 Continual meta-training: the model is meta-trained on the warm-up, then every ``retrain_every`` learned events
@@ -35,12 +35,12 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from models.core.metalearner import MetaRec
+from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query
-from models.metalearner import MetaRec
-from models.serving import AdaptRequest, Recommender
-from models.targets import event_target
-from models.train import default_config, meta_train
+from models.serving.recommender import AdaptRequest, Recommender
+from models.training.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
-from models.eval.coldstart_methods import TaskData
+from models.eval.coldstart.methods import TaskData
 from models.eval.methods import Query
-from models.serving import AdaptRequest, Recommender
-from models.targets import event_target
+from models.serving.recommender import AdaptRequest, Recommender
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ def settings(broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path) -> Setti
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model meta-trained once for the session and published like `metarec train` does."""
     from models.data.synthetic import generate
-    from models.train import meta_train
+    from models.training.train import meta_train
     from stream.versions import publish
 
     log = generate(seed=3, n_users=300, n_items=200, mean_events=20)
@@ -58,7 +58,7 @@ def checkpoint_without_context(tmp_path_factory: pytest.TempPathFactory) -> Path
     """Like ``checkpoint``, but a model whose lists depend on the user's state alone (no item statistics, which
     move with everyone's events): for tests that recompute a worker's list exactly."""
     from models.data.synthetic import generate
-    from models.train import default_config, meta_train
+    from models.training.train import default_config, meta_train
     from stream.versions import publish
 
     log = generate(seed=3, n_users=300, n_items=200, mean_events=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.data.synthetic import generate
-from models.serving import Recommender
+from models.serving.recommender import Recommender
 from schemas.decode import encode
 from stream import versions
 from stream.replay import interactions

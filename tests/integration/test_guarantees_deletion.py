@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from models.data.synthetic import generate
+from models.serving.recommender import Recommender
 from schemas.decode import encode
 from schemas.records import Interaction, UserDeletion
-from models.serving import Recommender
 from stream import versions
 from stream.pipeline import adapt_request
 from stream.replay import interactions

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from models.data.synthetic import generate
-from models.item_features import feature_rows
-from models.serving import AdaptRequest, Recommender
-from models.text import HashedEncoder, with_text_features
-from models.train import default_config, meta_train
+from models.features.item_features import feature_rows
+from models.features.text import HashedEncoder, with_text_features
+from models.serving.recommender import AdaptRequest, Recommender
+from models.training.train import default_config, meta_train
 from schemas.decode import encode
 from schemas.records import HEADER_REASON, ItemEvent
 from stream.item_store import ItemStore

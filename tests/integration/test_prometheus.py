@@ -102,7 +102,7 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s
 
 
 def catalogue(checkpoint: Path) -> list[str]:
-    from models.serving import Recommender
+    from models.serving.recommender import Recommender
     from stream.versions import resolve
 
     return list(Recommender.load(resolve(checkpoint), device="cpu").item_ids)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import ModelConfig
-from models.metalearner import MetaRec
-from models.serving import Recommender
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
+from models.serving.recommender import Recommender
 from schemas.decode import encode
 from schemas.records import Interaction, UserAttributes, UserDeletion
 from stream.pipeline import RawMessage, Rules, adapt_request, finish_user, plan_batch

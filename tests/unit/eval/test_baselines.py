@@ -9,11 +9,11 @@ import pytest
 
 from models.data.events import EventLog
 from models.eval.baselines import DecayedPopularity, ItemKNN, Popularity
-from models.eval.cooccurrence import DenseCooccurrence, SparseCooccurrence
 from models.eval.isgd import ISGD
 from models.eval.methods import StreamMethod, top_k
 from models.eval.river_mf import RiverBiasedMF
 from models.eval.stream_protocol import plan_stream, replay
+from models.features.cooccurrence import DenseCooccurrence, SparseCooccurrence
 from tests.unit.eval.conftest import make_log, planted_stream
 
 DAY = 86400.0

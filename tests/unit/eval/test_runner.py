@@ -87,7 +87,7 @@ def test_cli_bad_event_file_is_a_usage_error(tmp_path):
 
 
 def test_cli_coldstart_missing_is_one_line(monkeypatch):
-    monkeypatch.setitem(sys.modules, "models.eval.coldstart", None)  # as if not built yet
+    monkeypatch.setitem(sys.modules, "models.eval.coldstart.protocol", None)  # as if not built yet
     result = invoke("--dataset", "synthetic", "--protocol", "coldstart")
     assert result.exit_code == 2
     assert "coldstart is not available" in result.output

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from models.data.events import EventLog
-from models.eval.coldstart import training_inputs
-from models.eval.coldstart_fields import field_table
-from models.eval.coldstart_methods import task_data
-from models.eval.coldstart_split import coldstart_split
-from models.eval.melu import LOCAL_NAMES, MeLU, MeLUConfig, local_update
+from models.eval.coldstart.fields import field_table
+from models.eval.coldstart.melu import LOCAL_NAMES, MeLU, MeLUConfig, local_update
+from models.eval.coldstart.methods import task_data
+from models.eval.coldstart.protocol import training_inputs
+from models.eval.coldstart.split import coldstart_split
 
 LogFactory = Callable[..., EventLog]
 

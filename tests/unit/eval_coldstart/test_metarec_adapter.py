@@ -7,10 +7,10 @@ from collections.abc import Callable
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.coldstart import training_inputs
-from models.eval.coldstart_metarec import MetarecColdStart, MetarecSettings, training_log
-from models.eval.coldstart_methods import task_data
-from models.eval.coldstart_split import coldstart_split
+from models.eval.coldstart.metarec import MetarecColdStart, MetarecSettings, training_log
+from models.eval.coldstart.methods import task_data
+from models.eval.coldstart.protocol import training_inputs
+from models.eval.coldstart.split import coldstart_split
 
 LogFactory = Callable[..., EventLog]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.eval.coldstart_metrics import ndcg_at_k, scenario_metrics
+from models.eval.coldstart.metrics import ndcg_at_k, scenario_metrics
 
 
 def test_ndcg_at_3_by_hand() -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from models.data.events import EventLog
-from models.eval import coldstart
-from models.eval.coldstart_methods import TaskData
-from models.eval.coldstart_split import SCENARIOS, coldstart_split
+from models.eval.coldstart import protocol as coldstart
+from models.eval.coldstart.methods import TaskData
+from models.eval.coldstart.split import SCENARIOS, coldstart_split
 
 LogFactory = Callable[..., EventLog]
 

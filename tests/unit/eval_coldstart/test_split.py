@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.data.events import EventLog
-from models.eval.coldstart_split import (
+from models.eval.coldstart.split import (
     SCENARIOS,
     SplitConfig,
     coldstart_split,

@@ -10,8 +10,8 @@ import torch
 
 from models.data.events import EventLog
 from models.data.synthetic import generate
-from models.serving import Recommender
-from models.train import default_config, meta_train
+from models.serving.recommender import Recommender
+from models.training.train import default_config, meta_train
 
 TRAIN_USERS = 600  # users 600.. are held out: the model never saw them
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.adapt import adapt, expand_head, flatten_heads, score, support_loss
+from models.core.adapt import adapt, expand_head, flatten_heads, score, support_loss
 
 B, S, H, K = 5, 7, 8, 6
 

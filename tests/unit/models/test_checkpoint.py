@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import CONFIG, WEIGHTS, CheckpointError
-from models.config import ModelConfig
-from models.serving import AdaptRequest, Recommender
+from models.core.checkpoint import CONFIG, WEIGHTS, CheckpointError
+from models.core.config import ModelConfig
+from models.serving.recommender import AdaptRequest, Recommender
 
 
 @pytest.fixture()

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from models import metalearner
-from models.metalearner import BLOCKED_OFFSET_MIN_ITEMS, MetaRec
+from models.core import metalearner
+from models.core.metalearner import BLOCKED_OFFSET_MIN_ITEMS, MetaRec
 
 
 def test_blocked_offset_is_the_plain_offset(world, monkeypatch):

@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 
-from models.cooccurrence import DenseCooccurrence, SparseCooccurrence
+from models.features.cooccurrence import DenseCooccurrence, SparseCooccurrence
 
 
 def test_deepcopy_is_equal_and_independent():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import implicit_loss
-from models.implicit_loss import SAMPLE_SIZE, add_candidates, context_width, samples_catalogue
-from models.task_context import attach_context, context_items
-from models.train import default_config, outer_loss, sample_tasks, user_tracks
+from models.training import implicit_loss
+from models.training.implicit_loss import SAMPLE_SIZE, add_candidates, context_width, samples_catalogue
+from models.training.task_context import attach_context, context_items
+from models.training.train import default_config, outer_loss, sample_tasks, user_tracks
 
 
 def tasks_with_context(world, seed: int = 5, batch: int = 32):
@@ -98,7 +98,7 @@ def test_only_large_implicit_catalogues_with_context_are_sampled(world, monkeypa
 def test_meta_training_on_a_sampled_catalogue_lowers_the_full_loss(world, monkeypatch):
     """Training on samples of half the catalogue improves the loss on all of it (the sampled path runs end
     to end through ``meta_train``)."""
-    from models.train import meta_train
+    from models.training.train import meta_train
 
     cfg = replace(world.model.config, seed=0)
     monkeypatch.setattr(implicit_loss, "SAMPLED_SOFTMAX_MIN_ITEMS", cfg.n_items)

@@ -8,10 +8,10 @@ import pytest
 
 from models.data.synthetic import generate
 from models.eval.baselines import ItemKNN
-from models.item_stats import CONTEXT_NAMES, N_CONTEXT, ItemStats, position_bucket
-from models.serving import AdaptRequest
-from models.task_context import SNAPSHOT_EVERY, attach_context, replay_stats
-from models.train import default_config, sample_tasks, user_tracks
+from models.features.item_stats import CONTEXT_NAMES, N_CONTEXT, ItemStats, position_bucket
+from models.serving.recommender import AdaptRequest
+from models.training.task_context import SNAPSHOT_EVERY, attach_context, replay_stats
+from models.training.train import default_config, sample_tasks, user_tracks
 
 
 def small_log():

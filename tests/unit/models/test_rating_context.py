@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import HUBER_DELTA
+from models.core.config import HUBER_DELTA
+from models.core.metalearner import MetaRec
 from models.data.events import EVENT_TYPES
 from models.data.synthetic import generate
-from models.item_stats import (
-    KNN_SHRINK, N_RATING_CONTEXT, RATING_CONTEXT_NAMES, RATING_SHRINK, USER_SHRINK, ItemStats,
+from models.features.item_stats import (
+    KNN_SHRINK,
+    N_RATING_CONTEXT,
+    RATING_CONTEXT_NAMES,
+    RATING_SHRINK,
+    USER_SHRINK,
+    ItemStats,
 )
-from models.metalearner import MetaRec
-from models.rating_context import attach_rating_context, event_ratings
-from models.serving import AdaptRequest
-from models.task_context import SNAPSHOT_EVERY, replay_stats
-from models.train import default_config, meta_train, outer_loss, sample_tasks, user_tracks
+from models.serving.recommender import AdaptRequest
+from models.training.task_context import SNAPSHOT_EVERY, replay_stats
+from models.training.task_rating_context import attach_rating_context, event_ratings
+from models.training.train import default_config, meta_train, outer_loss, sample_tasks, user_tracks
 
 
 def rated_log(seed: int = 2, n_users: int = 200):

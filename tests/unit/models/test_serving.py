@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.serving import AdaptRequest
+from models.serving.recommender import AdaptRequest
 
 
 def request(world, user: int, n: int = 5, exclude_extra: int = 0) -> AdaptRequest:

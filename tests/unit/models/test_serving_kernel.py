@@ -1,4 +1,4 @@
-"""The serving inner loop (gradients written out) gives what ``models.adapt.adapt`` (autograd) gives."""
+"""The serving inner loop (gradients written out) gives what ``models.core.adapt.adapt`` (autograd) gives."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.adapt import adapt
-from models.serving import _user_negatives
-from models.serving_kernel import adapt_forward
+from models.core.adapt import adapt
+from models.serving.kernel import adapt_forward
+from models.serving.recommender import _user_negatives
 
 B, S, H, K = 24, 9, 8, 6
 

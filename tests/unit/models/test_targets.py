@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from models.core.targets import event_target
 from models.data.events import EVENT_TYPES
-from models.targets import event_target
 
 
 def test_rating_objective_adapts_on_ratings_only():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.privacy import (
+from models.training.dp_accounting import (
     DEFAULT_ORDERS,
     RDPAccountant,
     epsilon,

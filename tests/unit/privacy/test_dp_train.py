@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.core.metalearner import MetaRec
 from models.data.synthetic import generate
-from models.dp_train import (
+from models.training.dp_accounting import clip_per_user, per_user_norms
+from models.training.dp_train import (
     DPConfig,
     dp_meta_train,
     one_user,
@@ -17,9 +19,7 @@ from models.dp_train import (
     poisson_sample,
     private_step_grads,
 )
-from models.metalearner import MetaRec
-from models.privacy import clip_per_user, per_user_norms
-from models.train import default_config, outer_loss, sample_tasks, user_tracks
+from models.training.train import default_config, outer_loss, sample_tasks, user_tracks
 
 CLIP = 0.5
 
@@ -103,7 +103,7 @@ def test_dp_meta_training_spends_at_most_the_target_epsilon(setting) -> None:
     assert report.delta < 1 / report.users and report.steps == 4
     assert report.mean_clipped_share > 0
     assert model.config.n_items == log.n_items
-    from models.dp_train import _fresh_model
+    from models.training.dp_train import _fresh_model
 
     assert (
         float(_fresh_model(log, cfg, 0).mu) == 3.0

@@ -14,9 +14,9 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from models.config import ModelConfig
-from models.metalearner import MetaRec
-from models.serving import Recommender
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
+from models.serving.recommender import Recommender
 from schemas.decode import encode
 from schemas.records import Interaction, UserDeletion
 from stream.handler import BatchHandler

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-pytest.importorskip("models.serving")
+pytest.importorskip("models.serving.recommender")
 
 from schemas.decode import encode  # noqa: E402
 from schemas.records import Interaction, UserDeletion  # noqa: E402

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from schemas.records import Interaction, UserAttributes
-from stream.state import Limits, UserState, apply_attributes, apply_interaction, decode_state, encode_state, history_bucket
+from stream.state import (
+    Limits,
+    UserState,
+    apply_attributes,
+    apply_interaction,
+    decode_state,
+    encode_state,
+    history_bucket,
+)
 
 TS = 1_700_000_000.0
 

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from models.data.synthetic import generate
-from models.item_features import ItemDescription, encoder_for, feature_rows, item_text
-from models.text import EmbeddingCache, HashedEncoder, embed_texts, minilm_available, with_text_features
+from models.features.item_features import ItemDescription, encoder_for, feature_rows, item_text
+from models.features.text import (
+    EmbeddingCache,
+    HashedEncoder,
+    embed_texts,
+    minilm_available,
+    with_text_features,
+)
 
 
 class CountingEncoder(HashedEncoder):
@@ -73,7 +79,7 @@ def test_a_model_without_text_features_needs_no_encoder() -> None:
 @pytest.mark.skipif(not minilm_available(), reason="metarec[text] not installed")
 def test_minilm_loads_offline_from_the_package_and_embeds_by_meaning(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from models.text import default_encoder
+    from models.features.text import default_encoder
 
     enc = default_encoder("minilm")
     a, b, c = enc.encode(["jazz saxophone record", "bebop trumpet album", "garden shovel"])

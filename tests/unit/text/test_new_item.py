@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from models.data.synthetic import generate
-from models.item_features import ItemDescription, feature_rows
-from models.serving import AdaptRequest
-from models.text import HashedEncoder, with_text_features
-from models.train import default_config, meta_train
+from models.features.item_features import ItemDescription, feature_rows
+from models.features.text import HashedEncoder, with_text_features
+from models.serving.recommender import AdaptRequest
+from models.training.train import default_config, meta_train
 
 
 @pytest.fixture(scope="module")

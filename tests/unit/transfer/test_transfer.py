@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from models.data.synthetic import generate
-from models.eval.transfer import RECIPES, TransferSetup, run_transfer, text_only
-from models.text import HashedEncoder
-from models.train import default_config, meta_train
-from models.transfer import transplant
+from models.eval.transfer_protocol import RECIPES, TransferSetup, run_transfer, text_only
+from models.features.text import HashedEncoder
+from models.training.domain_transfer import transplant
+from models.training.train import default_config, meta_train
 
 ENC = HashedEncoder(32)
 

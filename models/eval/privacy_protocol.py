@@ -6,8 +6,8 @@ and then replayed test-then-train with frozen meta-parameters
 (:class:`models.eval.trained_methods.PrefixTrained`),
 so the only difference between rows is how the meta-parameters were learned:
 
-* ``non-private``: :func:`models.train.meta_train` with the same steps and users per step;
-* ``dp-eps<E>``: :func:`models.dp_train.dp_meta_train`, the noise calibrated so that the whole run spends at
+* ``non-private``: :func:`models.training.train.meta_train` with the same steps and users per step;
+* ``dp-eps<E>``: :func:`models.training.dp_train.dp_meta_train`, the noise calibrated so that the whole run spends at
 most
   epsilon E for delta (default ``1 / n_users^1.1``), with respect to the users of the prefix.
 
@@ -30,14 +30,14 @@ from typing import Any, Callable
 import numpy as np
 
 from models.data.events import EventLog
-from models.dp_train import DPConfig, DPReport, dp_meta_train
 from models.eval.metrics import FIRST_TEN
 from models.eval.report import machine
 from models.eval.stream_protocol import plan_stream, timed_replay
 from models.eval.stream_runner import first_events
 from models.eval.trained_methods import PrefixTrained
-from models.serving import Recommender
-from models.train import default_config, meta_train
+from models.serving.recommender import Recommender
+from models.training.dp_train import DPConfig, DPReport, dp_meta_train
+from models.training.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Carry a meta-trained model into another domain through the shared text-embedding item space.
 
-What transfers and what does not, parameter by parameter (see ``models.metalearner.MetaRec``):
+What transfers and what does not, parameter by parameter (see ``models.core.metalearner.MetaRec``):
 
 * transfers: the feature projection and the tower (text vector -> item vector), the head's meta-learned init
 and
@@ -11,7 +11,7 @@ and
 
 Both models must use the same item feature space (``n_item_features`` and the feature names), i.e. text
 vectors
-from the same encoder: :func:`models.text.with_text_features` with ``replace_features=True`` on both logs.
+from the same encoder: :func:`models.features.text.with_text_features` with ``replace_features=True`` on both logs.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from models.config import ModelConfig
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
 from models.data.events import EventLog
-from models.metalearner import MetaRec
-from models.serving import Recommender
+from models.serving.recommender import Recommender
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import Adapted, flatten_heads, score_in_context, with_context
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import ModelConfig
-from models.item_stats import ItemStats
-from models.metalearner import MetaRec
-from models.serving_kernel import adapt_forward
+from models.core.adapt import Adapted, flatten_heads, score_in_context, with_context
+from models.core.checkpoint import load_checkpoint, save_checkpoint
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
+from models.features.item_stats import ItemStats
+from models.serving.kernel import adapt_forward
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Recommender:
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Recommender":
-        """Load a checkpoint folder; raises ``models.checkpoint.CheckpointError`` if it is unusable."""
+        """Load a checkpoint folder; raises ``models.core.checkpoint.CheckpointError`` if it is unusable."""
         ckpt = load_checkpoint(path)
         return cls(ckpt.model, ckpt.item_ids, version=ckpt.version,
                    item_feature_names=ckpt.item_feature_names, device=device, stats=ckpt.stats)

@@ -1,16 +1,16 @@
 """The meta-parameters: an item tower, biases, and the user head's meta-learned init and Meta-SGD step sizes.
 
 A user is a small linear head theta = {w: (H,), a: (C,), b: ()} on top of shared item vectors z_i and stream
-context features c(u, i) (popularity, recency, co-occurrence with the user's items: ``models.item_stats``), so
+context features c(u, i) (popularity, recency, co-occurrence with the user's items: ``models.features.item_stats``), so
 
     s(u, i) = mu + b_i + b + z_i . w + c(u, i) . a
 
 a rating on explicit data, a logit on implicit data. The context weights a are adapted like w: meta-training
 learns how much a new user should trust popularity versus co-occurrence, and adaptation personalises it. To
 the inner loop a and w are one vector: the head's ``w`` is [w, a] (H + C,) and an item's vector is
-[z_i, c(u, i)], so ``models.adapt`` needs no notion of context. The head starts from a meta-learned init (shifted by the
+[z_i, c(u, i)], so ``models.core.adapt`` needs no notion of context. The head starts from a meta-learned init (shifted by the
 user's side features, when there are any) and takes a few gradient steps on the user's own events with
-meta-learned per-parameter step sizes; see ``models.adapt``.
+meta-learned per-parameter step sizes; see ``models.core.adapt``.
 
 Items are an id embedding plus a projection of their side features. Training drops the id part of random items
 (``id_dropout``), so the tower also learns to place an item from its features alone; a new item is exactly
@@ -25,8 +25,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from models.adapt import Head
-from models.config import ModelConfig
+from models.core.adapt import Head
+from models.core.config import ModelConfig
 
 # Serving evaluates the context MLP on every (user, item) of a batch: on a large catalogue, in cache-sized
 # pieces (``_blocked``). Below this many items per user (MovieLens: 1,682) it takes the plain path unchanged.

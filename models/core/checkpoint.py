@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from models.config import ModelConfig
-from models.item_stats import ItemStats
-from models.metalearner import MetaRec
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
+from models.features.item_stats import ItemStats
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from models.data.events import EventLog
-from models.eval.coldstart_fields import FieldTable, field_table
-from models.eval.coldstart_methods import TaskData
+from models.eval.coldstart.fields import FieldTable, field_table
+from models.eval.coldstart.methods import TaskData
 
 log = logging.getLogger(__name__)
 

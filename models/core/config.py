@@ -26,7 +26,7 @@ class ModelConfig:
     n_items: int
     n_item_features: int = 0  # item side features (multi-hot categories, ...); 0 = ids only
     n_user_features: int = 0  # user side features offsetting the head's init; 0 = none
-    n_context: int = 0  # C: stream context features per (user, item) (models.item_stats); 0 = none
+    n_context: int = 0  # C: stream context features per (user, item) (models.features.item_stats); 0 = none
     adapt_taste: bool = True  # adapt the taste vector w; False: only b and the context weights a adapt
     dim: int = 64  # item id embedding / feature projection width
     head_dim: int = 64  # H: width of the item vectors z_i and of the user head w
@@ -41,7 +41,7 @@ class ModelConfig:
     max_support: int = 50  # most recent events a user adapts on
     support_prior: float = 4.0  # support loss is normalised by (events + prior): few events, smaller moves
     query_size: int = 8  # events after the cut that a training task is scored on
-    cold_share: float = 0.5  # share of training tasks cut within a user's first few events (models.train)
+    cold_share: float = 0.5  # share of training tasks cut within a user's first few events (models.training.train)
     id_dropout: float = 0.15  # share of items trained features-only, so new items get useful vectors
     outer_lr: float = 1e-2
     weight_decay: float = 1e-5

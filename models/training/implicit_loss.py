@@ -5,7 +5,7 @@ user has not seen. With context features every item's logit goes through the con
 batch of 64 tasks on Last.fm's 17.6k artists costs 1.1M MLP rows forward and back (about 1 s a step on one
 core). Above ``SAMPLED_SOFTMAX_MIN_ITEMS`` items a task batch instead carries ``SAMPLE_SIZE`` candidates drawn
 uniformly without replacement from the catalogue (``add_candidates``), and its context features only for its
-support, query and candidate items (``models.task_context``). The softmax's normaliser, the sum of exp(logit)
+support, query and candidate items (``models.training.task_context``). The softmax's normaliser, the sum of exp(logit)
 over the unseen items other than q, is then estimated from the unseen candidates other than q, each standing
 for N / M items (inclusion probability M / N: the "logQ" correction, a constant for a uniform sample):
 
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import adapt, score_in_context, with_context
-from models.config import ModelConfig
-from models.metalearner import MetaRec
+from models.core.adapt import adapt, score_in_context, with_context
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
 
 SAMPLED_SOFTMAX_MIN_ITEMS = 4096  # catalogues this large (with context features) train on a sample
 SAMPLE_SIZE = 2048  # M: candidates per task batch, shared by its tasks
@@ -60,7 +60,7 @@ def add_candidates(batches: Sequence, cfg: ModelConfig, seed: int) -> list:
 
 
 def sampled_outer_loss(model: MetaRec, tasks, gen: torch.Generator, feats: Tensor | None = None) -> Tensor:
-    """``models.train.outer_loss`` (implicit, with context) for a batch with ``candidates``.
+    """``models.training.train.outer_loss`` (implicit, with context) for a batch with ``candidates``.
 
     ``tasks.context`` is (B, S + Q + M, C): the features of each task's support items, query items, then the
     candidates. Draws from ``gen`` as the full loss does, so with every item as a candidate, in order, the

@@ -1,6 +1,6 @@
-"""The inner loop as the worker serves it: ``models.adapt.adapt``'s result with the gradients written out.
+"""The inner loop as the worker serves it: ``models.core.adapt.adapt``'s result with the gradients written out.
 
-Training differentiates through the inner loop, so it uses ``torch.func`` transforms (``models.adapt``).
+Training differentiates through the inner loop, so it uses ``torch.func`` transforms (``models.core.adapt``).
 Serving and evaluation only need the adapted heads: this closed form gives the same heads and losses (to float
 rounding; tests/unit/models/test_serving_kernel.py) several times cheaper, and without the transforms' per-op
 Python that holds the GIL the worker's event loop needs.
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import Adapted, Head
+from models.core.adapt import Adapted, Head
 
 
 def adapt_forward(
@@ -27,7 +27,7 @@ def adapt_forward(
     objective: str,
     prior: float = 0.0,
 ) -> Adapted:
-    """``models.adapt.adapt`` without autograd, for serving and evaluation: the same heads and losses (to
+    """``models.core.adapt.adapt`` without autograd, for serving and evaluation: the same heads and losses (to
     float rounding; tests/unit/models/test_serving_kernel.py), several times cheaper.
 
     The gradients are written out, so a step is one batched product forward and one backward over the stacked

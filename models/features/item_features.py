@@ -1,6 +1,6 @@
 """A catalogue item described by text and categories -> the feature row a trained model expects.
 
-A model's item features are named (``models.checkpoint`` keeps the names): ``text:<encoder>:<j>`` columns hold
+A model's item features are named (``models.core.checkpoint`` keeps the names): ``text:<encoder>:<j>`` columns hold
 a text vector, other names are categories (``genre:Action``, ``tag:rock``, or a bare word such as ``jazz`` in
 the synthetic data), and anything else (``year``, ...) is left at 0. The offline loaders and the stream's item
 path both build rows through :func:`feature_rows`, so a brand-new item is placed the way training saw items.
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.text import EmbeddingCache, HashedEncoder, TextEncoder, default_encoder, embed_texts
+from models.features.text import EmbeddingCache, HashedEncoder, TextEncoder, default_encoder, embed_texts
 
 _TEXT = re.compile(r"^text:(?P<encoder>.+):(?P<j>\d+)$")
 

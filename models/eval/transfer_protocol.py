@@ -4,7 +4,7 @@
 recipes are scored with the same serving path (:mod:`models.eval.trained_methods`):
 
 * ``target-only``: meta-training on the target alone;
-* ``zero-shot``: the source model carried over (:func:`models.transfer.transplant`) with no target training;
+* ``zero-shot``: the source model carried over (:func:`models.training.domain_transfer.transplant`) with no target training;
   brand-new users still adapt on their own events with the source's meta-learned init and step sizes;
 * ``pretrain-finetune``: the carried-over model meta-fine-tuned on the target for the same number of steps.
 
@@ -28,20 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from models.config import ModelConfig
+from models.core.config import ModelConfig
 from models.data.events import EventLog
-from models.eval.coldstart_methods import task_data
-from models.eval.coldstart_metrics import scenario_metrics
-from models.eval.coldstart_split import SplitConfig, coldstart_split
+from models.eval.coldstart.methods import task_data
+from models.eval.coldstart.metrics import scenario_metrics
+from models.eval.coldstart.split import SplitConfig, coldstart_split
 from models.eval.metrics import FIRST_TEN, rating_scale
 from models.eval.report import machine
 from models.eval.stream_protocol import plan_stream, timed_replay
 from models.eval.stream_runner import first_events
 from models.eval.trained_methods import PrefixTrained, Recipe, TaskTrained
-from models.serving import Recommender
-from models.text import EmbeddingCache, TextEncoder, default_encoder, with_text_features
-from models.train import default_config, meta_train
-from models.transfer import transplant
+from models.features.text import EmbeddingCache, TextEncoder, default_encoder, with_text_features
+from models.serving.recommender import Recommender
+from models.training.domain_transfer import transplant
+from models.training.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
 

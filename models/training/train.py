@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.adapt import adapt, score_in_context, with_context
-from models.config import HUBER_DELTA, ModelConfig
+from models.core.adapt import adapt, score_in_context, with_context
+from models.core.config import HUBER_DELTA, ModelConfig
+from models.core.metalearner import MetaRec
+from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
-from models.implicit_loss import add_candidates, context_width, sampled_outer_loss
-from models.item_stats import N_CONTEXT, N_RATING_CONTEXT
-from models.metalearner import MetaRec
-from models.rating_context import attach_rating_context
-from models.serving import Recommender
-from models.targets import event_target
-from models.task_context import attach_context, bank_batches
+from models.features.item_stats import N_CONTEXT, N_RATING_CONTEXT
+from models.serving.recommender import Recommender
+from models.training.implicit_loss import add_candidates, context_width, sampled_outer_loss
+from models.training.task_context import attach_context, bank_batches
+from models.training.task_rating_context import attach_rating_context
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class TaskBatch:
     qry_mask: Tensor  # (B, Q) bool
     seen: Tensor  # (2, P) (row, item) pairs of items seen before the cut, masked out of the implicit softmax
     cut_at: Tensor | None = None  # (B,) log position of each task's first query event
-    context: Tensor | None = None  # (B, N, C) context features as of before the cut (models.task_context)
-    candidates: Tensor | None = None  # (M,) a sample of a large catalogue to score (models.implicit_loss)
+    context: Tensor | None = None  # (B, N, C) context features as of before the cut (models.training.task_context)
+    candidates: Tensor | None = None  # (M,) a sample of a large catalogue to score (models.training.implicit_loss)
 
 
 def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit",
@@ -71,7 +71,7 @@ def default_config(log_: EventLog, seed: int = 0, objective: str = "implicit",
 
     Ranking is what is served, so the default objective is "will interact" (implicit) on explicit data too: a
     rating head ranks well-rated niche items no one picks next. ``objective="rating"`` gives a rating model
-    (for rating predictions), whose context features are the stream's item means (``models.rating_context``);
+    (for rating predictions), whose context features are the stream's item means (``models.training.task_rating_context``);
     ``context=False`` gives none (item statistics are counts of everyone's events: differentially private
     training must not read them, and the cold-start split is no stream).
     """
@@ -175,7 +175,7 @@ def outer_loss(
     """Query loss after adapting on the support: full-catalogue cross-entropy (implicit) or ``rating_error``.
 
     A model with context features scores with ``tasks.context`` (zeros when the batch has none); a batch with
-    ``candidates`` scores only them (``models.implicit_loss``)."""
+    ``candidates`` scores only them (``models.training.implicit_loss``)."""
     if tasks.candidates is not None:
         feats = None if user_features is None else user_features[tasks.users]
         return sampled_outer_loss(model, tasks, gen, feats)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from models.eval.coldstart_split import SCENARIOS
+from models.eval.coldstart.split import SCENARIOS
 
 METRICS: tuple[str, ...] = ("mae", "rmse", "ndcg@3", "mae_on_scale", "rmse_on_scale")
 NOTES = """\

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.coldstart_methods import TaskData
+from models.eval.coldstart.methods import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class MetarecColdStart:
         return out
 
     def fit(self, train_log: EventLog, train_tasks: list[TaskData]) -> None:
-        from models.train import default_config, meta_train
+        from models.training.train import default_config, meta_train
 
         s = self.settings
         trainer_log, kept = training_log(train_log, s.order, self.seed)
@@ -179,7 +179,7 @@ class MetarecColdStart:
                 self.rec.use_stats(trained_stats)
 
     def _predict(self, tasks: list[TaskData]) -> list[np.ndarray]:
-        from models.serving import AdaptRequest
+        from models.serving.recommender import AdaptRequest
 
         lg, out = self._log, []
         blend = self.settings.unrated_blend * ~self._trained  # (N,) 0 for trained items

@@ -4,18 +4,18 @@ Differentially Private Recurrent Language Models", ICLR 2018, with Adam applied 
 Each step:
 
 1. every user is sampled independently with probability ``q`` (Poisson sampling: what the accountant assumes);
-2. each sampled user contributes ONE task (their own events, cut as in :func:`models.train.sample_tasks`),
+2. each sampled user contributes ONE task (their own events, cut as in :func:`models.training.train.sample_tasks`),
 and the
    meta-gradient of that task's outer loss is taken for that user alone;
 3. the user's whole gradient (all meta-parameters) is clipped to L2 norm ``clip``; the clipped gradients are
    summed, Gaussian noise of std ``noise_multiplier * clip`` is added, and the sum is divided by the expected
    batch size ``q * n_users``;
-4. Adam steps on that; the accountant (:class:`models.privacy.RDPAccountant`) records the step.
+4. Adam steps on that; the accountant (:class:`models.training.dp_accounting.RDPAccountant`) records the step.
 
 What is and is not private: the users' events are (each user's influence on every update is bounded by the
 clipping, and hidden by the noise). The item catalogue, item text and the rating scale are treated as public;
 so the global offset starts at the middle of the rating scale instead of the data's mean rating, which
-:mod:`models.train` uses. The number of users is public (it sets ``q``), as is usual for DP-SGD.
+:mod:`models.training.train` uses. The number of users is public (it sets ``q``), as is usual for DP-SGD.
 
 The non-private trainer is not changed: this module reuses its task construction and outer loss.
 """
@@ -31,14 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from models.adapt import adapt, score
-
-from models.config import ModelConfig
+from models.core.adapt import adapt, score
+from models.core.config import ModelConfig
+from models.core.metalearner import MetaRec
 from models.data.events import EventLog
-from models.metalearner import MetaRec
-from models.privacy import RDPAccountant, clip_per_user, noise_for_epsilon, noisy_sum
-from models.serving import Recommender
-from models.train import TaskBatch, Track, default_config, sample_tasks, user_tracks
+from models.serving.recommender import Recommender
+from models.training.dp_accounting import RDPAccountant, clip_per_user, noise_for_epsilon, noisy_sum
+from models.training.train import TaskBatch, Track, default_config, sample_tasks, user_tracks
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ class _TaskLoss(nn.Module):
         seen: Tensor,
         feats: Tensor,
     ) -> Tensor:
-        """Mirrors ``models.train.outer_loss`` for ONE user (a dense (N,) seen mask, not index pairs)."""
+        """Mirrors ``models.training.train.outer_loss`` for ONE user (a dense (N,) seen mask, not index pairs)."""
         m, cfg = self.model, self.model.cfg
         vecs, bias = m.item_vectors(drop)  # (N, H), (N,)
         head0 = m.head_init(1, feats[None] if cfg.n_user_features else None)

@@ -4,7 +4,7 @@ A meta-learned head alone knows tastes, not the stream: which items are popular,
 items co-occur with what the user already has, and what new users pick first (on MovieLens the sign-up flow
 shows every newcomer a similar set of films). These counts change with every event and are cheap to keep, so
 they are not learned parameters: ``ItemStats.observe`` updates them as events arrive, and ``context`` turns them
-into a few features per (user, item) whose weights are part of the user's adapted head (``models.metalearner``).
+into a few features per (user, item) whose weights are part of the user's adapted head (``models.core.metalearner``).
 
 The trainer replays its log through an ``ItemStats`` and takes each task's features from the statistics as they
 were just before the task's first query event; the ``Recommender`` owns one that the stream worker (or the
@@ -20,7 +20,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from models.cooccurrence import Cooccurrence, DenseCooccurrence, make_cooccurrence
+from models.features.cooccurrence import Cooccurrence, DenseCooccurrence, make_cooccurrence
 
 log = logging.getLogger(__name__)
 

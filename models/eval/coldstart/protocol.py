@@ -21,29 +21,29 @@ from typing import Any
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.coldstart_methods import ColdStartMethod, GlobalMean, TaskData, UserMedian, task_data
-from models.eval.coldstart_metrics import scenario_metrics
-from models.eval.coldstart_report import write_results
-from models.eval.coldstart_split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
+from models.eval.coldstart.methods import ColdStartMethod, GlobalMean, TaskData, UserMedian, task_data
+from models.eval.coldstart.metrics import scenario_metrics
+from models.eval.coldstart.report import write_results
+from models.eval.coldstart.split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
 from models.eval.metrics import rating_scale
 
 logger = logging.getLogger(__name__)
 
 
 def _melu(seed: int, progress: bool) -> ColdStartMethod:
-    from models.eval.melu import MeLU, MeLUConfig
+    from models.eval.coldstart.melu import MeLU, MeLUConfig
 
     return MeLU(MeLUConfig(seed=seed, **TUNED_MELU), name="melu")
 
 
 def _melu_paper(seed: int, progress: bool) -> ColdStartMethod:
-    from models.eval.melu import MeLU, MeLUConfig
+    from models.eval.coldstart.melu import MeLU, MeLUConfig
 
     return MeLU(MeLUConfig(seed=seed), name="melu_paper_lr")
 
 
 def _metarec(seed: int, progress: bool) -> ColdStartMethod:
-    from models.eval.coldstart_metarec import MetarecColdStart
+    from models.eval.coldstart.metarec import MetarecColdStart
 
     return MetarecColdStart(seed=seed, progress=progress)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from models.data.events import EventLog
-from models.item_stats import N_CONTEXT, ItemStats
+from models.features.item_stats import N_CONTEXT, ItemStats
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ BANK_BYTES = 2e8  # the most memory the bank's float16 context features may take
 def bank_batches(n_items: int, batch: int, steps: int, most: int = 64) -> int:
     """How many task batches to draw for ``steps`` outer steps: each used about three times, within memory.
 
-    ``n_items``: how many items' features a task keeps (``models.implicit_loss.context_width``)."""
+    ``n_items``: how many items' features a task keeps (``models.training.implicit_loss.context_width``)."""
     fits = int(BANK_BYTES // max(1, batch * n_items * N_CONTEXT * 2))
     return max(1, min(most, -(-steps // 3), fits))
 
@@ -38,7 +38,7 @@ def bank_batches(n_items: int, batch: int, steps: int, most: int = 64) -> int:
 def replay_stats(log_: EventLog, upto: int | None = None, stats: ItemStats | None = None,
                  ratings: np.ndarray | None = None) -> ItemStats:
     """``stats`` (a new one by default) after observing the first ``upto`` events of the time-sorted ``log_``;
-    ``ratings`` (E,) (NaN: not a rating) also feed the item means (``models.rating_context``)."""
+    ``ratings`` (E,) (NaN: not a rating) also feed the item means (``models.training.task_rating_context``)."""
     stats = stats or ItemStats(log_.n_items)
     begin, end = stats.events, len(log_) if upto is None else upto
     users = [log_.user_ids[u] for u in log_.users[begin:end].tolist()]
@@ -71,7 +71,7 @@ def attach_context(log_: EventLog, batches: Sequence, n_items: int) -> tuple[lis
 
     ``log_`` must be sorted by time and its items mapped to the model's catalogue (``n_items`` wide); every
     batch carries ``cut_at`` (B,), the log position of each task's first query event. A batch with
-    ``candidates`` (a sample of a large catalogue, ``models.implicit_loss``) keeps only the features of the
+    ``candidates`` (a sample of a large catalogue, ``models.training.implicit_loss``) keeps only the features of the
     items ``context_items`` names: (B, S + Q + M, C).
     """
     keep = [context_items(tb) for tb in batches]

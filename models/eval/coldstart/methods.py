@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.coldstart_split import Task
+from models.eval.coldstart.split import Task
 
 
 @dataclass(frozen=True)

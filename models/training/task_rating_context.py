@@ -7,8 +7,8 @@ served model, whose items keep being rated after it was trained, should. With co
 spread to similar items) the stream tells it an item's quality with every rating, and training must then read
 each task's features from the ratings seen strictly before its first query event, or the query's own ratings
 would leak into its features. As for the implicit
-model (``models.task_context``), the log is replayed once through an ``ItemStats``, with snapshots every
-``SNAPSHOT_EVERY`` events (``models.task_context.attach_snapshots``); a task gets the snapshot at or before its cut (tests/unit/models/
+model (``models.training.task_context``), the log is replayed once through an ``ItemStats``, with snapshots every
+``SNAPSHOT_EVERY`` events (``models.training.task_context.attach_snapshots``); a task gets the snapshot at or before its cut (tests/unit/models/
 test_rating_context.py checks it). The statistics after the whole log go to the trained model.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.data.events import EVENT_TYPES, EventLog
-from models.item_stats import N_RATING_CONTEXT, ItemStats
-from models.task_context import attach_snapshots
+from models.features.item_stats import N_RATING_CONTEXT, ItemStats
+from models.training.task_context import attach_snapshots
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """User-level differential privacy: the per-user clipping rule and an RDP accountant for what it costs.
 
-DP meta-training (:mod:`models.dp_train`) treats one *user* as the unit of privacy: each step samples users by
+DP meta-training (:mod:`models.training.dp_train`) treats one *user* as the unit of privacy: each step samples users by
 Poisson sampling with rate ``q``, clips every sampled user's whole meta-gradient to L2 norm ``C``, sums, and
 adds
 Gaussian noise N(0, (sigma C)^2) per coordinate. Adding or removing one user then changes the noised sum by at
@@ -21,8 +21,8 @@ unit tests pin it against values of the known closed forms and of Opacus 1.6.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np

@@ -1,0 +1,1 @@
+"""The cold-start evaluation (MeLU protocol): split, methods, metrics, reports."""

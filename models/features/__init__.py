@@ -1,0 +1,1 @@
+"""What describes items: stream statistics and context features, text vectors, catalogue feature rows."""

@@ -1,0 +1,1 @@
+"""What serves online: adaptation requests, the Recommender and its closed-form inner loop."""
