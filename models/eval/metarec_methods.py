@@ -30,7 +30,7 @@ import logging
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ class Schedule:
     stats_every: int = 32  # learned events between updates of the item statistics
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
+    config: tuple[tuple[str, Any], ...] = ()  # ModelConfig overrides of the ranking model, as (field, value)
+    rating_config: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
 
 
 class TrainingCache:
@@ -78,12 +80,15 @@ class TrainingCache:
 
     def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
             init_key: tuple | None, objective: str | None = None,
-            adapt_taste: bool | None = None) -> tuple[Recommender, tuple]:
-        key = (*digest(events), steps, seed, init_key, objective, adapt_taste)
+            adapt_taste: bool | None = None,
+            config: tuple[tuple[str, Any], ...] = ()) -> tuple[Recommender, tuple]:
+        """The model meta-trained on ``events`` (from ``init``, or from scratch with ``default_config`` and the
+        ``config`` overrides), trained now unless an identical one is held."""
+        key = (*digest(events), steps, seed, init_key, objective, adapt_taste, config)
         if key not in self._models:
             cfg = None
             if init is None and objective is not None:
-                cfg = default_config(events, seed, objective)
+                cfg = replace(default_config(events, seed, objective), **dict(config))
                 if adapt_taste is not None:
                     cfg = replace(cfg, adapt_taste=adapt_taste)
             self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
@@ -182,7 +187,7 @@ class MetarecMethod:
         previous = getattr(self, "key", None)
         events = self._seen_log()
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
-                                           self.schedule.objective, self.adapt_taste)
+                                           self.schedule.objective, self.adapt_taste, self.schedule.config)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
         self.unobserved = []  # the new model's statistics hold every event learned so far
@@ -193,7 +198,8 @@ class MetarecMethod:
             before = getattr(self, "rater_key", None)
             rater_init = getattr(self, "rater_trained", None) if init is not None else None
             self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
-                                                                rater_init, before, "rating")
+                                                                rater_init, before, "rating",
+                                                                config=self.schedule.rating_config)
             self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr)
         self.rounds += 1
         log.info("%s: model round %d on %d events", self.name, self.rounds, len(self.columns[0]))
@@ -303,7 +309,7 @@ def choose_taste(log_: EventLog, seed: int, schedule: Schedule, cache: TrainingC
     """
     from models.eval.stream_protocol import plan_stream, replay
 
-    key = (*digest(log_), seed, schedule.steps)
+    key = (*digest(log_), seed, schedule.steps, schedule.config)
     if key not in cache.choices:
         plan = plan_stream(log_, 0.8)
         hr = {}
