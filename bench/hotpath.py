@@ -1,10 +1,10 @@
 """CPU per event of metarec's own hot path, without Kafka: the agent's batch handler, stage by stage.
 
-The same work as ``stream.handler.BatchHandler`` minus Faust: decode and plan a batch (``decode``, states read
-from a dict of msgpack bytes as RocksDB hands them over, ``plan``, which also builds the adaptation requests),
-run the model (``Recommender.recommend``), then settle (state and recommendation encode). CPU time per event per
-stage (``time.process_time``, robust on a shared machine) tells which of our stages a speed-up must target, and
-what is left to Faust and the Kafka clients (see bench/results/throughput.json for the whole).
+The same work as ``stream.handler.BatchHandler`` minus Faust: decode and plan a batch (``decode``, states
+read from a dict of msgpack bytes as RocksDB hands them over, ``plan``, which also builds the adaptation
+requests), run the model (``Recommender.recommend``), then settle (state and recommendation encode). CPU time
+per event per stage (``time.process_time``, robust on a shared machine) tells which of our stages a speed-up
+must target, and what is left to Faust and the Kafka clients (bench/results/throughput.json has the whole).
 
     .venv/bin/python -m bench.hotpath --batches 1,10,100,1000
 """

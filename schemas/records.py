@@ -141,7 +141,7 @@ DETAIL_MAX_CHARS = 1000  # the free-text error header is cut here: a header is n
 
 def dead_letter_headers(reason: str, detail: str, topic: str, partition: int,
                         offset: int) -> list[tuple[str, bytes]]:
-    """The headers of a dead letter: why it was refused and where it came from (every dead-letter writer's)."""
+    """The headers of a dead letter: why it was refused and where it came from (all writers')."""
     return [
         (HEADER_REASON, reason.encode()),
         (HEADER_ERROR, detail[:DETAIL_MAX_CHARS].encode("utf-8", "replace")),

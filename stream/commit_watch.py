@@ -4,8 +4,8 @@ Faust commits a partition up to the first offset it has not seen acked (``Consum
 is never acked (lost between the fetcher and the agent, or held by a batch that never finishes) therefore holds
 the partition's commit where it is forever, silently: the worker keeps processing, and only a restart re-reads
 everything after the hole. This watch makes that visible. It reads Faust's offset bookkeeping (private: read
-through stream/faust_compat.py) and, when a partition has acked offsets beyond its committed one but its commit
-has not moved for ``stall_s``, logs one warning with what it saw and counts it in
+through stream/faust_compat.py) and, when a partition has acked offsets beyond its committed one but its
+commit has not moved for ``stall_s``, logs one warning with what it saw and counts it in
 ``metarec_commit_stalls_total``.
 """
 

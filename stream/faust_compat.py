@@ -22,13 +22,13 @@
 4. The users store (stream/user_store.py) reads and writes the users table's RocksDB partitions directly
    (:func:`partition_db`), reports to Faust's table sensors (:func:`table_sensors`) and sends its changelog
    through the worker's librdkafka producer (stream/output.py), one persisted-offset write per partition and
-   batch (:func:`persist_offset`). Faust's own ``table[key] = value`` costs ~0.4 ms of event-loop CPU per write
-   with its send (an aiokafka send with its futures, and a RocksDB write of the persisted offset per message:
-   bench/faust_ceiling.py ``table``). The bytes are the ones Faust would write (the table's keys and values are
-   raw bytes), so Faust's recovery, standbys and rebalancing work on them unchanged.
+   batch (:func:`persist_offset`). Faust's own ``table[key] = value`` costs ~0.4 ms of event-loop CPU per
+   write with its send (an aiokafka send with its futures, and a RocksDB write of the persisted offset per
+   message: bench/faust_ceiling.py ``table``). The bytes are the ones Faust would write (the table's keys and
+   values are raw bytes), so Faust's recovery, standbys and rebalancing work on them unchanged.
 
-5. The commit watch (stream/commit_watch.py) reads the consumer's offset bookkeeping (:func:`commit_bookkeeping`,
-   :func:`unacked_offsets`) to tell a stalled commit from an idle partition.
+5. The commit watch (stream/commit_watch.py) reads the consumer's offset bookkeeping
+   (:func:`commit_bookkeeping`, :func:`unacked_offsets`) to tell a stalled commit from an idle partition.
 
 Each use is pinned by tests/unit/stream/test_faust_pins.py, which fails when a faust-streaming upgrade changes
 what it relies on.
@@ -142,7 +142,7 @@ def _read_to_eof(consumer: Consumer, pending: set[TP], deadline: float) -> dict[
     return ends
 
 
-# --- 4. the users table, partition by partition ----------------------------------------------------------------
+# --- 4. the users table, partition by partition ------------------------------------------------------------
 def partition_db(table: Any, partition: int) -> Any:
     """The RocksDB database (a ``rocksdict.Rdict``) of ``table``'s ``partition``.
 
@@ -152,7 +152,7 @@ def partition_db(table: Any, partition: int) -> Any:
 
 
 def table_sensors(table: Any) -> Any:
-    """Faust's sensors, which report table reads and writes (``on_table_get/set/del(table, key[, value])``)."""
+    """Faust's sensors, which report table reads and writes (``on_table_get/set/del(table, key, ...)``)."""
     return table.app.sensors
 
 
@@ -165,8 +165,9 @@ def persist_offset(table: Any, topic: str, partition: int, offset: int) -> None:
     table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-# --- 5. the consumer's commit bookkeeping --------------------------------------------------------------------
-def commit_bookkeeping(consumer: Any, tp: Any) -> tuple[int | None, int | None, list[int], list[tuple[int, int]]]:
+# --- 5. the consumer's commit bookkeeping ------------------------------------------------------------------
+def commit_bookkeeping(consumer: Any,
+                       tp: Any) -> tuple[int | None, int | None, list[int], list[tuple[int, int]]]:
     """(committed offset, highest offset read, acked offsets waiting, offset gaps [begin, end)) of ``tp``.
 
     Faust commits a partition up to the first offset it has not seen acked (``Consumer._new_offset``). Its

@@ -2,9 +2,10 @@
 
 Faust's ``take_events`` stops filling its buffer while the agent holds a batch, so a handler that awaits the model
 before returning leaves the consumer idle for the whole model call (measured: 20% of the event loop idle, batches
-of ~100 events). Here the agent only *begins* a batch and returns; a finishing task, one batch at a time and in
-order, waits for the model, settles the batch, flushes the producer and only then acks the batch's events. What
-a batch means is decided by the pure functions of stream/pipeline.py; this module carries out what they return:
+of ~100 events). Here the agent only *begins* a batch and returns; a finishing task, one batch at a time and
+in order, waits for the model, settles the batch, flushes the producer and only then acks the batch's events.
+What a batch means is decided by the pure functions of stream/pipeline.py; this module carries out what they
+return:
 
 - begin: ``decode`` -> load the users' states -> ``plan`` -> dead letters out, requests to the model worker,
   then the batch's forgets and learned records (enqueued behind its ranking: a batch is ranked before the item
@@ -103,7 +104,8 @@ class BatchHandler:
 
     def begin(self, events: Sequence[Any]) -> Flight:
         messages = [
-            RawMessage(e.key, e.value, e.message.topic, e.message.partition, e.message.offset, e.message.timestamp)
+            RawMessage(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,
+                       e.message.timestamp)
             for e in events
         ]
         decoded = decode(messages, self._rules, time.time())

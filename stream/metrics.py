@@ -4,7 +4,7 @@ Label values come from small fixed sets (event results, dead-letter reasons, his
 app's own topics and partitions, model versions that are actually loaded), so cardinality stays bounded whatever
 the input. Children of fixed label sets are created at zero up front: a rate over them is 0, not "no data".
 
-Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_settled`; they push into the
+Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_settled`; they push into
 bounded windows of :class:`stream.monitoring.Monitor` (numpy, O(batch)) and recompute the window gauges (coverage,
 Gini, drift) at most once per ``refresh_s``. Framework figures (Faust's own sensor) and consumer lag need the app:
 :func:`install_app_metrics` wires them.
@@ -169,8 +169,8 @@ class Metrics:
                 counter.labels(bucket=bucket, model_version=version).inc(n)
 
     def observe_settled(self, observed: "Observations") -> None:
-        """What one settled batch sent: lists, their latency and adaptation losses, under the version that served
-        each list (a batch can straddle a model swap), and deletions."""
+        """What one settled batch sent: lists, their latency and adaptation losses, under the version that
+        served each list (a batch can straddle a model swap), and deletions."""
         if observed.deletions:
             self.deletions.inc(observed.deletions)
         for version, (states, results) in observed.served.items():

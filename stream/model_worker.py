@@ -84,7 +84,7 @@ class ModelWorker:
         self._batcher.stop()
 
     def recommend(self, requests: Sequence[AdaptRequest]) -> asyncio.Future[list[Served]]:
-        """Queue ``requests`` for ranking now (in submission order); the future resolves with their answers."""
+        """Queue ``requests`` for ranking now (in submission order); the future resolves with the answers."""
         ranked = asyncio.ensure_future(self._batcher.submit_many(requests))
         self._ranked = ranked
         return ranked

@@ -2,16 +2,18 @@
 
 A batch visits this module twice, and the model answers in between (stream/handler.py carries it):
 
-1. :func:`decode` the messages (dead letters out; which users the batch touches), then :func:`plan` the batch
-   on those users' loaded states: the per-user work, the adaptation requests (models/serving/requests.py), what
-   the model's item statistics learn (``LearnedUser``) and forget, and the dead letters;
-2. :func:`settle` it with the model's answers: the state bytes to write (or delete), the lists and tombstones to
-   send, and what the metrics observe.
+1. :func:`decode` the messages (dead letters out; which users the batch touches), then :func:`plan` the
+   batch on those users' loaded states: the per-user work, the adaptation requests
+   (models/serving/requests.py), what the model's item statistics learn (``LearnedUser``) and forget, and the
+   dead letters;
+2. :func:`settle` it with the model's answers: the state bytes to write (or delete), the lists and tombstones
+   to send, and what the metrics observe.
 
-Nothing here touches Kafka, Faust, a store, the clock or the model, so every rule is a unit test away. One thing
-is deliberately not copied: :func:`plan` applies events to the states it is given, in place, and :func:`settle`
-stores the adapted head and list in them. The handler shares one state object between the in-flight batches of
-a user, so a later batch continues from where the earlier one left it before anything reached the store.
+Nothing here touches Kafka, Faust, a store, the clock or the model, so every rule is a unit test away. One
+thing is deliberately not copied: :func:`plan` applies events to the states it is given, in place, and
+:func:`settle` stores the adapted head and list in them. The handler shares one state object between the
+in-flight batches of a user, so a later batch continues from where the earlier one left it before anything
+reached the store.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class BatchPlan:
     wanted: list[UserWork] = field(default_factory=list)  # users to rank, in the order of ``requests``
     requests: list[AdaptRequest] = field(default_factory=list)
     learned: list[LearnedUser] = field(default_factory=list)  # for the item statistics, after the ranking
-    forget: list[str] = field(default_factory=list)  # users deleted in this batch: forgotten before ``learned``
+    forget: list[str] = field(default_factory=list)  # users deleted in this batch: forget before ``learned``
 
     @property
     def processed(self) -> int:
@@ -147,12 +149,12 @@ class Settlement:
     """Everything the handler carries out once the model answered, before the batch is acked."""
 
     writes: list[StateWrite] = field(default_factory=list)
-    tombstones: list[bytes] = field(default_factory=list)  # keys whose standing list is withdrawn (sent first)
+    tombstones: list[bytes] = field(default_factory=list)  # keys whose standing list is withdrawn (first)
     lists: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, encoded Recommendation)
     observations: Observations = field(default_factory=Observations)
 
 
-# --- stage 1 ---------------------------------------------------------------------------------------------------
+# --- stage 1 ------------------------------------------------------------------------------------------------
 def decode(messages: Iterable[RawMessage], rules: Rules, now: float) -> Decoded:
     """Decode and validate a batch in message order; refused messages become dead letters with a reason."""
     out = Decoded()
@@ -259,7 +261,7 @@ def _apply_interaction(work: UserWork, event: Interaction, msg: RawMessage, rede
     work.trigger_timestamp = msg.timestamp
 
 
-# --- stage 2 ---------------------------------------------------------------------------------------------------
+# --- stage 2 ------------------------------------------------------------------------------------------------
 def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlement:
     """What to write and send for a planned batch, given the model's answers to ``batch.requests`` in order.
 

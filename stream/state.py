@@ -8,8 +8,8 @@ id it has seen is not counted again. Redelivery after a crash or rebalance is th
 repeats within the window of events not yet committed, which is far smaller than the remembered window.
 
 ``seen`` keeps the user's items in first-arrival order: it is the item statistics' view of the user's history
-(they pair each new item with the items the user had before it, ``LearnedUser.history_before``), and the worker
-keeps no other copy of it. So a re-seen item keeps its place, and when the list is full the oldest arrivals go.
+(they pair each new item with the items the user had before it, ``LearnedUser.history_before``), and the
+worker keeps no other copy of it. So a re-seen item keeps its place, and when full the oldest arrivals go.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Applied(IntEnum):
 
 
 def apply_interaction(state: UserState, event: Interaction, limits: Limits) -> Applied:
-    """Count ``event`` into ``state`` in place; ``Applied.DUPLICATE`` (and no change) if it was already counted."""
+    """Count ``event`` into ``state`` in place; ``Applied.DUPLICATE`` (no change) if already counted."""
     if is_duplicate(state, event.event_id):
         return Applied.DUPLICATE
     _remember_id(state, event.event_id, limits)

@@ -1,4 +1,4 @@
-"""Where per-user state lives between batches: one interface, RocksDB + changelog in the worker, memory in tests.
+"""Where user state lives between batches: one interface; RocksDB + changelog in the worker, memory in tests.
 
 The handler (stream/handler.py) needs four things of a store: read a user's state bytes, write them, delete
 them, and, once the batch's outputs are flushed, make the writes durable for recovery. Keys and values are the
@@ -30,7 +30,9 @@ class UserStore(Protocol):
 
 
 class RocksUserStore:
-    """The users Faust table: its RocksDB partitions read and written directly, its changelog sent by ``output``.
+    """The users Faust table: its RocksDB partitions read and written directly, its changelog sent by
+    ``output``.
+
 
     Writes are durable once :meth:`OutputProducer.flush` returned; :meth:`persist_offsets` then records, per
     changelog partition, the offset the local RocksDB is up to, which is what Faust's recovery starts from.

@@ -1,4 +1,4 @@
-"""What an interaction teaches the inner loop: the event types, and one mapping from (type, value) to a target.
+"""What an interaction teaches the inner loop: the event types, one mapping from (type, value) to a target.
 
 The stream worker and the trainer both call ``event_target`` so a user adapts online on exactly what tasks
 were built from offline. ``None`` means "remember that the user saw it, but do not adapt on it".

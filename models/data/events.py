@@ -98,7 +98,8 @@ def build_log(
     items = np.fromiter((item_index.setdefault(i, len(item_index)) for i in item_keys), np.int64, len(item_keys))
     n = len(users)
     vals = np.full(n, np.nan, np.float32) if values is None else np.asarray(values, np.float32)
-    kinds = np.zeros(n, np.int8) if types is None else np.fromiter((EVENT_TYPE_CODES[t] for t in types), np.int8, n)
+    codes = EVENT_TYPE_CODES
+    kinds = np.zeros(n, np.int8) if types is None else np.fromiter((codes[t] for t in types), np.int8, n)
     return EventLog(
         users=users,
         items=items,

@@ -95,7 +95,8 @@ def replay(model: Recommender, messages: list[RawMessage], batch: int):
             last_sent.pop(key.decode(), None)  # no list stands for this user
         for key, value in done.lists:
             rec = decode_recommendation(value)
-            last_sent[key.decode()] = (rec.event_id, [i.item_id for i in rec.items], [i.score for i in rec.items])
+            items, scores = [i.item_id for i in rec.items], [i.score for i in rec.items]
+            last_sent[key.decode()] = (rec.event_id, items, scores)
         for write in done.writes:
             if write.value is None:
                 store.pop(write.key.decode(), None)

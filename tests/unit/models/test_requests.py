@@ -11,8 +11,8 @@ import pytest
 
 from models.core.targets import EVENT_TYPE_CODES, EVENT_TYPES, IMPLICIT_WEIGHTS, event_target
 from models.data import events as data_events
-from models.eval.methods import Pending, Query
 from models.eval.metarec_methods import MetarecMethod, Schedule
+from models.eval.methods import Pending, Query
 from models.serving import recommender
 from models.serving.requests import AdaptRequest, LearnedUser, build_request, support_targets, target
 from schemas.records import Interaction, InteractionType
@@ -39,8 +39,8 @@ def test_the_request_type_is_importable_where_it_always_was():
 def test_support_is_mapped_by_event_target_and_untaught_events_are_left_out():
     support = [("a", "click", None, TS), ("b", "rating", 1.0, TS + 1), ("c", "rating", 4.0, TS + 2),
                ("d", "rating", math.nan, TS + 3), ("e", "play", 3.0, TS + 4)]
-    assert support_targets(support, "implicit") == [
-        (i, event_target(t, v, "implicit")) for i, t, v, _ in support if event_target(t, v, "implicit") is not None]
+    expected = [(i, event_target(t, v, "implicit")) for i, t, v, _ in support]
+    assert support_targets(support, "implicit") == [(i, w) for i, w in expected if w is not None]
     assert support_targets(support, "rating") == [("b", 1.0), ("c", 4.0)]
 
 
@@ -79,7 +79,8 @@ def test_the_evaluation_and_the_stream_build_the_same_request_for_the_same_event
 
     method = MetarecMethod("metarec", schedule=Schedule(support_size=5))
     method.template, method.objective = log, objective
-    learned = [Pending(i, v, EVENT_TYPES.index(k), TS + n) for n, (i, k, v) in enumerate(zip(picked, kinds, values))]
+    learned = [Pending(i, v, EVENT_TYPES.index(k), TS + n)
+               for n, (i, k, v) in enumerate(zip(picked, kinds, values))]
     method.support = {0: deque(learned[:5], maxlen=5)}
     query = Query(0, set(picked), tuple(learned[5:]))
     offline = method._request(query)

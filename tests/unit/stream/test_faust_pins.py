@@ -1,8 +1,8 @@
-"""Pins on the Faust internals metarec relies on (stream/faust_compat.py is the only module that touches them).
+"""Pins on the Faust internals metarec relies on (stream/faust_compat.py is the only module touching them).
 
 Each test fails when a faust-streaming (or aiokafka) upgrade renames, removes or reshapes one of them, so an
-upgrade is a red test here rather than a silent wrong answer in production. No broker: the objects are built by
-Faust itself and never connect.
+upgrade is a red test here rather than a silent wrong answer in production. No broker: the objects are built
+by Faust itself and never connect.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def app(tmp_path) -> Iterator[faust.App]:
     loop.close()
 
 
-# --- the users table (stream/user_store.py via faust_compat, point 4) ---------------------------------------------
+# --- the users table (stream/user_store.py via faust_compat, point 4) ---------------------------------------
 def test_a_table_partition_s_rocksdb_is_reachable_and_shared_with_faust(app):
     assert params(RocksStore._db_for_partition) == ["self", "partition"]
     table = app.Table("users", key_type=bytes, value_type=bytes, partitions=2)
@@ -72,7 +72,7 @@ def test_table_sensors_take_the_table_and_key(app):
     assert params(SensorDelegate.on_table_del) == ["self", "table", "key"]
 
 
-# --- the commit bookkeeping (stream/commit_watch.py via faust_compat, point 5) ------------------------------------
+# --- the commit bookkeeping (stream/commit_watch.py via faust_compat, point 5) ------------------------------
 def test_faust_commits_from_the_fields_the_commit_watch_reads():
     source = inspect.getsource(FaustConsumer._new_offset)
     assert "self._acked[tp]" in source and "self._gap[tp]" in source
@@ -100,7 +100,7 @@ def test_the_commit_bookkeeping_reads_a_real_consumer_without_changing_it(app):
     assert isinstance(consumer._gap[tp], IntervalTree)
 
 
-# --- the consumer the app runs (faust_compat points 2 and 3) -----------------------------------------------------
+# --- the consumer the app runs (faust_compat points 2 and 3) ------------------------------------------------
 def test_the_consumer_class_and_its_thread_factory_can_be_replaced():
     assert params(faust_aiokafka.Consumer._new_consumer_thread) == ["self"]
     assert params(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer) == ["self", "transport"]
@@ -109,7 +109,7 @@ def test_the_consumer_class_and_its_thread_factory_can_be_replaced():
         "aiokafka must build its Fetcher from the attribute faust_compat sets")
 
 
-# --- the current event (bench/faust_ceiling.py, Faust's own table path) --------------------------------------------
+# --- the current event (bench/faust_ceiling.py, Faust's own table path) -------------------------------------
 def test_the_current_event_is_a_context_variable_holding_a_weak_reference():
     assert isinstance(faust.streams._current_event, ContextVar)
     assert "_current_event.get" in inspect.getsource(faust.streams.current_event)

@@ -1,5 +1,5 @@
-"""The two-stage batch handler: later batches see earlier unfinished ones, nothing is acked before its flush, and
-the model's item statistics learn a batch after ranking it.
+"""The two-stage batch handler: later batches see earlier unfinished ones, nothing is acked before its flush,
+and the model's item statistics learn a batch after ranking it.
 
 Runs the real handler, model worker and metrics against the in-memory user store and a recording producer (the
 Kafka side of both is covered by tests/integration).
@@ -209,7 +209,7 @@ def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
 
 
 def test_a_batch_is_ranked_before_its_events_reach_the_item_statistics(parts):
-    """Test, then train: the statistics a batch is ranked with hold the earlier batches, not its own events."""
+    """Test, then train: the statistics a batch is ranked with hold the earlier batches, not its events."""
     settings, worker, metrics = parts
     cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
     ranked_with: list[int] = []
@@ -240,7 +240,8 @@ def test_losses_and_lists_count_for_the_version_that_served_them(parts):
     async def run():
         flight = handler.begin([event("u", 0, 0), event("v", 1, 1)])
         await flight.served
-        worker.swap(Recommender(MetaRec(ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8)), ITEMS, version="v9"))
+        cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8)
+        worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v9"))
         await handler.finish(flight)
 
     asyncio.run(run())
@@ -254,7 +255,8 @@ def test_a_deletion_withdraws_the_list_and_the_state_and_bad_events_are_dead_let
     settings, worker, metrics = parts
     store, output = MemoryUserStore(), RecordingOutput()
     handler = make_handler(parts, store, output, [], [])
-    gone = FakeEvent(b"u", encode(UserDeletion(event_id="d", user_id="u", ts=TS + 5)), FakeMessage("in", 0, 5, TS))
+    deletion = UserDeletion(event_id="d", user_id="u", ts=TS + 5)
+    gone = FakeEvent(b"u", encode(deletion), FakeMessage("in", 0, 5, TS))
     junk = FakeEvent(b"u", b"{not json", FakeMessage("in", 0, 6, TS))
 
     async def run():

@@ -1,6 +1,6 @@
-"""The batch's two pure steps: ``plan`` (valid events change state once, invalid ones become dead letters, the model
-is asked about every triggered user and taught every new interaction) and ``settle`` (what is written and sent
-once the model answered). No Faust, no broker, no model: the answers are built by hand."""
+"""The batch's two pure steps: ``plan`` (valid events change state once, invalid ones become dead letters, the
+model is asked about every triggered user and taught every new interaction) and ``settle`` (what is written
+and sent once the model answered). No Faust, no broker, no model: the answers are built by hand."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def msg(value: bytes | None, key: bytes | None, offset: int = 0, partition: int 
 
 
 def ev(i: int, user: str = "u1", item: str | None = None, **kw) -> RawMessage:
-    record = Interaction(event_id=f"e{i}", user_id=user, item_id=item or f"i{i}", type=kw.pop("type", "click"),
-                         ts=TS + i, **kw)
+    kind = kw.pop("type", "click")
+    record = Interaction(event_id=f"e{i}", user_id=user, item_id=item or f"i{i}", type=kind, ts=TS + i, **kw)
     return msg(encode(record), user.encode(), i)
 
 
@@ -56,10 +56,11 @@ class Answer:
 
 def answer(items: list[str], version: str = "v1", loss: float = 0.5) -> Answer:
     head = np.arange(3, dtype=np.float32)
-    return Answer(AdaptResult(items, [1.0 - 0.1 * n for n in range(len(items))], head, loss, loss / 2), version)
+    scores = [1.0 - 0.1 * n for n in range(len(items))]
+    return Answer(AdaptResult(items, scores, head, loss, loss / 2), version)
 
 
-# --- plan --------------------------------------------------------------------------------------------------------
+# --- plan ---------------------------------------------------------------------------------------------------
 def test_events_are_grouped_per_user_in_order_and_the_decoded_batch_names_each_user_once():
     decoded = decode([ev(1, "a"), ev(2, "b"), ev(3, "a"), ev(4, "a")], Rules(), NOW)
     assert decoded.users == {"a": 0, "b": 0}
@@ -97,8 +98,8 @@ def test_malformed_events_become_dead_letters_with_reasons_and_valid_ones_go_on(
 def test_the_model_is_asked_about_every_triggered_user_with_their_support_and_seen_items():
     stored = {"a": state_of("x", "y")}
     attrs = UserAttributes(event_id="at", user_id="c", ts=TS, attributes={"plan": "pro"})
-    p = run_plan([ev(1, "a", item="y", type="purchase"), ev(2, "b", type="view"), msg(encode(attrs), b"c", 3)],
-                 stored)
+    batch = [ev(1, "a", item="y", type="purchase"), ev(2, "b", type="view"), msg(encode(attrs), b"c", 3)]
+    p = run_plan(batch, stored)
     assert [w.user_id for w in p.wanted] == ["a", "b"], "c changed attributes only: no list"
     (ra, rb) = p.requests
     assert [r.user_id for r in p.requests] == ["a", "b"]
@@ -109,7 +110,8 @@ def test_the_model_is_asked_about_every_triggered_user_with_their_support_and_se
 
 
 def test_history_keeps_first_arrival_order_and_fresh_counts_the_batch_s_new_items():
-    p = run_plan([ev(1, "a", item="z"), ev(2, "a", item="x"), ev(3, "a", item="w")], {"a": state_of("x", "y")})
+    batch = [ev(1, "a", item="z"), ev(2, "a", item="x"), ev(3, "a", item="w")]
+    p = run_plan(batch, {"a": state_of("x", "y")})
     (request,) = p.requests
     assert request.history == ("x", "y", "z", "w")  # x re-seen keeps its place
     assert request.fresh == 2 and request.history[-request.fresh:] == ("z", "w")
@@ -201,7 +203,7 @@ def test_a_recreated_topic_is_not_taken_for_a_redelivery():
     assert again.processed == 1 and again.users["u1"].state.interactions == 6
 
 
-# --- settle ------------------------------------------------------------------------------------------------------
+# --- settle -------------------------------------------------------------------------------------------------
 def test_settle_writes_each_user_s_state_and_sends_the_lists_the_model_answered():
     p = run_plan([ev(1, "a"), ev(2, "b")])
     done = settle(p, [answer(["x", "y"], "v1"), answer(["z"], "v1")], NOW)

@@ -1,5 +1,5 @@
-"""The user stores keep one contract: the worker's (a real Faust RocksDB table, its changelog sent by our producer)
-and the in-memory one the handler's tests use. No broker: the changelog producer is a recording one."""
+"""The user stores keep one contract: the worker's (a real Faust RocksDB table, its changelog sent by our
+producer) and the in-memory one the handler's tests use. No broker: the changelog producer records."""
 
 from __future__ import annotations
 
