@@ -99,6 +99,16 @@ class MicroBatcher(Generic[Req, Res]):
             self._push(group, seal=True)
         return list(await asyncio.gather(*futures))
 
+    def enqueue(self, requests: Sequence[Req]) -> asyncio.Future:
+        """Queue ``requests`` as one group now, without waiting for queue slots; a future of their results
+        (raises the first request's error). For a caller that bounds its own in-flight work (the handler's
+        pipeline depth) and needs its group queued before whatever it queues next (``call_soon``)."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        if futures:
+            self._push([(r, f, loop) for r, f in zip(requests, futures)], seal=True)
+        return asyncio.gather(*futures)
+
     async def submit(self, request: Req) -> Res:
         loop = asyncio.get_running_loop()
         await self._slots_for_loop().acquire()
@@ -118,6 +128,17 @@ class MicroBatcher(Generic[Req, Res]):
             self._pending.append((_JOB, job, None))  # type: ignore[arg-type]
             self._sealed = True
             self._cond.notify()
+
+    def barrier(self) -> asyncio.Future:
+        """A future that resolves once everything queued so far (requests and jobs) has run."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def resolve() -> None:
+            _hand_back([(done, loop, None, None)])
+
+        self.call_soon(resolve)
+        return done
 
     def _slots_for_loop(self) -> asyncio.Semaphore:
         if self._slots is None:

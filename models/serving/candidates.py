@@ -37,6 +37,15 @@ class CandidateBudget:
     taste: int = 50
     new: int = 20
 
+    @classmethod
+    def of_size(cls, total: int) -> "CandidateBudget | None":
+        """The default quotas scaled to ``total`` candidates per user; 0 means score every item (None)."""
+        if total <= 0:
+            return None
+        scale = total / cls.total
+        return cls(total, *(max(1, round(q * scale)) for q in (cls.knn, cls.next_items, cls.position,
+                                                                 cls.popular, cls.taste, cls.new)))
+
 
 class PopularLists:
     """Each position bucket's and the decayed counts' top items, recomputed when the statistics move.

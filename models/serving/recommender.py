@@ -43,7 +43,7 @@ from models.serving.candidates import CandidateBudget, PopularLists, excluded_ke
 from models.serving.encode import Encoded, encode, negatives, user_features
 from models.serving.item_index import ItemIndex
 from models.serving.kernel import adapt_forward
-from models.serving.requests import AdaptRequest
+from models.serving.requests import AdaptRequest, LearnedUser
 
 __all__ = ["AdaptRequest", "AdaptResult", "CandidateBudget", "Recommender", "new_version", "resolve_device"]
 
@@ -146,18 +146,20 @@ class Recommender:
         self._stats = stats
 
     # --- learning the stream --------------------------------------------------------------------------------
-    def learn(self, users: Sequence[tuple[str, Sequence[str], Sequence[tuple[str, float, float | None]]]],
-              ) -> None:
-        """Count users' new events into the item statistics: (user id, the user's distinct items before them in
-        first-arrival order, [(item id, seconds, rating or None)] in order). The stream calls this after
-        ranking a batch (test, then train); items outside the catalogue are skipped. A no-op without context.
+    def learn(self, records: Sequence[LearnedUser]) -> None:
+        """Count users' new events into the item statistics: each record carries the user's distinct items
+        before them (first-arrival order) and the events (item id, seconds, rating or None) in order. The
+        stream calls this after ranking a batch (test, then train); items outside the catalogue are skipped.
+        A no-op for a model without context.
         """
-        if self._stats is None or not users:
+        if self._stats is None or not records:
             return
         index = self._snap.index
-        records = [Learned(user, [index.get(i, -1) for i in history],
-                           [(index.get(i, -1), t, v) for i, t, v in events]) for user, history, events in users]
-        self._stats.learn(records)
+        self._stats.learn([
+            Learned(r.user_id, [index.get(i, -1) for i in r.history_before],
+                    [(index.get(i, -1), t, v) for i, t, v in r.events])
+            for r in records
+        ])
 
     def observe(self, events: Sequence[tuple[str, str, float] | tuple[str, str, float, float | None]],
                 ) -> None:

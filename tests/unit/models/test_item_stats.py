@@ -11,6 +11,7 @@ from models.features.context import CONTEXT_NAMES, KNN_WINDOW, N_CONTEXT
 from models.features.history import HistoryBook, Learned
 from models.features.item_stats import PAIR_WINDOW, ItemStats, position_bucket
 from models.serving.recommender import AdaptRequest
+from models.serving.requests import LearnedUser
 from models.training.task_context import SNAPSHOT_EVERY, attach_context, replay_stats
 from models.training.train import default_config, sample_tasks, user_tracks
 
@@ -142,7 +143,7 @@ def test_serving_scores_a_users_own_items_with_the_user_left_out(world, tmp_path
     model = type(world.model).load(tmp_path / "m")
     a, b = model.item_ids[:2]
     t = float(world.log.ts.max())
-    model.learn([("pair-fan", [], [(a, t, None), (b, t + 1, None)])])
+    model.learn([LearnedUser("pair-fan", (), ((a, t, None), (b, t + 1, None)))])
     request = AdaptRequest("pair-fan", [(a, 1.0), (b, 1.0)], frozenset({a, b}), history=(a, b))
     served = served_context(model, request)
     knn = CONTEXT_NAMES.index("log_knn")
