@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from schemas.decode import encode
+from schemas.read_api import COLD_START_EVENT_ID, N_DEFAULT, N_MAX, PATH, USER_ID_MAX, encode_error
 from schemas.records import TS_MAX, TS_MIN, Recommendation, ScoredItem
 from stream import faust_compat
 from stream.model_worker import ModelWorker, Served
@@ -38,11 +39,7 @@ from stream.state import UserState, decode_state, is_deleted
 
 log = logging.getLogger(__name__)
 
-PATH = "/users/{user_id}/recommendations"
 ROUTED_HEADER = "X-Metarec-Routed"  # set on a forwarded request: its receiver answers or says 503, never forwards
-N_MAX = 100
-USER_ID_MAX = 256
-COLD_START_EVENT_ID = "cold-start"
 FORWARD_TIMEOUT_S = 5.0
 RANK_TIMEOUT_S = 10.0
 JSON = "application/json"
@@ -58,14 +55,14 @@ class BadRequest(ValueError):
 class Query:
     """What a request asks for: how many items, which to leave out, which categories (any of them) to keep."""
 
-    n: int = 10
+    n: int = N_DEFAULT
     exclude: frozenset[str] = frozenset()
     categories: tuple[str, ...] = ()
 
 
 def parse_query(params: Any) -> Query:
     """``n``, ``exclude`` and ``category`` from a multi-valued query mapping (repeated or comma-separated)."""
-    raw_n = params.get("n", "10")
+    raw_n = params.get("n", str(N_DEFAULT))
     try:
         n = int(raw_n)
     except ValueError:
@@ -105,12 +102,6 @@ def from_state(state: UserState, query: Query, unavailable: frozenset[str],
 
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Reply:
     return status, encode_error(message), dict(headers or {})
-
-
-def encode_error(message: str) -> bytes:
-    import json
-
-    return json.dumps({"error": message}).encode()
 
 
 def _ts(value: float, fallback: float) -> float:
