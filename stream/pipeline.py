@@ -89,6 +89,7 @@ class Rules:
     impression_window_s: float = 300.0  # shown this long ago and not taken: a negative
     negatives_max: int = 32  # shown-and-not-taken negatives per request, at most
     demote_after: int = 3  # shown this often without a take: excluded (0: never)
+    by_skips: bool = False  # count skips (shown above a take) rather than showings
 
     @classmethod
     def of(cls, settings: "Settings") -> "Rules":
@@ -101,6 +102,7 @@ class Rules:
             impression_window_s=settings.impression_window_s,
             negatives_max=settings.impression_negatives,
             demote_after=settings.impression_demote_after,
+            by_skips=settings.impression_skips,
         )
 
 
@@ -233,8 +235,9 @@ def adapt_request(user_id: str, state: UserState, objective: str, fresh: int = 0
     ``exclude``: more items to leave out (a read-API request's)."""
     support = [(s.item_id, EVENT_TYPE_NAMES[s.type_code], s.value, s.ts) for s in state.support]
     at = state.last_ts if now is None else now
-    negatives = shown_negatives(state, at, rules.impression_window_s, rules.negatives_max) if state.shown else ()
-    left_out = [*demoted(state, rules.demote_after), *exclude] if state.shown else list(exclude)
+    negatives = shown_negatives(state, at, rules.impression_window_s, rules.negatives_max,
+                                rules.by_skips) if state.shown else ()
+    left_out = [*demoted(state, rules.demote_after, rules.by_skips), *exclude] if state.shown else list(exclude)
     return build_request(user_id, support, objective, seen=state.seen, fresh=fresh, weights=rules.weights,
                          negatives=negatives, demoted=left_out)
 

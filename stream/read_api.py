@@ -35,7 +35,7 @@ from stream.model_worker import ModelWorker, Served
 from stream.partitioning import key_partition
 from stream.pipeline import Rules, adapt_request
 from stream.settings import Settings
-from stream.state import UserState, decode_state, is_deleted
+from stream.state import StoredList, UserState, decode_list, decode_state, is_deleted
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def authorized(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def from_state(state: UserState, query: Query, unavailable: frozenset[str],
+def from_state(state: UserState | StoredList, query: Query, unavailable: frozenset[str],
                only: frozenset[str] | None) -> list[ScoredItem] | None:
     """The stored list cut to the query: ``n`` items that are not excluded, unavailable or outside ``only``;
     None when the stored list cannot fill ``n`` (the model ranks the user then)."""
@@ -182,29 +182,30 @@ class ReadApi:
     async def answer(self, user_id: str, partition: int, query: Query) -> tuple[Reply, str]:
         """The owner's answer: 404, the stored list, or a list ranked now."""
         raw = faust_compat.partition_db(self._table, partition).get(user_id.encode())
-        state = decode_state(raw) if raw else None
-        if state is not None and is_deleted(state):
+        stored = decode_list(raw) if raw else None
+        if stored is not None and is_deleted(stored):
             return error(404, "user deleted"), "deleted"
         now = time.time()
         only = self._categories.items_in(query.categories) if query.categories else None
-        if state is not None:
-            items = from_state(state, query, self._worker.model.availability.unavailable, only)
+        if stored is not None:
+            items = from_state(stored, query, self._worker.model.availability.unavailable, only)
             if items is not None:
-                rec = Recommendation(user_id=user_id, items=items, model_version=state.model_version or "unknown",
-                                     event_id=state.list_event_id or COLD_START_EVENT_ID,
-                                     event_ts=_ts(state.list_event_ts, now), produced_ts=_ts(state.list_ts, now))
+                rec = Recommendation(user_id=user_id, items=items, model_version=stored.model_version or "unknown",
+                                     event_id=stored.list_event_id or COLD_START_EVENT_ID,
+                                     event_ts=_ts(stored.list_event_ts, now), produced_ts=_ts(stored.list_ts, now))
                 return (200, encode(rec), {}), "state"
+        state = decode_state(raw) if raw else None
         request = adapt_request(user_id, state or UserState(), self._worker.objective, rules=self._rules,
                                 exclude=query.exclude)
         served: Served = await asyncio.wait_for(self._worker.rank(request, query.n, only), RANK_TIMEOUT_S)
         result = served.result
-        known = state is not None and state.interactions > 0
+        known = state if state is not None and state.interactions > 0 else None
         rec = Recommendation(
             user_id=user_id,
             items=[ScoredItem(item_id=i, score=s) for i, s in zip(result.items, result.scores)],
             model_version=served.version,
-            event_id=(state.list_event_id or state.last_event_id) if known else COLD_START_EVENT_ID,  # type: ignore[union-attr]
-            event_ts=_ts(state.list_event_ts or state.last_ts, now) if known else now,  # type: ignore[union-attr]
+            event_id=(known.list_event_id or known.last_event_id) if known else COLD_START_EVENT_ID,
+            event_ts=_ts(known.list_event_ts or known.last_ts, now) if known else now,
             produced_ts=now,
         )
         return (200, encode(rec), {}), "ranked" if known else "cold_start"

@@ -83,6 +83,7 @@ class Settings:
     impression_window_s: float = 300.0  # shown this long ago (event time) and not taken: a negative in adaptation
     impression_negatives: int = 32  # such negatives per user and request, at most
     impression_demote_after: int = 3  # shown this often without a take: no longer recommended (0: never)
+    impression_skips: bool = False  # count skips (shown above an item the user took) instead of showings
     shown_max: int = 200  # shown-and-not-taken items kept per user
 
     # --- the read API (stream/read_api.py), on Faust's web server ----------------------------------------------

@@ -46,6 +46,8 @@ class Shown(msgspec.Struct, array_like=True, frozen=True):
     first_ts: float  # event time of the first impression that showed it
     last_ts: float
     count: int  # impressions that showed it
+    position: int = 0  # its place in the last impression that showed it (0: first)
+    skips: int = 0  # times the user took an item shown below it in the same impression
 
 
 class UserState(msgspec.Struct, array_like=True):
@@ -74,6 +76,30 @@ class UserState(msgspec.Struct, array_like=True):
     shown: list[Shown] = msgspec.field(default_factory=list)  # shown and not taken, first shown first, bounded
 
 
+class StoredList(msgspec.Struct, array_like=True):
+    """A stored ``UserState`` read for its last list only (the read API's hot path): the same positions, the
+    heavy fields left undecoded (``msgspec.Raw``), fields after ``deleted_ts`` ignored. About 6x cheaper to
+    decode than the whole state; tests/unit/stream/test_read_api.py keeps the positions in step."""
+
+    support: msgspec.Raw = msgspec.Raw(b"")
+    seen: msgspec.Raw = msgspec.Raw(b"")
+    recent_ids: msgspec.Raw = msgspec.Raw(b"")
+    interactions: int = 0
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    last_event_id: str = ""
+    head: msgspec.Raw = msgspec.Raw(b"")
+    model_version: str = ""
+    last_recs: list[str] = msgspec.field(default_factory=list)
+    attributes: msgspec.Raw = msgspec.Raw(b"")
+    offsets: msgspec.Raw = msgspec.Raw(b"")
+    last_scores: list[float] = msgspec.field(default_factory=list)
+    list_event_id: str = ""
+    list_event_ts: float = 0.0
+    list_ts: float = 0.0
+    deleted_ts: float = 0.0
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds that keep every state small whatever a user does."""
@@ -86,6 +112,7 @@ class Limits:
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(UserState)
+_list_decoder = msgspec.msgpack.Decoder(StoredList)
 
 
 def encode_state(state: UserState) -> bytes:
@@ -95,6 +122,11 @@ def encode_state(state: UserState) -> bytes:
 def decode_state(raw: bytes | None) -> UserState:
     """A stored state, or a fresh one for a user we have never seen."""
     return UserState() if not raw else _decoder.decode(raw)
+
+
+def decode_list(raw: bytes) -> StoredList:
+    """A stored state's last list, trigger and deletion marker, without decoding the rest."""
+    return _list_decoder.decode(raw)
 
 
 def is_redelivery(state: UserState, source: str, offset: int, ts: float) -> bool:
@@ -175,7 +207,7 @@ def history_bucket(interactions_before: int) -> str:
     return "50+"
 
 
-def is_deleted(state: UserState) -> bool:
+def is_deleted(state: UserState | StoredList) -> bool:
     """The state is a deletion marker: the user was deleted and has not come back with a new event."""
     return state.deleted_ts > 0.0
 
@@ -190,38 +222,52 @@ def apply_impression(state: UserState, event: Impression, limits: Limits) -> boo
     _remember_id(state, event.event_id, limits)
     have = set(state.seen)
     where = {s.item_id: n for n, s in enumerate(state.shown)}
-    for item_id in dict.fromkeys(event.items):  # distinct, in order
+    for position, item_id in enumerate(dict.fromkeys(event.items)):  # distinct, in order
         if item_id in have:
             continue
         n = where.get(item_id)
         if n is None:
             where[item_id] = len(state.shown)
-            state.shown.append(Shown(item_id, event.ts, event.ts, 1))
+            state.shown.append(Shown(item_id, event.ts, event.ts, 1, position))
         else:
             old = state.shown[n]
-            state.shown[n] = Shown(item_id, old.first_ts, max(old.last_ts, event.ts), old.count + 1)
+            state.shown[n] = Shown(item_id, old.first_ts, max(old.last_ts, event.ts), old.count + 1, position,
+                                   old.skips)
     if len(state.shown) > limits.shown_max:
         del state.shown[: len(state.shown) - limits.shown_max]
     return True
 
 
 def take_shown(state: UserState, item_id: str) -> None:
-    """The user took ``item_id``: it is no longer shown-and-not-taken."""
-    if state.shown:
-        state.shown = [s for s in state.shown if s.item_id != item_id]
+    """The user took ``item_id``: it is no longer shown-and-not-taken, and the items the same impression
+    showed above it were skipped (seen, and passed over for it)."""
+    if not state.shown:
+        return
+    taken = next((s for s in state.shown if s.item_id == item_id), None)
+    if taken is None:
+        return
+    state.shown = [
+        msgspec.structs.replace(s, skips=s.skips + 1) if s.last_ts == taken.last_ts and s.position < taken.position
+        else s
+        for s in state.shown if s.item_id != item_id
+    ]
 
 
-def shown_negatives(state: UserState, now: float, window_s: float, most: int) -> list[str]:
-    """Items shown at least ``window_s`` before ``now`` (event time) and not taken: the latest first."""
+def shown_negatives(state: UserState, now: float, window_s: float, most: int, skipped: bool = False) -> list[str]:
+    """Items shown at least ``window_s`` before ``now`` (event time) and not taken (``skipped``: and passed
+    over for a take below them at least once): the latest first."""
     out = []
     for s in reversed(state.shown):
-        if now - s.first_ts >= window_s:
+        if now - s.first_ts >= window_s and (not skipped or s.skips):
             out.append(s.item_id)
             if len(out) >= most:
                 break
     return out
 
 
-def demoted(state: UserState, after: int) -> list[str]:
-    """Items shown ``after`` times or more without a take (``after`` <= 0: none)."""
-    return [s.item_id for s in state.shown if s.count >= after] if after > 0 else []
+def demoted(state: UserState, after: int, skips: bool = False) -> list[str]:
+    """Items shown ``after`` times or more without a take (``skips``: skipped that often; ``after`` <= 0:
+    none)."""
+    if after <= 0:
+        return []
+    return [s.item_id for s in state.shown if (s.skips if skips else s.count) >= after]

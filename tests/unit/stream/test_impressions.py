@@ -15,6 +15,7 @@ from stream.state import (
     demoted,
     encode_state,
     shown_negatives,
+    take_shown,
 )
 
 TS = 1_700_000_000.0
@@ -42,7 +43,7 @@ def test_an_impression_counts_each_shown_item_once_and_skips_the_user_s_own():
     assert apply_impression(state, shown(["a", "b", "a", "own"]), Limits())
     assert not apply_impression(state, shown(["a"]), Limits()), "the same event twice counts once"
     apply_impression(state, shown(["b", "c"], TS + 10, n=1), Limits())
-    assert state.shown == [Shown("a", TS, TS, 1), Shown("b", TS, TS + 10, 2), Shown("c", TS + 10, TS + 10, 1)]
+    assert state.shown == [Shown("a", TS, TS, 1, 0), Shown("b", TS, TS + 10, 2, 0), Shown("c", TS + 10, TS + 10, 1, 1)]
     assert decode_state(encode_state(state)).shown == state.shown
 
 
@@ -87,3 +88,16 @@ def test_the_window_is_measured_in_event_time_at_the_trigger():
     late = run([shown(["x"], TS, 0), took("y", TS + 601, 1)], rules=rules)
     assert late.requests[0].negatives == ("x",)
     assert adapt_request("u", late.users["u"].state, "implicit", rules=rules).negatives == ("x",)
+
+
+def test_a_take_marks_the_items_shown_above_it_in_the_same_impression_as_skipped():
+    state = UserState()
+    apply_impression(state, shown(["a", "b", "c", "d"], TS, 0), Limits())
+    apply_impression(state, shown(["x", "a"], TS + 5, 1), Limits())  # a re-shown, now below x
+    take_shown(state, "c")
+    assert {s.item_id: s.skips for s in state.shown} == {"a": 0, "b": 1, "d": 0, "x": 0}, \
+        "only b was above c in the impression c was last shown in (a moved to a later one)"
+    take_shown(state, "a")
+    assert {s.item_id: s.skips for s in state.shown} == {"b": 1, "d": 0, "x": 1}
+    assert shown_negatives(state, TS + 10, 0, 10, skipped=True) == ["x", "b"]
+    assert demoted(state, 1, skips=True) == ["b", "x"] and demoted(state, 2, skips=True) == []

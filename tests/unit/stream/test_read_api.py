@@ -168,3 +168,20 @@ def test_a_known_user_ranked_now_keeps_their_demotions(api):
                             shown=[Shown("i2", TS - 1000, TS, 5)]))
     _status, body, source = ask(reader, dbs, "u", Query(n=30))
     assert source == "ranked" and "i2" not in [s.item_id for s in decode_recommendation(body).items]
+
+
+def test_the_list_view_reads_a_stored_state_s_fields_at_their_positions():
+    """``StoredList`` mirrors ``UserState``'s leading fields one for one (msgpack arrays are positional)."""
+    import msgspec
+
+    from stream.state import StoredList, SupportEvent, decode_list
+
+    names = [f.name for f in msgspec.structs.fields(StoredList)]
+    assert names == [f.name for f in msgspec.structs.fields(UserState)][: len(names)]
+    state = UserState(support=[SupportEvent("a", 1, None, TS)], seen=["a"], interactions=7, last_ts=TS,
+                      model_version="v3", last_recs=["x", "y"], last_scores=[2.0, 1.0], list_event_id="e7",
+                      list_event_ts=TS, list_ts=TS + 1, deleted_ts=0.0, shown=[Shown("z", TS, TS, 1)])
+    view = decode_list(encode_state(state))
+    for name in names:
+        if not isinstance(getattr(view, name), msgspec.Raw):
+            assert getattr(view, name) == getattr(state, name), name
