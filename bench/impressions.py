@@ -7,7 +7,8 @@ second half is replayed through ``stream.pipeline`` (decode, plan, the Recommend
 worker runs, without Kafka). Before each of a user's events, the user is shown the last list the pipeline sent
 them; with impressions, that showing is an ``impression`` event in the batch (items shown and not taken become
 negatives after the window and are demoted after a few showings), without it the stream is the interactions
-alone. The hit is the pipeline's own online hit: was the item taken in the list shown just before.
+alone. The hit is the pipeline's online hit: was the item taken in the list shown just before (an empty list
+is a miss).
 
 Users take from what they are shown (closed loop): at each event, with probability ``from_list`` (the same
 coin in both runs), the user takes the shown item closest to their taste (their logged items' categories),
@@ -145,6 +146,8 @@ def replay(model: Recommender, live: list[Interaction], world: World, rules: Rul
             event = taken(event, list(state.last_recs) if state else [], state or UserState(), world,
                           bool(coins[position]))
             position += 1
+            if state is not None and state.list_ts > 0:  # the pipeline's online hit, an empty list a miss
+                hits.setdefault(event.user_id, []).append(event.item_id in state.last_recs)
             if impressions and state is not None and state.last_recs:
                 shown = Impression(event_id=f"imp-{event.event_id}", user_id=event.user_id,
                                    list_id=state.list_event_id or "none", items=list(state.last_recs),
@@ -156,8 +159,6 @@ def replay(model: Recommender, live: list[Interaction], world: World, rules: Rul
         decoded = decode(messages, rules, now)
         assert not decoded.dead, decoded.dead[:1]
         batch = plan(decoded, {u: states.get(u) or UserState() for u in decoded.users}, rules, "implicit")
-        for work in batch.users.values():
-            hits.setdefault(work.user_id, []).extend(hit for _bucket, hit in work.hits)
         results = model.recommend(batch.requests, setup.k)
         settle(batch, [_Answer(r, model.version) for r in results], now)
         for work in batch.users.values():

@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=1000, help="catalogue of the benchmark model")
     parser.add_argument("--steps", type=int, default=150, help="meta-training steps of the benchmark model")
     parser.add_argument("--connections", type=int, default=32, help="the client's keep-alive connections")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra worker settings, e.g. METAREC_API_THREAD=false (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "read-api.json")
     return parser.parse_args(argv)
 
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "METAREC_CHECKPOINT": str(checkpoint), "METAREC_DATA_DIR": str(Path(tmp) / "data"),
             "METAREC_METRICS_PORT": str(free_port()), "METAREC_MODEL_POLL_S": "3600", "METAREC_DEVICE": "cpu",
             "METAREC_API_ENABLED": "true", "METAREC_WEB_PORT": str(port),
+            **dict(item.partition("=")[::2] for item in args.worker_env),
         }
         logs = ROOT / "var" / "bench"
         logs.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        for rate, p in phases.items()},
         "phases": phases,
         "settings": {k: getattr(args, k) for k in ("rates", "seconds", "events_per_s", "users", "items", "steps",
-                                                   "connections")},
+                                                   "connections", "worker_env")},
         "machine": machine,
     }
     write_results(args.out, result)

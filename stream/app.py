@@ -109,6 +109,7 @@ def _web_options(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.web_host,
         "web_port": settings.web_port,
         "canonical_url": settings.web_url,
+        "web_in_thread": settings.api_thread,
         "web_tables_enabled": False,
         "web_router_enabled": False,
         "web_stats_enabled": False,

@@ -36,7 +36,8 @@
    ``interactions`` may use another (stream/partitioning.py), and it needs that producer's metadata of the
    changelog topic, which metarec's producer (stream/output.py) never asks Faust for. The owner comes from the
    same place Faust's router reads (the partition assignor's table metadata, ``app.router.table_metadata``),
-   and the request is forwarded with Faust's HTTP client (:func:`forward`), as ``Router.route_req`` does.
+   and the request is forwarded with Faust's HTTP client (:func:`forward`), as ``Router.route_req`` does (or
+   with a session of the web thread's own loop, when the web server runs in a thread: ``web_in_thread``).
 
 Each use is pinned by tests/unit/stream/test_faust_pins.py, which fails when a faust-streaming upgrade changes
 what it relies on.
@@ -210,12 +211,21 @@ def is_this_worker(app: Any, url: URL) -> bool:
     return (url.host, url.port) == (own.host, own.port)
 
 
-async def forward(app: Any, url: URL, path_qs: str, headers: Mapping[str, str],
-                  timeout_s: float) -> tuple[int, bytes, str]:
-    """GET ``path_qs`` from the worker at ``url`` with Faust's HTTP client: (status, body, content type)."""
+def on_web_cleanup(app: Any, cleanup: Any) -> None:
+    """Run ``cleanup`` (an ``async`` function of the aiohttp application) when the web server shuts down, in
+    the web server's own loop (aiohttp's ``on_cleanup`` signal of Faust's aiohttp application)."""
+    app.web.web_app.on_cleanup.append(cleanup)
+
+
+async def forward(app: Any, url: URL, path_qs: str, headers: Mapping[str, str], timeout_s: float,
+                  session: Any = None) -> tuple[int, bytes, str]:
+    """GET ``path_qs`` from the worker at ``url``: (status, body, content type). With Faust's HTTP client,
+    unless ``session`` is given (a web server on its own thread has its own event loop, and an aiohttp session
+    serves only the loop it was made in)."""
     import aiohttp
 
     target = url.join(URL(path_qs, encoded=True))
-    async with app.http_client.get(target, headers=dict(headers),
-                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+    client = app.http_client if session is None else session
+    async with client.get(target, headers=dict(headers),
+                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
         return response.status, await response.read(), response.content_type

@@ -133,6 +133,7 @@ class ReadApi:
         self._metrics = metrics
         self._rules = Rules.of(settings)
         self._token = settings.api_token.reveal()
+        self._session: Any = None  # the web thread's own HTTP session (settings.api_thread), made on first use
 
     async def handle(self, user_id: str, params: Any, headers: Mapping[str, str], path_qs: str) -> Reply:
         """One request, wherever it arrived."""
@@ -172,12 +173,23 @@ class ReadApi:
         sent = {ROUTED_HEADER: "1"}
         if "Authorization" in headers:
             sent["Authorization"] = headers["Authorization"]
+        import aiohttp
+
+        if self._settings.api_thread and self._session is None:
+            self._session = aiohttp.ClientSession()  # in the web thread's loop; closed with the server
         try:
-            status, body, _type = await faust_compat.forward(self._app, owner, path_qs, sent, FORWARD_TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError) as exc:
+            status, body, _type = await faust_compat.forward(self._app, owner, path_qs, sent, FORWARD_TIMEOUT_S,
+                                                             self._session)
+        except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("read API: forwarding to %s failed: %s", owner, exc)
             return error(503, "the worker owning this user did not answer; retry", {"Retry-After": "1"})
         return status, body, {}
+
+    async def close(self, _web_app: Any = None) -> None:
+        """Close the web thread's HTTP session (aiohttp's cleanup signal calls this in the server's loop)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def answer(self, user_id: str, partition: int, query: Query) -> tuple[Reply, str]:
         """The owner's answer: 404, the stored list, or a list ranked now."""
@@ -256,4 +268,5 @@ def install_read_api(app: Any, settings: Settings, worker: ModelWorker, table: A
                                                      request.path_qs)
             return self.bytes(body, content_type=JSON, status=status, headers=headers)
 
+    faust_compat.on_web_cleanup(app, api.close)
     return api

@@ -90,6 +90,7 @@ class Settings:
     api_enabled: bool = False
     api_token: Secret = field(default_factory=lambda: Secret(""))  # bearer token required when set
     api_url: str = ""  # how other workers reach this one (default http://web_host:web_port)
+    api_thread: bool = True  # serve on a thread of its own (own event loop): requests do not wait for batches
     key_partitioner: str = "consistent"  # how producers partition ``interactions``: consistent (CRC32) or murmur2
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ def app(tmp_path) -> Iterator[faust.App]:
 
 def test_the_web_options_reach_faust_and_its_own_pages_are_off(app):
     conf = app.conf
-    assert conf.web_enabled and conf.web_port == 7071 and conf.web_bind == "127.0.0.1"
+    assert conf.web_enabled and conf.web_port == 7071 and conf.web_bind == "127.0.0.1" and conf.web_in_thread
     assert conf.canonical_url == URL("http://10.0.0.5:7071")
     assert not (conf.web_tables_enabled or conf.web_router_enabled or conf.web_stats_enabled
                 or conf.web_graph_enabled or conf.web_metrics_enabled), "Faust's pages would show table data"
@@ -59,3 +59,9 @@ def test_faust_s_http_client_and_page_registration_are_there(app):
             return self.bytes(b"{}", content_type="application/json")
 
     assert Pinned.view_path == "/users/{user_id}/recommendations"
+
+    async def cleanup(_web_app):
+        return None
+
+    faust_compat.on_web_cleanup(app, cleanup)
+    assert cleanup in app.web.web_app.on_cleanup

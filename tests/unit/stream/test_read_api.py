@@ -185,3 +185,18 @@ def test_the_list_view_reads_a_stored_state_s_fields_at_their_positions():
     for name in names:
         if not isinstance(getattr(view, name), msgspec.Raw):
             assert getattr(view, name) == getattr(state, name), name
+
+
+def test_the_api_settings_keep_the_token_secret_and_check_the_partitioner():
+    from stream.pipeline import Rules
+    from stream.settings import Secret, SettingsError
+
+    s = Settings.from_env({"METAREC_API_ENABLED": "true", "METAREC_API_TOKEN": "s3cret", "METAREC_WEB_PORT": "7000",
+                           "METAREC_IMPRESSION_SKIPS": "true", "METAREC_IMPRESSION_DEMOTE_AFTER": "0"})
+    assert s.api_enabled and isinstance(s.api_token, Secret) and s.api_token.reveal() == "s3cret"
+    assert "s3cret" not in repr(s) and s.redacted()["api_token"] == "**********"
+    assert s.web_url == "http://127.0.0.1:7000"
+    rules = Rules.of(s)
+    assert rules.by_skips and rules.demote_after == 0 and rules.limits.shown_max == s.shown_max
+    with pytest.raises(SettingsError, match="METAREC_KEY_PARTITIONER"):
+        Settings.from_env({"METAREC_KEY_PARTITIONER": "random"})
