@@ -86,10 +86,11 @@ class Rules:
     max_event_bytes: int = 65536
     max_future_skew_s: float = 86400.0
     weights: EventWeights | None = None  # the operator's event weights (None: the defaults of models/core)
-    impression_window_s: float = 300.0  # shown this long ago and not taken: a negative
+    # impressions (defaults as Settings', chosen by bench/impressions.py)
+    impression_window_s: float = 0.0  # shown this long ago and not taken: a negative
     negatives_max: int = 32  # shown-and-not-taken negatives per request, at most
-    demote_after: int = 3  # shown this often without a take: excluded (0: never)
-    by_skips: bool = False  # count skips (shown above a take) rather than showings
+    demote_after: int = 0  # shown (skipped) this often without a take: excluded (0: never)
+    by_skips: bool = True  # count skips (shown above a take) rather than showings
 
     @classmethod
     def of(cls, settings: "Settings") -> "Rules":

@@ -80,10 +80,11 @@ class Settings:
 
     # --- what events mean: event weights and impressions ------------------------------------------------------
     event_weights: str = ""  # "view:0.2,click:1,cart:2,purchase:3": the positive types, their weights
-    impression_window_s: float = 300.0  # shown this long ago (event time) and not taken: a negative in adaptation
+    # (defaults chosen by bench/impressions.py on a validation world: skips as negatives, no demotion)
+    impression_window_s: float = 0.0  # shown this long ago (event time) and not taken: a negative in adaptation
     impression_negatives: int = 32  # such negatives per user and request, at most
-    impression_demote_after: int = 3  # shown this often without a take: no longer recommended (0: never)
-    impression_skips: bool = False  # count skips (shown above an item the user took) instead of showings
+    impression_demote_after: int = 0  # shown (skipped) this often without a take: not recommended (0: never)
+    impression_skips: bool = True  # count skips (shown above an item the user took) instead of showings
     shown_max: int = 200  # shown-and-not-taken items kept per user
 
     # --- the read API (stream/read_api.py), on Faust's web server ----------------------------------------------

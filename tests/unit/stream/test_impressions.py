@@ -64,7 +64,7 @@ def test_negatives_are_items_shown_longer_than_the_window_ago_latest_first():
 
 
 def test_a_take_forgets_the_item_and_the_request_carries_negatives_and_demotions():
-    rules = Rules(impression_window_s=60, demote_after=2)
+    rules = Rules(impression_window_s=60, demote_after=2, by_skips=False)
     events = [shown(["a", "b", "c"], TS, 0), shown(["b", "c"], TS + 10, 1), took("a", TS + 100, 2)]
     batch = run(events, rules=rules)
     work = batch.users["u"]
@@ -82,7 +82,7 @@ def test_impressions_alone_trigger_no_list_and_teach_the_statistics_nothing():
 
 
 def test_the_window_is_measured_in_event_time_at_the_trigger():
-    rules = Rules(impression_window_s=600)
+    rules = Rules(impression_window_s=600, by_skips=False)
     early = run([shown(["x"], TS, 0), took("y", TS + 60, 1)], rules=rules)
     assert early.requests[0].negatives == ()
     late = run([shown(["x"], TS, 0), took("y", TS + 601, 1)], rules=rules)
@@ -101,3 +101,12 @@ def test_a_take_marks_the_items_shown_above_it_in_the_same_impression_as_skipped
     assert {s.item_id: s.skips for s in state.shown} == {"b": 1, "d": 0, "x": 1}
     assert shown_negatives(state, TS + 10, 0, 10, skipped=True) == ["x", "b"]
     assert demoted(state, 1, skips=True) == ["b", "x"] and demoted(state, 2, skips=True) == []
+
+
+def test_by_default_only_items_skipped_for_a_take_become_negatives_and_none_is_demoted():
+    events = [shown(["a", "b", "c", "d"], TS, 0), took("c", TS + 5, 1), shown(["b", "e"], TS + 6, 2),
+              took("x", TS + 9, 3)]
+    batch = run(events)
+    (request,) = batch.requests
+    assert request.negatives == ("b", "a"), "a and b were shown above c, which the user took"
+    assert not {"a", "b", "d", "e"} & set(request.exclude), "no demotion by default"

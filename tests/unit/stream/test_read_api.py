@@ -87,7 +87,7 @@ def api(monkeypatch):
     cfg = ModelConfig(n_items=len(ITEMS), n_item_features=2, dim=8, head_dim=8, n_negatives=4, max_support=8)
     model = Recommender(MetaRec(cfg), ITEMS, version="v1", item_feature_names=("jazz", "garden"))
     model.model.item_features[:10, 0] = 1.0  # i0..i9 are jazz
-    settings = Settings(partitions=2)
+    settings = Settings(partitions=2, impression_demote_after=3)
     worker = ModelWorker(model, settings, Metrics(CollectorRegistry())).start()
     dbs = {0: {}, 1: {}}
     monkeypatch.setattr(faust_compat, "partition_db", lambda _table, p: dbs[p])
@@ -165,7 +165,7 @@ def test_a_deleted_user_gets_404_until_they_come_back(api):
 def test_a_known_user_ranked_now_keeps_their_demotions(api):
     reader, dbs, _ = api
     put(dbs, "u", UserState(interactions=1, seen=["i1"], last_ts=TS, last_event_id="e1",
-                            shown=[Shown("i2", TS - 1000, TS, 5)]))
+                            shown=[Shown("i2", TS - 1000, TS, 5, 0, 3)]))  # skipped 3 times: demoted
     _status, body, source = ask(reader, dbs, "u", Query(n=30))
     assert source == "ranked" and "i2" not in [s.item_id for s in decode_recommendation(body).items]
 
