@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=5000, help="users given a state before the phases")
     parser.add_argument("--items", type=int, default=1000, help="catalogue of the benchmark model")
     parser.add_argument("--steps", type=int, default=150, help="meta-training steps of the benchmark model")
-    parser.add_argument("--connections", type=int, default=32, help="the client's keep-alive connections")
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections per client process")
+    parser.add_argument("--clients", type=int, default=2, help="client processes sharing the request rate")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra worker settings, e.g. METAREC_API_THREAD=false (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "read-api.json")
@@ -100,10 +101,24 @@ async def _client(port: int, users: list[str], rate: float, seconds: float, conn
             tasks.append(asyncio.ensure_future(one(i)))
         await asyncio.gather(*tasks)
         elapsed = loop.time() - t0
-    done = latencies[np.isfinite(latencies)]
-    return {"requests": n, "achieved_per_s": round(n / elapsed, 1), "statuses": statuses, "answers": sources,
-            **{k: v for k, v in percentiles(done, (50, 90, 99)).items()},
-            "max": round(float(done.max()), 2) if done.size else None}
+    return {"requests": n, "seconds": elapsed, "statuses": statuses, "answers": sources,
+            "latencies": latencies[np.isfinite(latencies)].tolist()}
+
+
+def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The client processes' answers as one: counts added, percentiles over every request."""
+    latencies = np.concatenate([np.asarray(a["latencies"]) for a in answers])
+    out: dict[str, Any] = {"requests": sum(a["requests"] for a in answers)}
+    out["achieved_per_s"] = round(out["requests"] / max(a["seconds"] for a in answers), 1)
+    for key in ("statuses", "answers"):
+        merged: dict[str, int] = {}
+        for a in answers:
+            for k, v in a[key].items():
+                merged[k] = merged.get(k, 0) + v
+        out[key] = merged
+    out.update(percentiles(latencies, (50, 90, 99)))
+    out["max"] = round(float(latencies.max()), 2) if latencies.size else None
+    return out
 
 
 def _producer_main(bootstrap: str, topic: str, keys: list[bytes], values: list[bytes], rate: float) -> None:
@@ -111,6 +126,35 @@ def _producer_main(bootstrap: str, topic: str, keys: list[bytes], values: list[b
 
 
 # --- the run -------------------------------------------------------------------------------------------------
+def handler_buckets(port: int) -> dict[float, float]:
+    """The worker's ``metarec_api_request_seconds`` histogram: cumulative counts by upper bound (seconds)."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only
+        text = resp.read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "metarec_api_request_seconds_bucket":
+                bound = float(sample.labels["le"])
+                out[bound] = out.get(bound, 0.0) + sample.value
+    return out
+
+
+def bucket_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float | None]:
+    """p50 and p99 (ms) of the requests between two scrapes, as the upper bound of their histogram bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    out: dict[str, float | None] = {}
+    for q in (50, 99):
+        hit = next((b for b, c in zip(bounds, counts) if total and c >= total * q / 100), None)
+        out[f"p{q}_at_most"] = None if hit is None else (hit * 1000.0 if hit != float("inf") else None)
+    return out
+
+
 def events_read(port: int) -> float:
     samples = scrape(port)
     return samples.get("metarec_events_total", 0.0)
@@ -172,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        for rate, p in phases.items()},
         "phases": phases,
         "settings": {k: getattr(args, k) for k in ("rates", "seconds", "events_per_s", "users", "items", "steps",
-                                                   "connections", "worker_env")},
+                                                   "connections", "clients", "worker_env")},
         "machine": machine,
     }
     write_results(args.out, result)
@@ -188,24 +232,32 @@ def phase(args: argparse.Namespace, bootstrap: str, settings: Settings, worker: 
     producer = ctx.Process(target=_producer_main, args=(bootstrap, settings.interactions_topic, stream.keys,
                                                         stream.values, args.events_per_s), daemon=True)
     results: mp.Queue = ctx.Queue()
-    client = ctx.Process(target=_client_main, args=(port, users, rate, args.seconds, args.connections, n,
-                                                    results), daemon=True)
+    clients = [ctx.Process(target=_client_main, args=(port, users, rate / args.clients, args.seconds,
+                                                      args.connections, 100 * n + c, results), daemon=True)
+               for c in range(args.clients)]
     load_before = os.getloadavg()
     read_before, cpu_before = events_read(worker.metrics_port), worker.cpu_seconds()
+    buckets_before = handler_buckets(worker.metrics_port)
     producer.start()
     time.sleep(2.0)  # the event load settles before the requests start (a warm-up, not synchronisation)
     began = time.monotonic()
-    client.start()
-    answer = results.get(timeout=args.seconds * 4 + 120)
-    client.join(30)
+    for client in clients:
+        client.start()
+    answer = merge([results.get(timeout=args.seconds * 4 + 120) for _ in clients])
+    for client in clients:
+        client.join(30)
     seconds = time.monotonic() - began
     read_after, cpu_after = events_read(worker.metrics_port), worker.cpu_seconds()
+    handler = bucket_quantiles(buckets_before, handler_buckets(worker.metrics_port))
     load_after = os.getloadavg()
     producer.join(args.seconds + 60)
     latency = {k: answer[k] for k in ("p50", "p90", "p99")}
     return {
         "requests_per_s": rate,
         "latency_ms": latency,
+        # the worker's own time per request, from its handler's entry to its reply (Prometheus buckets: the
+        # quantile is at most this): what the server adds, without the client's and the GIL's waits
+        "handler_ms": handler,
         "client": answer,
         "events_read_per_s": round((read_after - read_before) / seconds, 1),
         "events_offered_per_s": args.events_per_s,
