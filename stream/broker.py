@@ -4,9 +4,10 @@ It runs as a child process in its own process group (a Ctrl-C to our terminal do
 after our clients close), listening on a free loopback port. It never outlives us: on Linux the kernel kills it
 when the process that started it dies, even by SIGKILL (a parent-death signal), and ``metarec broker`` and the
 demo turn SIGTERM, SIGINT and SIGHUP into a clean exit that stops it first (:func:`exit_on_signals`); a child
-left running would keep its port, and the next broker on that port would fail to start. Tansu panics when its port is taken, which can
-happen between our picking a free port and its binding it, so a broker that dies at start is retried on
-another port. "Started" means it answered a Kafka metadata request, not that some time passed. Topics live
+left running would keep its port, and the next broker on that port would fail to start.
+
+Tansu panics when its port is taken, which can happen between our picking a free port and its binding it, so
+a broker that dies at start is retried on another port. "Started" means it answered a Kafka metadata request, not that some time passed. Topics live
 in memory and vanish when it stops.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -24,9 +24,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from stream.topics import BrokerUnreachable, wait_for_broker
 
@@ -56,32 +57,32 @@ def resolve_binary(binary: str | os.PathLike[str] | None = None) -> str:
         raise BrokerError(f"embedded broker binary not found: {str(exc).splitlines()[0]}") from None
 
 
-PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
+# Run in the child before it becomes the program: have the kernel send argv[1] to this process when its parent
+# dies (prctl PR_SET_PDEATHSIG = 1, kept across exec), give up if the parent died already, then exec argv[3:].
+# An exec'd shim rather than a preexec_fn: no Python code of ours runs between fork and exec in a process that
+# may have threads.
+_PDEATHSIG_SHIM = """
+import ctypes, os, sys
+if ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[1]), 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_PDEATHSIG) failed: " + os.strerror(ctypes.get_errno()))
+if os.getppid() != int(sys.argv[2]):
+    sys.exit("the parent died before the child started")
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
-def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when this process dies (Linux only).
 
-    Nothing we do at exit runs when we are killed with SIGKILL; the kernel's parent-death signal still does.
-    The signal follows the *thread* that started the child, so start children from a thread that lives as long
-    as they should (the main thread, in our programs). Returns None where prctl is not available.
+def die_with_parent(cmd: list[str], sig: int = signal.SIGKILL) -> list[str]:
+    """``cmd`` made to receive ``sig`` from the kernel when this process dies, even by SIGKILL (Linux only;
+    elsewhere ``cmd`` unchanged). Nothing we do at exit runs when we are killed; the parent-death signal does.
+
+    The signal follows the *thread* that starts the child, so start it from a thread that lives as long as the
+    child should (the main thread, in our programs). ``cmd[0]`` must be a path (it is exec'd, not searched).
     """
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child after fork only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        if prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will send the signal
-            os.kill(os.getpid(), sig)
-
-    return arm
+        return cmd
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(int(sig)), str(os.getpid()), *cmd]
 
 
 class Stopped(SystemExit):
@@ -217,17 +218,14 @@ class EmbeddedBroker:
         with open(self._log_path, "ab") as out:  # the child keeps its own descriptor: output never blocks
             try:
                 self._proc = subprocess.Popen(
-                    cmd,
+                    die_with_parent(cmd),  # memory only: nothing to flush, so SIGKILL
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=die_with_parent(),  # memory only: nothing to flush, so SIGKILL
                 )
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise BrokerError(
-                    f"cannot run embedded broker {binary!r}: {getattr(exc, 'strerror', None) or exc}"
-                ) from None
+            except OSError as exc:
+                raise BrokerError(f"cannot run embedded broker {binary!r}: {exc.strerror or exc}") from None
         why = self._await_ready(self._proc, port)
         if why:
             self._terminate()

@@ -77,8 +77,8 @@ def _start_worker(settings: Settings, models_dir: Path, root: Path) -> subproces
     }
     logfile = open(root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the process
     log.info("worker log: %s", root / "worker.log")
-    return subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env, stdout=logfile, stderr=logfile,
-                            preexec_fn=die_with_parent())  # its broker dies with us too: nothing to finish
+    cmd = die_with_parent([sys.executable, "-m", "stream", "worker"])  # its broker dies with us: nothing to finish
+    return subprocess.Popen(cmd, env=env, stdout=logfile, stderr=logfile)
 
 
 def _stream(settings: Settings, live, rate: float, titles: dict[str, str], duration: float | None,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -56,8 +57,6 @@ def ended(pid: int) -> bool:
 
 
 def port_refuses(port: int) -> bool:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
@@ -132,5 +131,5 @@ def test_the_demo_stopped_by_sigterm_ends_its_broker_and_worker(tmp_path: Path) 
             proc.kill()
             proc.wait(10)
     for pid in kids:  # type: ignore[union-attr]
-        wait_for(lambda: ended(pid), 20, f"the demo's child {pid} ({cmdline(pid)[:3] if not ended(pid) else ''})")
+        wait_for(lambda pid=pid: ended(pid), 20, f"the demo's child {pid} to end")
     assert_port_free_for_a_new_broker(port, tansu)

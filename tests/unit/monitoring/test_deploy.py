@@ -30,7 +30,8 @@ METRIC = re.compile(r"\b((?:metarec|faust)_[a-z_]+)\b")
 def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} not installed (Debian package {package!r}: apt-get install -y {package})")
+        pytest.fail(f"{name} not installed (tests/setup.sh installs it as root: apt-get install -y {package})",
+                    pytrace=False)
     return path
 
 
