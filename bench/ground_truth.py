@@ -96,8 +96,10 @@ def read_user_states(data_dir: Path) -> dict[str, UserState]:
 
 
 # --- from scratch ---------------------------------------------------------------------------------------------
-def reference_states(events: Iterable[Interaction], limits: Limits = Limits()) -> dict[str, UserState]:
-    """Each user's state computed from scratch: every event applied once, in order, by the same pure rules."""
+def reference_states(events: Iterable[Interaction], limits: Limits | None = None) -> dict[str, UserState]:
+    """Each user's state computed from scratch: every event applied once, in order, by the same pure rules
+    (with the default limits the worker runs with unless given others)."""
+    limits = Limits() if limits is None else limits
     states: dict[str, UserState] = {}
     for event in events:
         apply_interaction(states.setdefault(event.user_id, UserState()), event, limits)

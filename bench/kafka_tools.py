@@ -55,8 +55,10 @@ def produce_all(
     values: Sequence[bytes],
     rate: float | None = None,
     on_sent=None,
+    on_delivery=None,
 ) -> float:
-    """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time.
+    """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time,
+    ``on_delivery(err, msg)`` each acknowledgement (where the record landed: ``msg.partition(), msg.offset()``).
 
     Returns the seconds from the first produce to the last acknowledgement.
     """
@@ -69,7 +71,7 @@ def produce_all(
                 time.sleep(delay)  # pacing an offered load, not synchronisation
         while True:
             try:
-                producer.produce(topic, key=key, value=value)
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.01)  # local queue full: wait for deliveries

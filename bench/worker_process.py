@@ -126,7 +126,7 @@ def scrape_samples(port: int, timeout_s: float = 2.0, missing_ok: bool = True) -
     """A worker's Prometheus samples as {(name, sorted labels): value}; empty while it is not serving yet
     (unless ``missing_ok`` is false: then an unreachable worker raises OSError)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
             text = resp.read().decode()
     except OSError:
         if missing_ok:
