@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from models.serving.recommender import AdaptRequest, AdaptResult, Recommender
+from models.serving.recommender import AdaptResult, Recommender
+from models.serving.requests import AdaptRequest, LearnedUser
 from stream import versions
 from stream.batcher import MicroBatcher
 from stream.metrics import Metrics
@@ -59,6 +59,7 @@ class ModelWorker:
             queue_max=settings.queue_max,
             on_batch=self._observe_batch,
         )
+        self._ranked: asyncio.Future | None = None  # the latest submitted ranking
         metrics.serving(model.version)
         metrics.catalogue_size.set(len(model.item_ids))
 
@@ -70,6 +71,11 @@ class ModelWorker:
     def version(self) -> str:
         return self._model.version
 
+    @property
+    def objective(self) -> str:
+        """What the serving model's requests are mapped for (``event_target``'s objective)."""
+        return self._model.config.objective
+
     def start(self) -> "ModelWorker":
         self._batcher.start()
         return self
@@ -77,8 +83,50 @@ class ModelWorker:
     def stop(self) -> None:
         self._batcher.stop()
 
-    async def recommend(self, requests: Sequence[AdaptRequest]) -> list[Served]:
-        return await self._batcher.submit_many(requests)
+    def recommend(self, requests: Sequence[AdaptRequest]) -> asyncio.Future[list[Served]]:
+        """Queue ``requests`` for ranking now (in submission order); the future resolves with the answers."""
+        ranked = asyncio.ensure_future(self._batcher.submit_many(requests))
+        self._ranked = ranked
+        return ranked
+
+    def learn(self, records: Sequence[LearnedUser]) -> None:
+        """Count these users' new interactions into the item statistics, after every ranking submitted so far.
+
+        Enqueue-only: a batch's requests are submitted, then its records, so a batch is ranked before it is
+        learned (test, then train). Ratings feed the item means a rating model's context reads.
+        """
+        if records:
+            self._after_ranking(self._learn_now, records)
+
+    def forget(self, user_ids: Sequence[str]) -> None:
+        """Drop deleted users' histories from the item statistics, after every ranking submitted so far."""
+        if user_ids:
+            self._after_ranking(self._forget_now, user_ids)
+
+    def _after_ranking(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Run ``fn(arg)`` on the event loop once the latest submitted ranking is done, in the order of calls.
+
+        A future's done-callbacks run in the order they were added, and a finished future's were queued on the
+        loop when it finished, so ``call_soon`` after them keeps the order too. (Interim: the statistics are
+        updated on the event loop, as before; they move onto the model thread with the serving rewrite.)
+        """
+        ranked = self._ranked
+        if ranked is not None and not ranked.done():
+            ranked.add_done_callback(lambda _done: fn(arg))
+            return
+        try:
+            asyncio.get_running_loop().call_soon(fn, arg)
+        except RuntimeError:  # no loop running (a caller outside the stream): nothing can be pending
+            fn(arg)
+
+    def _learn_now(self, records: Sequence[LearnedUser]) -> None:
+        events = [(r.user_id, item, ts, rating) for r in records for item, ts, rating in r.events]
+        events.sort(key=lambda e: e[2])  # the statistics count in time order
+        self._model.observe(events)
+
+    def _forget_now(self, user_ids: Sequence[str]) -> None:
+        for user_id in user_ids:
+            self._model.forget(user_id)
 
     def _run_batch(self, requests: Sequence[AdaptRequest]) -> list[Served]:
         model = self._model  # one version for the whole batch
@@ -88,14 +136,6 @@ class ModelWorker:
     def _observe_batch(self, size: int, seconds: float) -> None:
         self._metrics.batch_size.observe(size)
         self._metrics.adaptation_time.observe(seconds)
-
-    def observe_losses(self, served: Sequence[Served]) -> None:
-        before = self._metrics.adaptation_loss.labels(stage="before", model_version=self.version)
-        after = self._metrics.adaptation_loss.labels(stage="after", model_version=self.version)
-        for s in served:
-            if not math.isnan(s.result.loss_before):
-                before.observe(s.result.loss_before)
-                after.observe(s.result.loss_after)
 
     # --- versions ---------------------------------------------------------------------------------------------
     def swap(self, model: Recommender) -> None:

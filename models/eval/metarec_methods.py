@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from models.core.metalearner import MetaRec
-from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query
-from models.serving.recommender import AdaptRequest, Recommender
+from models.serving.recommender import Recommender
+from models.serving.requests import AdaptRequest, Support, build_request, support_targets
 from models.training.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,6 @@ class MetarecMethod:
         self.name, self.seed, self.schedule, self.cache = variant, seed, schedule, cache
         self.rounds = 0
         self.steps = 0 if variant == "metarec-no-adapt" else None  # None: the model's own inner steps
-        self._targets: dict[tuple[int, float | None], float | None] = {}
         self._chunk: tuple[Sequence[Query], list[AdaptRequest]] | None = None
 
     # --- training -------------------------------------------------------------------------------------------
@@ -223,41 +222,29 @@ class MetarecMethod:
         return min(self.period - self.since, self.schedule.stats_every - len(self.unobserved))
 
     # --- serving --------------------------------------------------------------------------------------------
-    def _target(self, type_code: int, value: float) -> float | None:
-        """``event_target``, memoised: a stream repeats the same few (type, value) pairs."""
-        key = (type_code, None if math.isnan(value) else value)  # NaN never equals itself: key it as None
-        if key not in self._targets:
-            self._targets[key] = event_target(EVENT_TYPES[type_code], key[1], self.objective)
-        return self._targets[key]
-
-    def _request(self, query: Query) -> AdaptRequest:
-        """What the worker would send for this user: recent events mapped to targets, seen items excluded."""
+    def _support(self, query: Query) -> list[Support]:
+        """The user's most recent events (learned, then pending), as the worker's state keeps them."""
         recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
         ids = self.template.item_ids
-        support = []
-        for ev in recent:
-            target = self._target(ev.type_code, ev.value)
-            if target is not None:
-                support.append((ids[ev.item], target))
+        return [(ids[ev.item], EVENT_TYPES[ev.type_code], ev.value, ev.ts) for ev in recent]
+
+    def _request(self, query: Query) -> AdaptRequest:
+        """What the worker would send for this user (``build_request``, as the worker's), seen items excluded.
+
+        The evaluation keeps seen items as a set, without their arrival order, so ``history`` stays empty."""
+        ids = self.template.item_ids
         feats = self.template.user_features
-        return AdaptRequest(
-            user_id=self.template.user_ids[query.user],
-            support=support,
+        return build_request(
+            self.template.user_ids[query.user],
+            self._support(query),
+            self.objective,
             exclude=frozenset(map(ids.__getitem__, query.exclude)),
             user_features=None if feats is None else feats[query.user].tolist(),
         )
 
     def _rating_request(self, query: Query, request: AdaptRequest) -> AdaptRequest:
         """``request`` with the support mapped by the rating objective (the ratings themselves)."""
-        recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
-        ids = self.template.item_ids
-        support = []
-        for ev in recent:
-            key = None if math.isnan(ev.value) else ev.value
-            target = event_target(EVENT_TYPES[ev.type_code], key, "rating")
-            if target is not None:
-                support.append((ids[ev.item], target))
-        return replace(request, support=support)
+        return replace(request, support=support_targets(self._support(query), "rating"))
 
     def _requests(self, queries: Sequence[Query]) -> list[AdaptRequest]:
         """Requests for a chunk, built once for both ``rank_many`` and ``predict_many`` of the same chunk."""

@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,18 +34,9 @@ from models.core.config import ModelConfig
 from models.core.metalearner import MetaRec
 from models.features.item_stats import ItemStats
 from models.serving.kernel import adapt_forward
+from models.serving.requests import AdaptRequest  # built in requests.py; importable from here too
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AdaptRequest:
-    """One user to adapt and rank for."""
-
-    user_id: str
-    support: Sequence[tuple[str, float]]  # (item_id, target) oldest first, already mapped by event_target
-    exclude: Collection[str]  # items the user has seen: never recommended
-    user_features: Sequence[float] | None = None  # (G,) when the model was trained with user features
 
 
 @dataclass(frozen=True)
