@@ -40,7 +40,7 @@ from bench.soak_audit import audit
 from bench.soak_check import stall_episodes, worker_phase
 from bench.worker_process import WorkerRun, WorkerSpec, events_read, wait_until
 from schemas.decode import decode_user_event
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker, exit_on_signals, free_port
 
 log = logging.getLogger("bench.soak")
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,10 +198,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                   seed=0, context=False)
     stream = zipf_events(args.events, args.users, catalogue(args.items), seed=args.seed, id_prefix="soak")
     events = [decode_user_event(v) for v in stream.values]
-    rng = random.Random(args.seed)
-    plan = [(KINDS[i % len(KINDS)], rng.choice("ab")) for i in range(args.kills)]
-    rng.shuffle(plan)
-    result: dict[str, Any] = {"kill_log": []}
     with EmbeddedBroker() as broker:
         prefix = f"soak{uuid.uuid4().hex[:8]}-"
         env = {"METAREC_TAKE_WITHIN_S": args.take_within_s, "METAREC_MODEL_POLL_S": "3600"}
@@ -210,32 +206,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         settings = specs["a"].create_topics().settings()
         offsets = Offsets(broker.bootstrap, settings.app_id, settings.interactions_topic, args.partitions)
         fleet = Fleet(specs, work)
-        fleet.start("a"), fleet.start("b")
-        offsets.start()
-        started = time.monotonic()
-        chunks = max(1, args.kills)
-        for i in range(chunks):
-            lo, hi = i * len(stream) // chunks, (i + 1) * len(stream) // chunks
-            produce_all(broker.bootstrap, settings.interactions_topic, stream.keys[lo:hi], stream.values[lo:hi],
-                        on_delivery=offsets.delivered)
-            if i < len(plan):
-                kind, victim = plan[i]
-                kill = kill_once(fleet, kind, victim, rng, args.phase_timeout_s, hi - lo)
-                kill["t_s"] = round(time.monotonic() - started, 1)
-                result["kill_log"].append(kill)
-                log.info("kill %d/%d: %s", i + 1, len(plan), kill)
-        result["drain_restarts"] = drain(fleet, offsets, args.stall_s, args.drain_timeout_s)
-        result["replay_s"] = round(time.monotonic() - started, 1)
-        offsets.stop()
-        result["stall_episodes"] = [vars(s) for s in stall_episodes(offsets.samples, args.stall_s)]
-        result["end_offsets"] = offsets.latest()[1]
-        # the first worker alone: it takes every partition, restores it into its RocksDB, and stops
-        a_ready = fleet.workers["a"].log_text().count("Worker ready")
-        codes = {"b": fleet.workers.pop("b").stop()}
-        wait_until(lambda: fleet.workers["a"].log_text().count("Worker ready") > a_ready, 300,
-                   "worker a to take every partition over", alive=[fleet.workers["a"]])
-        codes["a"] = fleet.workers["a"].stop()
-        result["final_exit_codes"] = codes
+        try:
+            result = replay_with_kills(args, fleet, offsets, stream)
+            result["final_exit_codes"] = first_worker_alone(fleet)
+        finally:  # an error or a signal: no worker outlives the soak
+            offsets.stop()
+            for worker in fleet.workers.values():
+                worker.stop(signal.SIGKILL)
         result["unexpected_exits"] = fleet.unexpected_exits
         result["incarnations"] = fleet.incarnations
         result["commit_watch_warnings"] = [
@@ -243,11 +220,48 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for line in path.read_text(errors="replace").splitlines() if "has not moved for" in line]
         changelog = changelog_states(broker.bootstrap, settings.app_id)
         recs = read_to_end(broker.bootstrap, settings.recommendations_topic, timeout_s=300)
-    rocksdb = read_user_states(specs["a"].data_dir)
-    result.update(audit(events, changelog, rocksdb, recs, checkpoint, settings.top_k))
+    result.update(audit(events, changelog, read_user_states(specs["a"].data_dir), recs, checkpoint, settings.top_k))
     result["workload"] = {"events": len(events), "users_population": args.users, "users_active": stream.n_users,
                           "items": args.items, "partitions": args.partitions, "take_within_s": args.take_within_s}
     return result
+
+
+def replay_with_kills(args: argparse.Namespace, fleet: Fleet, offsets: Offsets, stream: Any) -> dict[str, Any]:
+    """Both workers up; the events in ``args.kills`` chunks, a kill after each; then the drain."""
+    rng = random.Random(args.seed)
+    plan = [(KINDS[i % len(KINDS)], rng.choice("ab")) for i in range(args.kills)]
+    rng.shuffle(plan)
+    bootstrap, topic = offsets.args[0], offsets.args[2]
+    kills: list[dict[str, Any]] = []
+    fleet.start("a"), fleet.start("b")
+    offsets.start()
+    started = time.monotonic()
+    chunks = max(1, args.kills)
+    for i in range(chunks):
+        lo, hi = i * len(stream) // chunks, (i + 1) * len(stream) // chunks
+        produce_all(bootstrap, topic, stream.keys[lo:hi], stream.values[lo:hi], on_delivery=offsets.delivered)
+        if i < len(plan):
+            kill = kill_once(fleet, *plan[i], rng, args.phase_timeout_s, hi - lo)
+            kill["t_s"] = round(time.monotonic() - started, 1)
+            kills.append(kill)
+            log.info("kill %d/%d: %s", i + 1, len(plan), kill)
+    restarts = drain(fleet, offsets, args.stall_s, args.drain_timeout_s)
+    replay_s = round(time.monotonic() - started, 1)
+    offsets.stop()
+    return {"kill_log": kills, "drain_restarts": restarts, "replay_s": replay_s,
+            "stall_episodes": [vars(s) for s in stall_episodes(offsets.samples, args.stall_s)],
+            "end_offsets": offsets.latest()[1]}
+
+
+def first_worker_alone(fleet: Fleet) -> dict[str, int]:
+    """Stop b; a takes every partition and restores it into its RocksDB (for the audit); stop a."""
+    a = fleet.workers["a"]
+    ready = a.log_text().count("Worker ready")
+    codes = {"b": fleet.workers.pop("b").stop()}
+    wait_until(lambda: a.log_text().count("Worker ready") > ready, 300, "worker a to take every partition over",
+               alive=[a])
+    codes["a"] = a.stop()
+    return codes
 
 
 def command(argv: list[str]) -> str:
@@ -264,7 +278,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = ROOT / "var" / "soak" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result = run(args, work)
+    with exit_on_signals():  # SIGTERM unwinds through run()'s clean-up: workers and broker stopped
+        result = run(args, work)
     machine["loadavg_at_end"] = list(os.getloadavg())
     out = {
         "events": result["workload"]["events"],
