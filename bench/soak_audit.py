@@ -6,23 +6,36 @@ the pure functions of ``bench/soak_check.py``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from confluent_kafka import Message
 
 from bench.ground_truth import differing_users, reference_states
-from bench.soak_check import Listed, list_coverage, state_losses
+from bench.soak_check import Listed, list_coverage, lost_evidence, state_losses
 from schemas.decode import decode_recommendation
 from schemas.records import Interaction, Recommendation
 from stream.state import UserState
 
 
-def audit(events: Sequence[Interaction], changelog: dict[str, UserState], rocksdb: dict[str, UserState],
-          recs: Sequence[Message], checkpoint: Path, top_k: int) -> dict[str, Any]:
-    """``lost`` and ``doubled`` (the worse of the two stores), per-store detail, list coverage, latest lists."""
+class _EventHead(msgspec.Struct):
+    event_id: str
+
+
+_head = msgspec.json.Decoder(_EventHead)
+
+
+def audit(events: Sequence[Interaction], inputs: Sequence[Message], changelog: dict[str, UserState],
+          rocksdb: dict[str, UserState], recs: Sequence[Message], checkpoint: Path, top_k: int) -> dict[str, Any]:
+    """``lost`` and ``doubled`` (the worse of the two stores), per-store detail, where lost events sat in the
+    input topic, a check that the input topic holds every event once, list coverage, latest lists."""
     expected = reference_states(events)
+    placement = {_head.decode(m.value()).event_id: (m.partition(), m.offset()) for m in inputs}
+    on_topic = Counter(_head.decode(m.value()).event_id for m in inputs)
+    sent = {e.event_id for e in events}
     counts = {user: s.interactions for user, s in expected.items()}
     stores = {
         name: state_losses({u: s.interactions for u, s in states.items()}, counts,
@@ -36,7 +49,12 @@ def audit(events: Sequence[Interaction], changelog: dict[str, UserState], rocksd
     lists = list_coverage(by_user, (Listed(r.user_id, r.event_id, tuple(s.item_id for s in r.items))
                                     for r in decoded))
     lists["tombstones"] = sum(1 for m in recs if m.value() is None)
+    seen_lost = [event_id for user, state in changelog.items() if user in expected
+                 for event_id in expected[user].recent_ids if event_id not in state.recent_ids]
     return {
+        "input_topic": {"records": len(inputs), "events_absent": len(sent - set(on_topic)),
+                        "events_twice": sum(1 for n in on_topic.values() if n > 1)},
+        "lost_seen_in_recent_id_windows": lost_evidence(seen_lost, placement),
         "lost": max(s["lost"] for s in stores.values()),
         "doubled": max(s["doubled"] for s in stores.values()),
         "state": stores,

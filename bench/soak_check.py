@@ -6,7 +6,8 @@
   batch, for the user's latest event in it (``stream/pipeline.py``), so an event inside a batch can have no list
   of its own and still be in the state behind the next one. An event is *missing* its list when no list names
   it or a later event of the same user: its effect never reached the output.
-- :func:`stall_episodes`: partitions whose committed offset stayed put, below the end, for ``stall_s`` or more.
+- :func:`stall_episodes`: partitions whose committed offset stayed put, below the end, for ``stall_s`` or more
+  while nobody disturbed the workers.
 - :func:`worker_phase`: where a worker stands (starting, rebalance, recovery, processing), from its log.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 def state_losses(actual_counts: Mapping[str, int], expected_counts: Mapping[str, int],
@@ -72,22 +74,21 @@ def list_coverage(events_by_user: Mapping[str, Sequence[str]], lists: Iterable[L
 
 @dataclass(frozen=True)
 class Stall:
-    """A partition whose commit did not move from ``committed`` for ``seconds``, with ``end`` beyond it."""
+    """A partition whose commit did not move from ``committed`` for ``seconds`` (from ``since_s``) with ``end``
+    beyond it; ``quiet_s`` is the longest part of that time in which no worker was killed, stopped or started."""
 
     partition: int
     committed: int
     end: int
     since_s: float
     seconds: float
+    quiet_s: float
 
 
-def stall_episodes(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int, int]]],
-                   stall_s: float) -> list[Stall]:
-    """Episodes from samples ``(t, committed per partition, end per partition)`` in time order.
-
-    An episode is a run of samples in which a partition's committed offset stays the same while it is below
-    that partition's end (lag > 0); it counts when it lasts ``stall_s`` or more.
-    """
+def standstills(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int, int]]], min_s: float,
+                disruptions: Sequence[float] = ()) -> list[Stall]:
+    """Runs of samples ``(t, committed per partition, end per partition)`` in which a partition's committed
+    offset stays the same below its end (lag > 0), lasting ``min_s`` or more, in time order."""
     found: list[Stall] = []
     run: dict[int, tuple[float, int]] = {}  # partition -> (first t of the run, committed)
     last: dict[int, tuple[float, int]] = {}  # partition -> (t, end) of the run's latest sample
@@ -95,8 +96,10 @@ def stall_episodes(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int
     def close(part: int) -> None:
         start, committed = run.pop(part)
         t, end = last.pop(part)
-        if t - start >= stall_s:
-            found.append(Stall(part, committed, end, start, t - start))
+        if t - start >= min_s:
+            cuts = [start, *sorted(d for d in disruptions if start < d < t), t]
+            quiet = max(b - a for a, b in pairwise(cuts))
+            found.append(Stall(part, committed, end, start, t - start, quiet))
 
     for t, committed, ends in samples:
         for part in sorted(set(committed) | set(ends) | set(run)):
@@ -109,6 +112,34 @@ def stall_episodes(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int
     for part in list(run):
         close(part)
     return sorted(found, key=lambda s: (s.since_s, s.partition))
+
+
+def stall_episodes(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int, int]]], stall_s: float,
+                   disruptions: Sequence[float] = ()) -> list[Stall]:
+    """Standstills with ``stall_s`` or more of it undisturbed: the commit had every chance to move and did not
+    (a partition whose owner is killed every few seconds stands still too, but that is no stall)."""
+    return [s for s in standstills(samples, stall_s, disruptions) if s.quiet_s >= stall_s]
+
+
+def ongoing_stalls(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int, int]]], stall_s: float,
+                   disruptions: Sequence[float] = ()) -> list[Stall]:
+    """The stalls still going on at the last sample."""
+    if not samples:
+        return []
+    now = samples[-1][0]
+    return [s for s in stall_episodes(samples, stall_s, disruptions) if s.since_s + s.seconds >= now]
+
+
+def lost_evidence(missing: Iterable[str], placement: Mapping[str, tuple[int, int]]) -> dict[int, dict[str, int]]:
+    """Where identified lost events sat in the input topic: per partition, how many and their offset range."""
+    out: dict[int, dict[str, int]] = {}
+    for event_id in missing:
+        part, offset = placement[event_id]
+        got = out.setdefault(part, {"count": 0, "first_offset": offset, "last_offset": offset})
+        got["count"] += 1
+        got["first_offset"] = min(got["first_offset"], offset)
+        got["last_offset"] = max(got["last_offset"], offset)
+    return dict(sorted(out.items()))
 
 
 # Faust's log lines that mark where a worker stands, and the phase each begins.

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from bench.soak_check import Listed, Stall, list_coverage, stall_episodes, state_losses, worker_phase
+from bench.soak_check import (
+    Listed,
+    Stall,
+    list_coverage,
+    lost_evidence,
+    ongoing_stalls,
+    stall_episodes,
+    standstills,
+    state_losses,
+    worker_phase,
+)
 
 
 def test_state_losses_count_missing_and_extra_events_per_user() -> None:
@@ -45,9 +55,26 @@ def test_a_stall_is_a_commit_standing_still_below_the_end_for_long_enough() -> N
         (200.0, {0: 12, 1: 4}, {0: 12, 1: 8}),  # partition 1 stood at 4 from 61 s to the end: another
     ]
     got = stall_episodes(samples, stall_s=60.0)
-    assert got == [Stall(0, 5, 12, 0.0, 61.0), Stall(1, 4, 8, 61.0, 139.0)]
+    assert got == [Stall(0, 5, 12, 0.0, 61.0, 61.0), Stall(1, 4, 8, 61.0, 139.0, 139.0)]
     assert stall_episodes(samples, stall_s=200.0) == []
     assert stall_episodes([(0.0, {0: 3}, {0: 3}), (500.0, {0: 3}, {0: 3})], stall_s=60.0) == []
+    assert ongoing_stalls(samples, 60.0) == [Stall(1, 4, 8, 61.0, 139.0, 139.0)]
+    assert ongoing_stalls(samples[:5], 60.0) == []
+
+
+def test_a_commit_that_was_never_left_alone_long_enough_is_no_stall() -> None:
+    samples = [(float(t), {0: 0}, {0: 100}) for t in range(0, 130, 10)]  # 120 s at 0 with lag
+    kills = [25.0, 55.0, 85.0, 115.0]  # the owner killed every 30 s
+    (still,) = standstills(samples, 60.0, kills)
+    assert (still.seconds, still.quiet_s) == (120.0, 30.0)
+    assert stall_episodes(samples, 60.0, kills) == []
+    assert stall_episodes(samples, 60.0, [25.0, 115.0]) == [Stall(0, 0, 100, 0.0, 120.0, 90.0)]
+
+
+def test_lost_events_are_placed_by_partition_and_offset_range() -> None:
+    placement = {"e1": (0, 7), "e2": (0, 3), "e3": (2, 40), "e4": (1, 1)}
+    assert lost_evidence(["e1", "e2", "e3"], placement) == {
+        0: {"count": 2, "first_offset": 3, "last_offset": 7}, 2: {"count": 1, "first_offset": 40, "last_offset": 40}}
 
 
 def test_the_phase_is_the_one_the_latest_mark_in_the_log_begins() -> None:
