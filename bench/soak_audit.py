@@ -51,10 +51,14 @@ def audit(events: Sequence[Interaction], inputs: Sequence[Message], changelog: d
     lists["tombstones"] = sum(1 for m in recs if m.value() is None)
     seen_lost = [event_id for user, state in changelog.items() if user in expected
                  for event_id in expected[user].recent_ids if event_id not in state.recent_ids]
+    listed = {r.event_id for r in decoded}
     return {
         "input_topic": {"records": len(inputs), "events_absent": len(sent - set(on_topic)),
                         "events_twice": sum(1 for n in on_topic.values() if n > 1)},
         "lost_seen_in_recent_id_windows": lost_evidence(seen_lost, placement),
+        # a lost event some list names was applied once and later overwritten (a state restored stale);
+        # one no list names was never applied (its offset committed past)
+        "lost_seen_with_a_list": sum(1 for event_id in seen_lost if event_id in listed),
         "lost": max(s["lost"] for s in stores.values()),
         "doubled": max(s["doubled"] for s in stores.values()),
         "state": stores,
