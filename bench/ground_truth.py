@@ -60,7 +60,7 @@ def end_offsets(messages: Iterable[Message]) -> dict[int, int]:
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """A consumer group's committed offset per partition (0 where it committed nothing), without joining it."""
+    """A consumer group's committed offset per partition (0 where it committed nothing), without joining."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
@@ -74,12 +74,12 @@ def changelog_topic(app_id: str) -> str:
 
 
 def changelog_states(bootstrap: str, app_id: str) -> dict[str, UserState]:
-    """Every user's state as the table's changelog holds it (users whose last record is a tombstone omitted)."""
+    """Every user's state as the table's changelog holds it (not users whose last record is a tombstone)."""
     last = last_by_key(read_to_end(bootstrap, changelog_topic(app_id)))
     return {user: decode_state(value) for user, value in last.items() if value is not None}
 
 
-# --- a stopped worker's store --------------------------------------------------------------------------------
+# --- a stopped worker's store ------------------------------------------------------------------------------
 def read_user_states(data_dir: Path) -> dict[str, UserState]:
     """Every user's state in a stopped worker's RocksDB table (all partitions under ``data_dir``)."""
     states: dict[str, UserState] = {}
@@ -95,7 +95,7 @@ def read_user_states(data_dir: Path) -> dict[str, UserState]:
     return states
 
 
-# --- from scratch ---------------------------------------------------------------------------------------------
+# --- from scratch -------------------------------------------------------------------------------------------
 def reference_states(events: Iterable[Interaction], limits: Limits | None = None) -> dict[str, UserState]:
     """Each user's state computed from scratch: every event applied once, in order, by the same pure rules
     (with the default limits the worker runs with unless given others)."""

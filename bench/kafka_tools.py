@@ -58,7 +58,7 @@ def produce_all(
     on_delivery=None,
 ) -> float:
     """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time,
-    ``on_delivery(err, msg)`` each acknowledgement (where the record landed: ``msg.partition(), msg.offset()``).
+    ``on_delivery(err, msg)`` each acknowledgement (where it landed: ``msg.partition(), msg.offset()``).
 
     Returns the seconds from the first produce to the last acknowledgement.
     """

@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stall-s", type=float, default=60.0, help="a commit still this long with lag is a stall")
     p.add_argument("--phase-timeout-s", type=float, default=120.0, help="longest wait for a kill's phase")
     p.add_argument("--drain-timeout-s", type=float, default=1200.0, help="longest wait for the final drain")
-    p.add_argument("--cache", type=Path, default=ROOT / "var" / "bench", help="trained checkpoint is kept here")
+    p.add_argument("--cache", type=Path, default=ROOT / "var" / "bench", help="where the model is kept")
     p.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     return p.parse_args(argv)
 
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         prefix = f"soak{uuid.uuid4().hex[:8]}-"
         env = {"METAREC_TAKE_WITHIN_S": args.take_within_s, "METAREC_MODEL_POLL_S": "3600"}
-        specs = {name: WorkerSpec(broker.bootstrap, prefix, checkpoint, work / name, partitions=args.partitions,
-                                  extra_env=env) for name in "ab"}
+        specs = {name: WorkerSpec(broker.bootstrap, prefix, checkpoint, work / name,
+                                  partitions=args.partitions, extra_env=env) for name in "ab"}
         settings = specs["a"].create_topics().settings()
         offsets = Offsets(broker.bootstrap, settings.app_id, settings.interactions_topic, args.partitions)
         fleet = Fleet(specs, work, offsets)
@@ -102,8 +102,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         recs = read_to_end(broker.bootstrap, settings.recommendations_topic, timeout_s=300)
     rocksdb = read_user_states(specs["a"].data_dir)
     result.update(audit(events, inputs, changelog, rocksdb, recs, checkpoint, settings.top_k))
-    result["workload"] = {"events": len(events), "users_population": args.users, "users_active": stream.n_users,
-                          "items": args.items, "partitions": args.partitions, "take_within_s": args.take_within_s}
+    result["workload"] = {"events": len(events), "users_population": args.users,
+                          "users_active": stream.n_users, "items": args.items, "partitions": args.partitions,
+                          "take_within_s": args.take_within_s}
     return result
 
 
@@ -131,7 +132,8 @@ def replay_with_kills(args: argparse.Namespace, fleet: Fleet, stream: Any) -> di
     return {
         "kill_log": kills, "drain_restarts": restarts, "replay_s": replay_s,
         "stall_episodes": [vars(s) for s in stall_episodes(offsets.samples, args.stall_s, fleet.disruptions)],
-        "commit_standstills": [vars(s) for s in standstills(offsets.samples, args.stall_s, fleet.disruptions)],
+        "commit_standstills": [vars(s) for s in
+                               standstills(offsets.samples, args.stall_s, fleet.disruptions)],
         "delivery_errors": offsets.delivery_errors, "end_offsets": offsets.latest()[1],
         "commit_samples": [[round(t, 1), [c.get(p, 0) for p in range(offsets.partitions)],
                             [e.get(p, 0) for p in range(offsets.partitions)]] for t, c, e in offsets.samples],
@@ -147,8 +149,8 @@ def first_worker_alone(fleet: Fleet) -> dict[str, int]:
     ready = a.log_text().count("Worker ready")
     codes = {"b": fleet.stop("b")}
     del fleet.workers["b"]
-    wait_until(lambda: a.log_text().count("Worker ready") > ready, 300, "worker a to take every partition over",
-               alive=[a])
+    wait_until(lambda: a.log_text().count("Worker ready") > ready, 300,
+               "worker a to take every partition over", alive=[a])
     codes["a"] = fleet.stop("a")
     return codes
 

@@ -29,7 +29,8 @@ _head = msgspec.json.Decoder(_EventHead)
 
 
 def audit(events: Sequence[Interaction], inputs: Sequence[Message], changelog: dict[str, UserState],
-          rocksdb: dict[str, UserState], recs: Sequence[Message], checkpoint: Path, top_k: int) -> dict[str, Any]:
+          rocksdb: dict[str, UserState], recs: Sequence[Message], checkpoint: Path,
+          top_k: int) -> dict[str, Any]:
     """``lost`` and ``doubled`` (the worse of the two stores), per-store detail, where lost events sat in the
     input topic, a check that the input topic holds every event once, list coverage, latest lists."""
     expected = reference_states(events)

@@ -2,10 +2,10 @@
 
 - :func:`state_losses`: events lost or applied twice, from each user's event count against a computation
   from scratch (and the users whose state differs in anything the events determine).
-- :func:`list_coverage`: which events the recommendations topic names. A worker sends one list per user per
-  batch, for the user's latest event in it (``stream/pipeline.py``), so an event inside a batch can have no list
-  of its own and still be in the state behind the next one. An event is *missing* its list when no list names
-  it or a later event of the same user: its effect never reached the output.
+- :func:`list_coverage`: which events the recommendations topic names. A worker sends one list per user
+  per batch, for the user's latest event in it (``stream/pipeline.py``), so an event inside a batch can have
+  no list of its own and still be in the state behind the next one. An event is *missing* its list when no
+  list names it or a later event of the same user: its effect never reached the output.
 - :func:`stall_episodes`: partitions whose committed offset stayed put, below the end, for ``stall_s`` or more
   while nobody disturbed the workers.
 - :func:`worker_phase`: where a worker stands (starting, rebalance, recovery, processing), from its log.
@@ -74,8 +74,8 @@ def list_coverage(events_by_user: Mapping[str, Sequence[str]], lists: Iterable[L
 
 @dataclass(frozen=True)
 class Stall:
-    """A partition whose commit did not move from ``committed`` for ``seconds`` (from ``since_s``) with ``end``
-    beyond it; ``quiet_s`` is the longest part of that time in which no worker was killed, stopped or started."""
+    """A partition whose commit stayed at ``committed`` for ``seconds`` (from ``since_s``) with ``end`` beyond
+    it; ``quiet_s`` is the longest part of that time in which no worker was killed, stopped or started."""
 
     partition: int
     committed: int
@@ -130,7 +130,8 @@ def ongoing_stalls(samples: Sequence[tuple[float, Mapping[int, int], Mapping[int
     return [s for s in stall_episodes(samples, stall_s, disruptions) if s.since_s + s.seconds >= now]
 
 
-def lost_evidence(missing: Iterable[str], placement: Mapping[str, tuple[int, int]]) -> dict[int, dict[str, int]]:
+def lost_evidence(missing: Iterable[str],
+                  placement: Mapping[str, tuple[int, int]]) -> dict[int, dict[str, int]]:
     """Where identified lost events sat in the input topic: per partition, how many and their offset range."""
     out: dict[int, dict[str, int]] = {}
     for event_id in missing:

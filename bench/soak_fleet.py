@@ -27,7 +27,8 @@ class Offsets:
     """End offsets per partition from the producer's acknowledgements, and a thread sampling the group's
     committed offsets beside them every ``interval_s``."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int, interval_s: float = 2.0) -> None:
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int,
+                 interval_s: float = 2.0) -> None:
         self.bootstrap, self.group, self.topic, self.partitions = bootstrap, group, topic, partitions
         self.interval_s = interval_s
         self.ends: dict[int, int] = {}

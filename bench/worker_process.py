@@ -150,7 +150,8 @@ def scrape(port: int) -> dict[str, float]:
 def events_read(port: int) -> float:
     """Interactions this worker incarnation has read into state (new and duplicate), per its metrics."""
     samples = scrape_samples(port)
-    return sum(samples.get(("metarec_events_total", (("result", r),)), 0.0) for r in ("processed", "duplicate"))
+    return sum(samples.get(("metarec_events_total", (("result", r),)), 0.0)
+               for r in ("processed", "duplicate"))
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,

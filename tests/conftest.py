@@ -20,7 +20,7 @@ NEEDS_GPU = "needs_gpu"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{NEEDS_GPU}: needs CUDA; the only test allowed to skip (without CUDA)")
+    config.addinivalue_line("markers", f"{NEEDS_GPU}: needs CUDA; the only test that may skip (no CUDA)")
 
 
 @functools.cache
@@ -74,7 +74,8 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
     outcome = yield
     report: pytest.CollectReport = outcome.get_result()
     if report.skipped and skips_fail():
-        collector.config.stash.setdefault(skipped_modules, []).append(f"{report.nodeid}: {skip_reason(report)}")
+        found = collector.config.stash.setdefault(skipped_modules, [])
+        found.append(f"{report.nodeid}: {skip_reason(report)}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -66,8 +66,8 @@ def cli_broker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, int]]:
     """A running ``python -m stream broker``: (process, its port, the Tansu child's pid)."""
     out_path = tmp_path / "broker.out"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream", "broker"], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "stream", "broker"], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         def ready() -> re.Match | None:
             assert proc.poll() is None, f"metarec broker exited ({proc.returncode}): {out_path.read_text()}"
@@ -117,7 +117,8 @@ def test_the_demo_stopped_by_sigterm_ends_its_broker_and_worker(tmp_path: Path) 
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         def broker_and_worker() -> list[int] | None:
-            assert proc.poll() is None, f"the demo exited ({proc.returncode}): {(tmp_path / 'demo.out').read_text()}"
+            out = (tmp_path / "demo.out").read_text(errors="replace")
+            assert proc.poll() is None, f"the demo exited ({proc.returncode}): {out[-3000:]}"
             kids = children(proc.pid)
             return kids if len(kids) == 2 else None
 

@@ -61,10 +61,10 @@ def await_recommendations(bootstrap: str, topic: str, wanted: dict[str, str], ti
                           alive: Sequence[WorkerRun] = (), since: float = 0.0) -> list[Recommendation]:
     """Consume ``topic`` from the start until each user in ``wanted`` got a list for event ``wanted[user]``.
 
-    Only lists produced at or after ``since`` (wall clock) count: after a crash, a list for a user's last event
-    may come from an earlier incarnation while the new one is still re-reading older events. Fails (with what
-    is still missing) after ``timeout_s``, or at once if a worker in ``alive`` exited. Returns every
-    recommendation read, in order.
+    Only lists produced at or after ``since`` (wall clock) count: after a crash, a list for a user's
+    last event may come from an earlier incarnation while the new one is still re-reading older events.
+    Fails (with what is still missing) after ``timeout_s``, or at once if a worker in ``alive`` exited.
+    Returns every recommendation read, in order.
     """
     pending = dict(wanted)
     recs: list[Recommendation] = []
@@ -76,7 +76,8 @@ def await_recommendations(bootstrap: str, topic: str, wanted: dict[str, str], ti
     try:
         while pending:
             for worker in alive:
-                assert worker.alive(), f"worker exited ({worker.proc.returncode}):\n{worker.log_text()[-4000:]}"
+                code, tail = worker.proc.returncode, worker.log_text()[-4000:]
+                assert worker.alive(), f"worker exited ({code}):\n{tail}"
             assert time.monotonic() < deadline, (
                 f"after {timeout_s:.0f}s, {len(pending)} users still lack a list for their event, e.g. "
                 f"{list(pending.items())[:3]}")

@@ -50,7 +50,7 @@ def test_never():
 
 
 def run(tmp_path: Path, fail_on_skip: bool) -> tuple[dict[str, str], int, str]:
-    """Run the tiny suite with our conftest as a plugin: each test's outcome by name, the exit status, the output."""
+    """Run the tiny suite with our conftest as a plugin: outcomes by test name, exit status, output."""
     (tmp_path / "test_tiny.py").write_text(TESTS)
     (tmp_path / "test_skipped_module.py").write_text(SKIPPED_MODULE)
     env = {k: v for k, v in os.environ.items() if k != FAIL_ON_SKIP}

@@ -28,7 +28,8 @@ def test_an_event_misses_its_list_only_when_no_list_names_it_or_a_later_event_of
     events = {"u1": ["a1", "a2", "a3"], "u2": ["b1", "b2"], "u3": ["c1"]}
     lists = [
         Listed("u1", "a2", ("x",)),  # a1 and a2 covered (one batch), a3 not
-        Listed("u2", "b2", ("y",)), Listed("u2", "b2", ("y",)), Listed("u2", "b1", ("z",)),  # relisted; late b1
+        Listed("u2", "b2", ("y",)), Listed("u2", "b2", ("y",)),  # b2 listed twice, alike
+        Listed("u2", "b1", ("z",)),  # a late list for b1 (after a crash)
         Listed("u2", "b1", ("w",)),  # b1 listed twice, differently
         Listed("u9", "zz", ("q",)),  # an event nobody sent
     ]
@@ -74,7 +75,9 @@ def test_a_commit_that_was_never_left_alone_long_enough_is_no_stall() -> None:
 def test_lost_events_are_placed_by_partition_and_offset_range() -> None:
     placement = {"e1": (0, 7), "e2": (0, 3), "e3": (2, 40), "e4": (1, 1)}
     assert lost_evidence(["e1", "e2", "e3"], placement) == {
-        0: {"count": 2, "first_offset": 3, "last_offset": 7}, 2: {"count": 1, "first_offset": 40, "last_offset": 40}}
+        0: {"count": 2, "first_offset": 3, "last_offset": 7},
+        2: {"count": 1, "first_offset": 40, "last_offset": 40},
+    }
 
 
 def test_the_phase_is_the_one_the_latest_mark_in_the_log_begins() -> None:
