@@ -95,6 +95,21 @@ def read_user_states(data_dir: Path) -> dict[str, UserState]:
     return states
 
 
+def persisted_changelog_offsets(data_dir: Path) -> dict[int, int]:
+    """Per partition, the changelog offset a stopped worker's RocksDB says its table has read up to (Faust's
+    ``__faust offset__`` key): below the changelog's last offset, the store missed the tail."""
+    found: dict[int, int] = {}
+    for db_path in sorted(data_dir.rglob("users-*.db")):
+        db = Rdict(str(db_path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if bytes(key).startswith(FAUST_KEY_PREFIX) and b"offset" in bytes(key):
+                    found[int(db_path.name.split("-")[-1].split(".")[0])] = int(bytes(value))
+        finally:
+            db.close()
+    return dict(sorted(found.items()))
+
+
 # --- from scratch -------------------------------------------------------------------------------------------
 def reference_states(events: Iterable[Interaction], limits: Limits | None = None) -> dict[str, UserState]:
     """Each user's state computed from scratch: every event applied once, in order, by the same pure rules

@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, catalogue, machine_info, train_checkpoint, write_results, zipf_events
-from bench.ground_truth import changelog_states, read_to_end, read_user_states
+from bench.ground_truth import (
+    changelog_topic,
+    end_offsets,
+    last_by_key,
+    persisted_changelog_offsets,
+    read_to_end,
+    read_user_states,
+)
 from bench.kafka_tools import produce_all
 from bench.soak_audit import audit
 from bench.soak_check import stall_episodes, standstills
@@ -48,6 +55,7 @@ from bench.soak_fleet import Fleet, Offsets, await_progress, drain, kill_once
 from bench.worker_process import WorkerSpec, wait_until
 from schemas.decode import decode_user_event
 from stream.broker import EmbeddedBroker, exit_on_signals
+from stream.state import decode_state
 
 log = logging.getLogger("bench.soak")
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,9 +106,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             f"{path.name}: {line}" for path in sorted(work.glob("*.log"))
             for line in path.read_text(errors="replace").splitlines() if "has not moved for" in line]
         inputs = read_to_end(broker.bootstrap, settings.interactions_topic, timeout_s=300)
-        changelog = changelog_states(broker.bootstrap, settings.app_id)
+        changelog_msgs = read_to_end(broker.bootstrap, changelog_topic(settings.app_id), timeout_s=300)
+        changelog = {user: decode_state(value) for user, value in last_by_key(changelog_msgs).items()
+                     if value is not None}
+        ends = end_offsets(changelog_msgs)
+        result["changelog_last_offsets"] = {p: ends[p] - 1 for p in sorted(ends)}
         recs = read_to_end(broker.bootstrap, settings.recommendations_topic, timeout_s=300)
     rocksdb = read_user_states(specs["a"].data_dir)
+    result["rocksdb_a_changelog_offsets"] = persisted_changelog_offsets(specs["a"].data_dir)
     result.update(audit(events, inputs, changelog, rocksdb, recs, checkpoint, settings.top_k))
     result["workload"] = {"events": len(events), "users_population": args.users,
                           "users_active": stream.n_users, "items": args.items, "partitions": args.partitions,
