@@ -11,10 +11,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
 
+from models.serving.candidates import CandidateBudget
 from models.serving.recommender import AdaptResult, Recommender
 from models.serving.requests import AdaptRequest, LearnedUser
 from stream import versions
@@ -44,6 +45,8 @@ class ModelWorker:
     """Micro-batches adaptation requests onto one compute thread and swaps model versions whole."""
 
     def __init__(self, model: Recommender, settings: Settings, metrics: Metrics) -> None:
+        self._candidates = CandidateBudget.of_size(settings.candidates)
+        model.candidates = self._candidates
         self._model = model
         self._settings = settings
         self._metrics = metrics
@@ -59,7 +62,6 @@ class ModelWorker:
             queue_max=settings.queue_max,
             on_batch=self._observe_batch,
         )
-        self._ranked: asyncio.Future | None = None  # the latest submitted ranking
         metrics.serving(model.version)
         metrics.catalogue_size.set(len(model.item_ids))
 
@@ -84,49 +86,31 @@ class ModelWorker:
         self._batcher.stop()
 
     def recommend(self, requests: Sequence[AdaptRequest]) -> asyncio.Future[list[Served]]:
-        """Queue ``requests`` for ranking now (in submission order); the future resolves with the answers."""
-        ranked = asyncio.ensure_future(self._batcher.submit_many(requests))
-        self._ranked = ranked
-        return ranked
+        """Queue ``requests`` for ranking now, as one group behind everything queued before; the future
+        resolves with the answers. Queued at once (no await), so a ``learn`` called right after runs after
+        them on the model thread."""
+        return self._batcher.enqueue(requests)
 
     def learn(self, records: Sequence[LearnedUser]) -> None:
-        """Count these users' new interactions into the item statistics, after every ranking submitted so far.
+        """Count these users' new interactions into the item statistics, on the model thread, after every
+        ranking queued so far and before any queued later.
 
-        Enqueue-only: a batch's requests are submitted, then its records, so a batch is ranked before it is
-        learned (test, then train). Ratings feed the item means a rating model's context reads.
+        So a batch is ranked before it is learned (test, then train), and the next batch is ranked with
+        statistics that hold it: each request's ``fresh`` count says exactly which of its user's items the
+        statistics have not counted. Each record carries the user's history, so nothing per user is kept here.
         """
         if records:
-            self._after_ranking(self._learn_now, records)
+            self._batcher.call_soon(lambda: self._model.learn(records))
+
+    async def settled(self) -> None:
+        """Wait until every ranking, learn and forget queued so far has run (tests, shutdown)."""
+        await self._batcher.barrier()
 
     def forget(self, user_ids: Sequence[str]) -> None:
-        """Drop deleted users' histories from the item statistics, after every ranking submitted so far."""
+        """Deleted users: the statistics keep nothing per user in the stream, so only an offline model's
+        history book has anything to drop; queued like ``learn`` (the handler forgets before it learns)."""
         if user_ids:
-            self._after_ranking(self._forget_now, user_ids)
-
-    def _after_ranking(self, fn: Callable[[Any], None], arg: Any) -> None:
-        """Run ``fn(arg)`` on the event loop once the latest submitted ranking is done, in the order of calls.
-
-        A future's done-callbacks run in the order they were added, and a finished future's were queued on the
-        loop when it finished, so ``call_soon`` after them keeps the order too. (Interim: the statistics are
-        updated on the event loop, as before; they move onto the model thread with the serving rewrite.)
-        """
-        ranked = self._ranked
-        if ranked is not None and not ranked.done():
-            ranked.add_done_callback(lambda _done: fn(arg))
-            return
-        try:
-            asyncio.get_running_loop().call_soon(fn, arg)
-        except RuntimeError:  # no loop running (a caller outside the stream): nothing can be pending
-            fn(arg)
-
-    def _learn_now(self, records: Sequence[LearnedUser]) -> None:
-        events = [(r.user_id, item, ts, rating) for r in records for item, ts, rating in r.events]
-        events.sort(key=lambda e: e[2])  # the statistics count in time order
-        self._model.observe(events)
-
-    def _forget_now(self, user_ids: Sequence[str]) -> None:
-        for user_id in user_ids:
-            self._model.forget(user_id)
+            self._batcher.call_soon(lambda: [self._model.forget(u) for u in user_ids])
 
     def _run_batch(self, requests: Sequence[AdaptRequest]) -> list[Served]:
         model = self._model  # one version for the whole batch
@@ -141,6 +125,7 @@ class ModelWorker:
     def swap(self, model: Recommender) -> None:
         """Serve ``model`` from the next batch on."""
         old = self._model.version
+        model.candidates = self._candidates
         self._model = model
         self._metrics.serving(model.version)
         self._metrics.catalogue_size.set(len(model.item_ids))

@@ -7,7 +7,9 @@ Three variants share one training schedule (and, through ``TrainingCache``, one 
 - ``metarec-no-adapt``: the same model served with ``steps=0``: the meta-init alone, to show what adaptation
   adds;
 - ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number
-  of plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
+  of plain gradient steps with one fixed learning rate: no meta-learned init or step sizes;
+- ``metarec-full``: ``metarec`` scoring every catalogue item instead of the retrieved candidates: the reference
+  the retrieval's cost in quality is measured against (not in the default method list).
 
 Ranking uses the implicit ("will interact") model with stream context features, on explicit data too; on
 explicit data a second model, meta-trained on the rating objective with the same schedule and served by the
@@ -38,13 +40,13 @@ import torch
 from models.core.metalearner import MetaRec
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query
-from models.serving.recommender import Recommender
+from models.serving.recommender import CandidateBudget, Recommender
 from models.serving.requests import AdaptRequest, Support, build_request, support_targets
 from models.training.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("metarec", "metarec-no-adapt", "metarec-finetune")
+VARIANTS = ("metarec", "metarec-no-adapt", "metarec-finetune", "metarec-full")
 RATING = EVENT_TYPES.index("rating")
 
 
@@ -62,6 +64,7 @@ class Schedule:
     stats_every: int = 32  # learned events between updates of the item statistics
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
+    candidates: CandidateBudget = CandidateBudget()  # retrieve-then-rank, as the worker serves
 
 
 class TrainingCache:
@@ -118,14 +121,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Recommender:
+def variant_model(trained: Recommender, variant: str, finetune_lr: float,
+                  candidates: CandidateBudget = CandidateBudget()) -> Recommender:
     """The Recommender a variant serves: the trained meta-parameters, or a copy with its head init/step sizes
     replaced; always a Recommender of its own, with its own copy of the trained item statistics (the variants
     share trained models through the cache, and each feeds its statistics the events it learns)."""
     stats = None if trained.stats is None else copy.deepcopy(trained.stats)
-    if variant in ("metarec", "metarec-no-adapt"):  # no-adapt serves the same model with steps=0
+    if variant in ("metarec", "metarec-no-adapt", "metarec-full"):  # no-adapt serves it with steps=0
         return Recommender(trained.model, trained.item_ids, version=trained.version,
-                           item_feature_names=trained.item_feature_names, stats=stats)
+                           item_feature_names=trained.item_feature_names, stats=stats,
+                           candidates=None if variant == "metarec-full" else candidates)
     cfg = trained.config
     state = {k: v.detach().clone().cpu() for k, v in trained.model.state_dict().items()}
     if variant == "metarec-finetune":
@@ -140,7 +145,7 @@ def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Rec
     model = MetaRec(cfg)
     model.load_state_dict(state)
     return Recommender(model, trained.item_ids, version=f"{trained.version}-{variant}",
-                       item_feature_names=trained.item_feature_names, stats=stats)
+                       item_feature_names=trained.item_feature_names, stats=stats, candidates=candidates)
 
 
 class MetarecMethod:
@@ -183,7 +188,7 @@ class MetarecMethod:
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
                                            self.schedule.objective, self.adapt_taste)
         self.trained = trained
-        self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
+        self.model = variant_model(trained, self.name, self.schedule.finetune_lr, self.schedule.candidates)
         self.unobserved = []  # the new model's statistics hold every event learned so far
         self.index = {item: n for n, item in enumerate(self.model.item_ids)}
         self.objective = self.model.config.objective
@@ -193,7 +198,8 @@ class MetarecMethod:
             rater_init = getattr(self, "rater_trained", None) if init is not None else None
             self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
                                                                 rater_init, before, "rating")
-            self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr)
+            self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr,
+                                       self.schedule.candidates)
         self.rounds += 1
         log.info("%s: model round %d on %d events", self.name, self.rounds, len(self.columns[0]))
 
@@ -253,8 +259,12 @@ class MetarecMethod:
         return self._chunk[1]
 
     def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
+        """Each query's top ``k``; ``last_candidates`` keeps the items each one was ranked among, so the
+        protocol can record the candidate stage's recall."""
+        proposed: list[np.ndarray] = []
         with one_thread():
-            results = self.model.recommend(self._requests(queries), k, steps=self.steps)
+            results = self.model.recommend(self._requests(queries), k, steps=self.steps, proposed=proposed)
+        self.last_candidates = [set(cols[cols >= 0].tolist()) for cols in proposed] if proposed else None
         return [[self.index[i] for i in r.items] for r in results]
 
     def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:

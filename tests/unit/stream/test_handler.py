@@ -166,25 +166,37 @@ def test_a_finished_batch_is_counted_into_the_item_statistics(parts):
     async def run():
         await handler.finish(handler.begin([event("u", 0, 0), event("v", 1, 1), event("u", 2, 2)]))
         await handler.finish(handler.begin([event("u", 2, 2)]))  # a redelivery teaches nothing new
+        await worker.settled()
 
     asyncio.run(run())
     assert worker.model.stats.events - before == 3
 
 
-def test_a_deleted_user_is_dropped_from_the_item_statistics(parts):
+def test_the_worker_keeps_nothing_per_user_and_a_deleted_user_starts_over(parts):
+    """The statistics learn each user's events from the records, which carry the user's history; after a
+    deletion the user's next events arrive with an empty history, as a new user's would."""
     settings, worker, metrics = parts
     cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
-    worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v3"))
+    learned: list = []
+
+    class Spy(Recommender):
+        def learn(self, records):
+            learned.append([(r.user_id, r.history_before) for r in records])
+            super().learn(records)
+
+    worker.swap(Spy(MetaRec(cfg), ITEMS, version="v3"))
     handler = make_handler(parts, MemoryUserStore(), RecordingOutput(), [], [])
     gone = FakeEvent(b"u", encode(UserDeletion(event_id="d", user_id="u", ts=TS + 5)), FakeMessage("in", 0, 5, TS))
 
     async def run():
         await handler.finish(handler.begin([event("u", 0, 0), event("u", 1, 1)]))
-        assert "u" in worker.model.stats.history
-        await handler.finish(handler.begin([gone]))
+        await handler.finish(handler.begin([event("u", 2, 2)]))
+        await handler.finish(handler.begin([gone, event("u", 3, 6)]))
+        await worker.settled()
 
     asyncio.run(run())
-    assert "u" not in worker.model.stats.history
+    assert learned == [[("u", ())], [("u", ("i0", "i1"))], [("u", ())]]
+    assert worker.model.stats.book is None  # no per-user memory in the worker
 
 
 def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
@@ -201,6 +213,7 @@ def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
     async def run():
         await handler.finish(handler.begin([rated("u", 0, 0, 4.0), rated("v", 1, 1, 2.0),
                                             rated("w", 2, 2, None, kind="click")]))
+        await worker.settled()
 
     asyncio.run(run())
     stats = worker.model.stats
@@ -226,6 +239,7 @@ def test_a_batch_is_ranked_before_its_events_reach_the_item_statistics(parts):
     async def run():
         await handler.finish(handler.begin([event("u", 0, 0), event("v", 1, 1)]))
         await handler.finish(handler.begin([event("u", 2, 2)]))
+        await worker.settled()
 
     asyncio.run(run())
     assert ranked_with == [start, start + 2]
