@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, catalogue, machine_info, percentiles, train_checkpoint, write_results, zipf_events
-from bench.kafka_tools import WorkerRun, produce_all, scrape
+from bench.kafka_tools import produce_all
+from bench.worker_process import WorkerRun, events_read, scrape_samples, wait_until
 from stream.broker import EmbeddedBroker, free_port
 from stream.settings import Settings
 from stream.topics import app_topic_specs, ensure_topics
@@ -128,18 +129,11 @@ def _producer_main(bootstrap: str, topic: str, keys: list[bytes], values: list[b
 # --- the run -------------------------------------------------------------------------------------------------
 def handler_buckets(port: int) -> dict[float, float]:
     """The worker's ``metarec_api_request_seconds`` histogram: cumulative counts by upper bound (seconds)."""
-    from urllib.request import urlopen
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only
-        text = resp.read().decode()
     out: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "metarec_api_request_seconds_bucket":
-                bound = float(sample.labels["le"])
-                out[bound] = out.get(bound, 0.0) + sample.value
+    for (name, labels), value in scrape_samples(port, timeout_s=10, missing_ok=False).items():
+        if name == "metarec_api_request_seconds_bucket":
+            bound = float(dict(labels)["le"])
+            out[bound] = out.get(bound, 0.0) + value
     return out
 
 
@@ -153,21 +147,6 @@ def bucket_quantiles(before: dict[float, float], after: dict[float, float]) -> d
         hit = next((b for b, c in zip(bounds, counts) if total and c >= total * q / 100), None)
         out[f"p{q}_at_most"] = None if hit is None else (hit * 1000.0 if hit != float("inf") else None)
     return out
-
-
-def events_read(port: int) -> float:
-    samples = scrape(port)
-    return samples.get("metarec_events_total", 0.0)
-
-
-def wait_for(condition, timeout_s: float, what: str, worker: WorkerRun) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"worker exited while waiting for {what}; see {worker.log_path}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.5)  # polling a condition with a deadline
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -194,10 +173,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker = WorkerRun(env, logs / "worker-read-api.log", ROOT, int(env["METAREC_METRICS_PORT"]))
         try:
             warm = zipf_events(args.users * 3, args.users, item_ids, user_exponent=0.5, seed=1, id_prefix="w")
-            wait_for(lambda: "Worker ready" in worker.log_path.read_text(errors="replace"), 300, "the worker",
-                     worker)
+            wait_until(lambda: "Worker ready" in worker.log_text(), 300, "the worker", alive=[worker])
             produce_all(broker.bootstrap, settings.interactions_topic, warm.keys, warm.values)
-            wait_for(lambda: events_read(worker.metrics_port) >= len(warm), 600, "the warm-up events", worker)
+            wait_until(lambda: events_read(worker.metrics_port) >= len(warm), 600, "the warm-up events",
+                       alive=[worker])
             users = sorted({warm.user_ids[u] for u in np.unique(warm.user_of)})
             for n, rate in enumerate(args.rates):
                 phases[str(rate)] = phase(args, broker.bootstrap, settings, worker, port, users, item_ids,
