@@ -84,6 +84,7 @@ def openapi() -> dict[str, Any]:
                                  "with it."),
                         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
                 "404": _error("The user was deleted (and has not come back with a new event)."),
+                "500": _error("An internal error (the worker logs it)."),
                 "503": {**_error("Partitions are being assigned or moving, or the model did not answer in "
                                  "time: retry."), "headers": retry},
             },
