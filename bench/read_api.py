@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, catalogue, machine_info, percentiles, train_checkpoint, write_results, zipf_events
+from bench.common import (
+    RESULTS,
+    catalogue,
+    machine_info,
+    percentiles,
+    train_checkpoint,
+    write_results,
+    zipf_events,
+)
 from bench.kafka_tools import produce_all
 from bench.worker_process import WorkerRun, events_read, scrape_samples, wait_until
 from stream.broker import EmbeddedBroker, free_port
