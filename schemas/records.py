@@ -7,7 +7,7 @@ and map their failures to a small set of reasons, are in :mod:`schemas.decode`.
 Topics and their records:
 
 * ``interactions`` (keyed by ``user_id``): :data:`UserEvent`, a union tagged on ``kind`` —
-  :class:`Interaction`, :class:`UserAttributes`, :class:`UserDeletion`.
+  :class:`Interaction`, :class:`Impression`, :class:`UserAttributes`, :class:`UserDeletion`.
 * ``items`` (keyed by ``item_id``): :class:`ItemEvent`.
 * ``recommendations`` (keyed by ``user_id``): :class:`Recommendation`.
 * ``dead-letters``: the original key and value bytes, the reason in the ``HEADER_*`` Kafka headers below.
@@ -32,6 +32,7 @@ VALUE_ABS_MAX = 1e6
 ATTRIBUTES_MAX = 64
 CATEGORIES_MAX = 64
 RECOMMENDATION_ITEMS_MAX = 1000
+IMPRESSION_ITEMS_MAX = 1000
 
 EventId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, description="Unique per event; dedup key.")
@@ -68,6 +69,22 @@ class Interaction(_Record, tag="interaction"):
     v: Version = 1
 
 
+class Impression(_Record, tag="impression"):
+    """The items a list showed a user (``list_id`` names the list, e.g. a recommendation's ``event_id``).
+
+    What is shown and not taken is evidence too: an item shown and not interacted with within
+    ``METAREC_IMPRESSION_WINDOW_S`` becomes a negative in the user's adaptation, and one shown
+    ``METAREC_IMPRESSION_DEMOTE_AFTER`` times without a take is no longer recommended to them.
+    """
+
+    event_id: EventId
+    user_id: UserId
+    list_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    items: Annotated[list[ItemId], msgspec.Meta(min_length=1, max_length=IMPRESSION_ITEMS_MAX)]
+    ts: Timestamp
+    v: Version = 1
+
+
 class UserAttributes(_Record, tag="user"):
     """Side information about a user (country, plan, ...); replaces the user's attributes as a whole."""
 
@@ -99,6 +116,9 @@ class ItemEvent(_Record, tag="item"):
         default_factory=list
     )
     attributes: Attributes = msgspec.field(default_factory=dict)
+    # false: the item is never recommended (out of stock, withdrawn) until an event says true again; absent
+    # (null): availability stays as it was (a new item starts available)
+    available: bool | None = None
     v: Version = 1
 
 
@@ -121,7 +141,7 @@ class Recommendation(_Record, tag="recommendation"):
     v: Version = 1
 
 
-UserEvent = Union[Interaction, UserAttributes, UserDeletion]
+UserEvent = Union[Interaction, Impression, UserAttributes, UserDeletion]
 
 # --- dead letters: original key and value bytes are kept; why they were refused travels in headers ----------
 HEADER_REASON = "metarec-reason"

@@ -39,7 +39,7 @@ from stream.model_worker import ModelWorker, Served
 from stream.output import OutputProducer
 from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, decode, plan, settle
 from stream.settings import Settings
-from stream.state import Limits, UserState, decode_state
+from stream.state import UserState, decode_state
 from stream.user_store import UserStore
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,7 @@ class BatchHandler:
         self._on_failure = on_failure
         self._recs_topic = settings.recommendations_topic
         self._dead_topic = settings.dead_letters_topic
-        self._rules = Rules(
-            limits=Limits(settings.support_size, settings.seen_max, settings.recent_event_ids),
-            max_event_bytes=settings.max_event_bytes,
-            max_future_skew_s=settings.max_future_skew_s,
-        )
+        self._rules = Rules.of(settings)
         self._inflight: dict[str, _Shared] = {}
         self._serial = settings.pipeline_depth < 1  # 0: finish each batch before taking the next
         self._queue: asyncio.Queue[Flight] = asyncio.Queue(maxsize=max(1, settings.pipeline_depth))
