@@ -6,7 +6,7 @@ to read; a worker whose cost must not grow with the catalogue can afford neither
 column takes the row's lightest slot and inherits its count. Every column whose true count exceeds the row's
 total / K is kept, and a kept count overestimates the truth by at most the row's smallest kept count; the
 heavy neighbours item-kNN votes with are exactly the ones kept. Memory is N x K x 8 bytes (100k items at
-K = 50: 40 MB), and reads gather (rows x K) blocks whatever N is.
+K = 160: 128 MB, the budget), and reads gather (rows x K) blocks whatever N is.
 
 A small catalogue (up to ``DENSE_MAX_ITEMS``) keeps every count instead, in a dense matrix (``DenseTable``): on
 MovieLens' 1,682 films an item co-occurs with most others, and the top 50 alone lost a fifth of the stream
@@ -21,6 +21,15 @@ import numpy as np
 
 EMPTY = -1  # the column id of a free slot
 DENSE_MAX_ITEMS = 4096  # catalogues up to this size keep exact counts (16 M float32 = 64 MB at most)
+TABLE_BYTES = 2**27  # what a bounded table may take (128 MiB): K = TABLE_BYTES / (N x 8), within K_RANGE
+K_RANGE = (50, 400)  # on Last.fm (17.6k items) the top 400 keep 70% of kNN's usage-weighted mass, the top 50 30%
+DENSE_VOTES_MAX = 2**22  # users x items up to which votes are summed into a dense (B, N) buffer (no sort)
+
+
+def neighbours_for(n_items: int) -> int:
+    """How many neighbours a bounded table keeps per item: as many as its memory budget allows, within
+    ``K_RANGE``: a mid-size catalogue keeps its long tails, a huge one stays within memory."""
+    return int(min(max(TABLE_BYTES // max(n_items * 8, 1), K_RANGE[0]), K_RANGE[1]))
 
 
 class NeighbourTable:
@@ -121,10 +130,20 @@ class NeighbourTable:
         vals = np.where(pad[..., None], 0.0, self.vals[safe].astype(np.float64))
         return ids, vals
 
-    def votes(self, rows: np.ndarray, weights: list[np.ndarray]) -> "SortedVotes":
-        """Each user's sum over rows (B, R) (-1: none) of weight x the row's kept counts, per weight set."""
+    def votes(self, rows: np.ndarray, weights: list[np.ndarray]) -> "SortedVotes | DenseVotes":
+        """Each user's sum over rows (B, R) (-1: none) of weight x the row's kept counts, per weight set.
+
+        Summed into a dense (B, N) buffer when that is small (one ``bincount``), else grouped by a sort:
+        the same sums either way, at a cost bounded by the rows' neighbours, not the catalogue."""
         ids, counts = self.gather(rows)  # (B, R, K)
-        return SortedVotes.of(self.n_items, ids, [counts * w[..., None] for w in weights])
+        weighted = [counts * w[..., None] for w in weights]
+        b, n = rows.shape[0], self.n_items
+        if b * n > DENSE_VOTES_MAX:
+            return SortedVotes.of(n, ids, weighted)
+        keys = _batch_keys(n, ids.reshape(b, -1)).ravel()
+        found = keys >= 0
+        sums = np.stack([np.bincount(keys[found], w.ravel()[found], b * n).reshape(b, n) for w in weighted], 1)
+        return DenseVotes(sums)  # (B, A, N)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"ids": self.ids, "vals": self.vals}
@@ -192,9 +211,12 @@ class DenseTable:
 Table = NeighbourTable | DenseTable
 
 
-def make_table(n_items: int, k: int) -> Table:
-    """Exact counts up to ``DENSE_MAX_ITEMS`` items, each row's ``k`` heaviest beyond."""
-    return DenseTable(n_items) if n_items <= DENSE_MAX_ITEMS else NeighbourTable(n_items, k)
+def make_table(n_items: int, k: int | None = None) -> Table:
+    """Exact counts up to ``DENSE_MAX_ITEMS`` items, each row's ``k`` heaviest beyond (by default as many as
+    ``neighbours_for`` allows)."""
+    if n_items <= DENSE_MAX_ITEMS:
+        return DenseTable(n_items)
+    return NeighbourTable(n_items, k or neighbours_for(n_items))
 
 
 def table_to_arrays(table: Table) -> dict[str, np.ndarray]:

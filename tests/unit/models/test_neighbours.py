@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features.neighbours import NeighbourTable, group_sum, lookup
+from models.features.neighbours import NeighbourTable, SortedVotes, group_sum, lookup, neighbours_for
 
 
 def dense(table: NeighbourTable) -> np.ndarray:
@@ -81,10 +81,19 @@ def test_dense_and_bounded_tables_vote_alike_while_rows_fit():
     users = np.array([[0, 3, -1], [5, -1, -1]])
     w = [np.array([[1.0, 0.5, 0.0], [2.0, 0.0, 0.0]]), np.ones((2, 3))]
     want = np.array([[0, 1, 2, 8, -1], [4, 5, 6, 7, 3]])
+    ids, counts = bounded.gather(users)
+    sorted_votes = SortedVotes.of(9, ids, [counts * x[..., None] for x in w])  # what a huge batch would use
     a, b = dense.votes(users, w), bounded.votes(users, w)
     for column in (0, 1):
-        np.testing.assert_allclose(a.at(want, column), b.at(want, column), rtol=1e-5)
-        np.testing.assert_allclose(a.total(column), b.total(column), rtol=1e-5)
-        np.testing.assert_array_equal(a.top(4, column), b.top(4, column))
+        for other in (b, sorted_votes):
+            np.testing.assert_allclose(a.at(want, column), other.at(want, column), rtol=1e-5)
+            np.testing.assert_allclose(a.total(column), other.total(column), rtol=1e-5)
+            np.testing.assert_array_equal(a.top(4, column), other.top(4, column))
     np.testing.assert_allclose(dense.entries(rows[:9], cols[:9]), bounded.entries(rows[:9], cols[:9]), rtol=1e-5)
     np.testing.assert_allclose(dense.top_k(9).vals.sum(1), dense.counts.sum(1), rtol=1e-5)
+
+
+def test_a_bounded_table_keeps_as_many_neighbours_as_its_memory_budget_allows():
+    assert neighbours_for(17_632) == 400  # Last.fm: the long tails fit
+    assert 50 < neighbours_for(100_000) < 400
+    assert neighbours_for(10_000_000) == 50  # never fewer
