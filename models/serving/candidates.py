@@ -88,8 +88,8 @@ def gather_candidates(reader: ContextReader, popular: PopularLists, taste: np.nd
     """
     b, n = len(reader.views.n_seen), reader.stats.n_items
     sources = [
-        reader.knn.top(b, budget.knn),
-        reader.next.top(b, budget.next_items),
+        reader.knn.top(budget.knn),
+        reader.next.top(budget.next_items),
         popular.by_position[reader.bucket][:, : budget.position],
         np.broadcast_to(popular.now[: budget.popular], (b, min(budget.popular, len(popular.now)))),
         taste[:, : budget.taste],
