@@ -18,7 +18,8 @@ from typing import Any
 import faust
 
 from stream.commit_watch import install_commit_watch
-from stream.faust_compat import use_real_highwaters
+from stream.faust_compat import commit_finished_offsets, use_real_highwaters
+from stream.finished_offsets import FinishedOffsets
 from stream.handler import BatchHandler
 from stream.items import install_item_agent
 from stream.metrics import Metrics, install_app_metrics
@@ -58,6 +59,8 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         env={},  # Faust reads BROKER_URL, APP_DATADIR, ... from the environment; only Settings may configure us
     )
     use_real_highwaters(app, settings.kafka_config(), fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    finished = FinishedOffsets([settings.interactions_topic])
+    commit_finished_offsets(app, finished)  # commits follow what the handler finished, not Faust's acks
     interactions_topic = app.topic(
         settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
     )
@@ -75,7 +78,7 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
     @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         handler = BatchHandler(settings, worker, metrics, RocksUserStore(table, output), output, stream.ack,
-                               fail_stop)
+                               fail_stop, finished)
         try:
             async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
                 try:

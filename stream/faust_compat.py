@@ -28,7 +28,14 @@
    values are raw bytes), so Faust's recovery, standbys and rebalancing work on them unchanged.
 
 5. The commit watch (stream/commit_watch.py) reads the consumer's offset bookkeeping
-   (:func:`commit_bookkeeping`, :func:`unacked_offsets`) to tell a stalled commit from an idle partition.
+   (:func:`commit_bookkeeping`, :func:`unacked_offsets`) for its report of a stalled partition.
+
+6. Faust commits a partition up to the first offset it has not seen acked (``Consumer._new_offset``), walking
+   its acked offsets from the committed one. An offset the broker never had (the embedded broker leaves such
+   gaps) is acked by nobody: without a gap record for it, a missing offset right after the committed one is
+   stepped over silently and two or more stall the partition's commit until a restart. The worker knows better:
+   it finishes batches in order, so it records per partition how far everything is done
+   (stream/finished_offsets.py), and :func:`commit_finished_offsets` makes the consumer commit exactly that.
 
 Each use is pinned by tests/unit/stream/test_faust_pins.py, which fails when a faust-streaming upgrade changes
 what it relies on.
@@ -40,11 +47,13 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.types import TP
+
+from stream.finished_offsets import FinishedOffsets
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +191,53 @@ def commit_bookkeeping(consumer: Any,
 def unacked_offsets(consumer: Any, tp: Any) -> list[int]:
     """Offsets of ``tp`` handed to the streams and not acked yet (walks every message in flight)."""
     return [m.offset for m in list(consumer._unacked_messages) if m.tp == tp]
+
+
+# --- 6. commits from metarec's record of finished offsets --------------------------------------------------
+def commit_finished_offsets(app: faust.App, finished: FinishedOffsets) -> None:
+    """Make ``app``'s consumer commit each partition of ``finished.topics`` up to where the worker finished it.
+
+    Faust's commit (``Consumer.force_commit``) asks ``_filter_tps_with_pending_acks`` which partitions to look
+    at, ``_new_offset`` where each may be committed, keeps the offsets beyond the committed one
+    (``_should_commit``) and sends those of assigned partitions. Here ``_new_offset`` answers from ``finished``
+    for our topics (and trims Faust's acked list, which its own rule would have consumed), every partition in
+    ``finished`` is looked at, and revoked partitions are forgotten once Faust has committed them on the way
+    out. Other topics keep Faust's rule.
+    """
+    base: type = app.transport.Consumer
+
+    class FinishedOffsetsConsumer(base):  # type: ignore[misc, valid-type]
+        def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+            tps = set(super()._filter_tps_with_pending_acks(topics))
+            for topic, partition in finished.partitions():
+                tp = TP(topic, partition)
+                if topics is None or tp in topics or topic in topics:
+                    tps.add(tp)
+            return iter(tps)
+
+        def _new_offset(self, tp: TP) -> int | None:
+            if tp.topic not in finished.topics:
+                return super()._new_offset(tp)
+            done = finished.next_offset(tp)
+            if done is not None:
+                _drop_acked_below(self, tp, done)
+            return done
+
+        async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+            await super().on_partitions_revoked(revoked)  # waits for the streams and commits, then lets go
+            finished.forget(revoked)
+
+    app.transport.Consumer = FinishedOffsetsConsumer
+
+
+def _drop_acked_below(consumer: Any, tp: TP, offset: int) -> None:
+    """Forget Faust's acked offsets and gap records of ``tp`` below ``offset`` (committed: nothing reads them)."""
+    acked = consumer._acked.get(tp)
+    if acked and min(acked) < offset:
+        acked[:] = [o for o in acked if o >= offset]
+        index = consumer._acked_index.get(tp)
+        if index:
+            index.intersection_update(acked)
+    gaps = consumer._gap.get(tp)
+    if gaps:
+        gaps.chop(0, offset)

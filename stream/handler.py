@@ -11,13 +11,16 @@ return:
   then the batch's forgets and learned records (enqueued behind its ranking: a batch is ranked before the item
   statistics learn it, and learned before the next batch is ranked);
 - finish: the answers -> ``settle`` -> state writes, tombstones and lists to the producer -> flush -> persist
-  the store's offsets -> ack.
+  the store's offsets -> record how far each source partition is finished (what the worker commits) -> ack.
 
 Why that keeps the guarantees:
 
 - **Offsets.** Each event's message gets an extra reference when the batch begins, so ``take_events``' own ack
-  does not release it; the finisher's ack after the flush does. Faust commits only released offsets, and on a
-  rebalance it waits until every consumed message is released (``stream_wait_empty``).
+  does not release it; the finisher's ack after the flush does, and on a rebalance Faust waits until every
+  consumed message is released (``stream_wait_empty``). Batches finish in order, so after a batch the
+  finisher knows each of its partitions is done up to the batch's last offset there
+  (stream/finished_offsets.py): the consumer commits that, never beyond it and never stuck behind an offset
+  the broker does not have (stream/faust_compat.py, point 6).
 - **State.** A user in several in-flight batches continues from the state the earlier batch left in memory
   (``_inflight``), not from RocksDB, which has not been written yet. A state written to RocksDB may already hold a
   later in-flight batch's events: on a crash those are read again and recognised by their event ids, as any
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from schemas.records import dead_letter_headers
+from stream.finished_offsets import FinishedOffsets, last_offsets
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker, Served
 from stream.output import OutputProducer
@@ -59,6 +63,7 @@ class Flight:
 
     events: Sequence[Any]
     plan: BatchPlan
+    last: dict[tuple[str, int], int]  # the batch's highest offset per source partition
     served: asyncio.Future | None = None
 
 
@@ -70,13 +75,15 @@ class BatchHandler:
     """
 
     def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, store: UserStore,
-                 output: OutputProducer, ack: Callable[[Any], Any], on_failure: Callable[[int], None]) -> None:
+                 output: OutputProducer, ack: Callable[[Any], Any], on_failure: Callable[[int], None],
+                 finished: FinishedOffsets | None = None) -> None:
         self._worker = worker
         self._metrics = metrics
         self._store = store
         self._output = output
         self._ack = ack
         self._on_failure = on_failure
+        self.finished = finished if finished is not None else FinishedOffsets([settings.interactions_topic])
         self._recs_topic = settings.recommendations_topic
         self._dead_topic = settings.dead_letters_topic
         self._rules = Rules(
@@ -120,7 +127,7 @@ class BatchHandler:
         for dead in batch.dead:
             self._send_dead_letter(dead)
         self._metrics.observe_plan(batch)
-        flight = Flight(events, batch)
+        flight = Flight(events, batch, last_offsets((m.topic, m.partition, m.offset) for m in messages))
         if batch.requests:
             flight.served = self._worker.recommend(batch.requests)
         self._worker.forget(batch.forget)  # enqueued behind the ranking just submitted, in this order
@@ -169,6 +176,7 @@ class BatchHandler:
         await self._output.flush()  # every output of the batch acknowledged before its offsets are
         self._store.persist_offsets()
         self._release(flight.plan)
+        self.finished.finish(flight.last)  # before the acks: a shutdown commits as soon as the last one is in
         for event in flight.events:
             await self._ack(event)
 

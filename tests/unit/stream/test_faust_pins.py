@@ -26,6 +26,7 @@ from faust.types import TP
 from intervaltree import IntervalTree
 
 from stream import faust_compat
+from stream.finished_offsets import FinishedOffsets
 
 
 def params(fn: Callable) -> list[str]:
@@ -98,6 +99,92 @@ def test_the_commit_bookkeeping_reads_a_real_consumer_without_changing_it(app):
     for name in ("_acked", "_gap", "_read_offset", "_committed_offset"):
         assert quiet not in getattr(consumer, name), f"reading created an entry in {name}"
     assert isinstance(consumer._gap[tp], IntervalTree)
+
+
+# --- the commit rule (faust_compat point 6) -----------------------------------------------------------------
+def test_faust_s_own_commit_rule_stalls_behind_two_missing_offsets_and_steps_over_one(app):
+    """What faust-streaming 0.15.3 does, and why metarec does not commit by it (issue 17).
+
+    Committed 251 (the next offset to read). Offsets 251 and 252 never acked (the broker has no such messages,
+    or they never reached the streams) and no gap record covering them: no new offset, however often it is
+    asked. Only 251 missing: the commit steps over it without a word.
+    """
+    consumer: Any = app.consumer
+    stalled, skipped = TP("t", 3), TP("t", 2)
+    consumer._committed_offset[stalled] = 251
+    consumer._acked[stalled].extend([253, 254, 255])
+    for _ in range(3):
+        assert consumer._new_offset(stalled) is None
+    assert consumer._acked[stalled] == [253, 254, 255], "nothing is consumed: it stays stuck"
+    consumer._committed_offset[skipped] = 251
+    consumer._acked[skipped].extend([252, 253])
+    assert consumer._new_offset(skipped) == 254, "251 was never acked, yet it is committed past"
+
+
+def test_the_commit_path_asks_the_methods_metarec_replaces():
+    assert params(FaustConsumer._new_offset) == ["self", "tp"]
+    assert params(FaustConsumer._filter_tps_with_pending_acks) == ["self", "topics"]
+    assert params(FaustConsumer.on_partitions_revoked) == ["self", "revoked"]
+    assert "self._filter_tps_with_pending_acks(topics)" in inspect.getsource(FaustConsumer.force_commit)
+    source = inspect.getsource(FaustConsumer._filter_committable_offsets)
+    assert "self._new_offset(tp)" in source and "self._should_commit(tp, offset)" in source
+    revoke = inspect.getsource(FaustConsumer.on_partitions_revoked)
+    assert revoke.index("self._committed_offset.pop") < revoke.index("self._on_partitions_revoked"), (
+        "the app's revoke handler (which waits for the streams and commits) runs after the bookkeeping is "
+        "dropped, so a revoked partition's finished offsets are still committed")
+
+
+def test_commits_follow_the_finished_offsets_whatever_faust_acked(app):
+    finished = FinishedOffsets(["t"])
+    faust_compat.commit_finished_offsets(app, finished)
+    consumer: Any = app.consumer
+    stalled, skipped, other = TP("t", 3), TP("t", 2), TP("other", 0)
+    sent: list[dict] = []
+
+    async def commit(offsets):
+        sent.append(dict(offsets))
+        return True
+
+    async def flush():
+        return None
+
+    consumer._commit = commit
+    consumer.assignment = lambda: {stalled, skipped, other}
+    consumer.app.producer.flush = flush
+    consumer._committed_offset[stalled] = 251
+    consumer._acked[stalled].extend([253, 254, 255])  # Faust alone would stall here
+    consumer._committed_offset[skipped] = 251
+    consumer._acked[skipped].extend([252, 253])  # and step over 251 here
+    consumer._committed_offset[other] = 10
+    consumer._acked[other].extend([10, 11])  # not ours: Faust's rule
+    finished.finish({stalled: 255, skipped: 250})
+
+    assert asyncio.run(consumer.commit()) is True
+    assert sent == [{stalled: 256, other: 12}], "251 of partition 2 is not finished: it stays uncommitted"
+    assert consumer._acked[stalled] == [] and not consumer._acked_index[stalled]
+    finished.finish({skipped: 253})
+    sent.clear()
+    asyncio.run(consumer.commit())
+    assert sent == [{skipped: 254}]
+    asyncio.run(consumer.commit())
+    assert sent == [{skipped: 254}], "nothing new finished: nothing sent"
+
+
+def test_a_revoked_partition_is_forgotten_after_faust_let_go_of_it(app):
+    finished = FinishedOffsets(["t"])
+    faust_compat.commit_finished_offsets(app, finished)
+    consumer: Any = app.consumer
+    kept, revoked = TP("t", 0), TP("t", 1)
+    finished.finish({kept: 5, revoked: 9})
+    seen: list[int | None] = []
+
+    async def on_revoked(tps):  # the app's handler: it commits while the partition is still ours
+        seen.append(finished.next_offset(revoked))
+
+    consumer._on_partitions_revoked = on_revoked
+    asyncio.run(consumer.on_partitions_revoked({revoked}))
+    assert seen == [10]
+    assert finished.next_offset(revoked) is None and finished.next_offset(kept) == 6
 
 
 # --- the consumer the app runs (faust_compat points 2 and 3) ------------------------------------------------

@@ -135,6 +135,7 @@ def test_events_are_acked_only_after_their_outputs_are_flushed(parts):
 
     asyncio.run(run())
     assert acked == [] and store.persisted == 0
+    assert handler.finished.next_offset(("in", 0)) is None, "nothing may be committed"
     output.fail = False
 
     async def again():
@@ -143,6 +144,7 @@ def test_events_are_acked_only_after_their_outputs_are_flushed(parts):
 
     asyncio.run(again())
     assert acked == [0, 1] and store.persisted == 1
+    assert handler.finished.next_offset(("in", 0)) == 2, "committable up to the batch's last offset"
     assert all(e.message.refs == 1 for e in events)  # the extra reference was released, take_events' kept
 
 
