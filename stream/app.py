@@ -94,7 +94,8 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     install_app_metrics(app, metrics, [settings.interactions_topic])
-    install_commit_watch(app, [settings.interactions_topic], metrics.commit_stalls.inc)
+    install_commit_watch(app, settings.kafka_config(), settings.app_id, [settings.interactions_topic], finished,
+                         metrics, interval_s=settings.commit_watch_interval_s, stall_s=settings.commit_stall_s)
     install_item_agent(app, settings, worker, metrics)
     return app
 

@@ -2,10 +2,15 @@
 
 The final state of every user (in the worker's RocksDB and in the table's changelog) must equal a computation
 from scratch over the same events, and every user's latest recommendation must be for their last event.
+
+The seed is ``CRASH_SEED`` from the environment (default below), so a loop over seeds is a shell loop:
+``for s in $(seq 20); do CRASH_SEED=$s pytest tests/integration/test_guarantees_crash.py -k kill_9; done``.
+A wait that times out says where the group stood (tests/integration/group_report.py).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -18,6 +23,7 @@ from schemas.decode import encode
 from stream.app import EXIT_BATCH_FAILED
 from stream.broker import free_port
 from stream.replay import interactions
+from tests.integration.group_report import group_report
 from tests.integration.kafka_helpers import produce
 from tests.integration.workers import (
     WorkerProcess,
@@ -38,7 +44,7 @@ pytestmark = pytest.mark.integration
 
 N_EVENTS = 20_000
 KILLS = 5
-SEED = 20261123
+SEED = int(os.environ.get("CRASH_SEED", "20261123"))
 
 
 def replay_events(n: int, seed: int) -> list:
@@ -63,7 +69,9 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
         kill_after = rng.randint(1, 1000)  # events read by this incarnation (duplicates included)
         try:
             wait_until(lambda: events_read(worker.metrics_port) >= kill_after, 180,
-                       f"incarnation {i} to read {kill_after} events", alive=[worker])
+                       f"incarnation {i} to read {kill_after} events (seed {SEED})", alive=[worker],
+                       progress=lambda: group_report(broker.bootstrap, settings.app_id, settings.interactions_topic,
+                                                     [worker]))
         finally:
             worker.stop(signal.SIGKILL)
     ends = end_offsets(read_to_end(broker.bootstrap, settings.interactions_topic))
@@ -73,8 +81,9 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
 
     worker = WorkerProcess(spec, tmp_path / "worker-final.log")
     try:  # done when the last incarnation has committed the whole topic
-        wait_until(lambda: done() == ends, 420, f"the replay to be committed up to {ends}", alive=[worker],
-                   progress=lambda: f"committed {done()}")
+        wait_until(lambda: done() == ends, 420, f"the replay to be committed up to {ends} (seed {SEED})",
+                   alive=[worker], progress=lambda: group_report(broker.bootstrap, settings.app_id,
+                                                                 settings.interactions_topic, [worker]))
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
 
