@@ -51,6 +51,7 @@ class UserState(msgspec.Struct, array_like=True):
     # per source "topic:partition", the offset of the last event applied from it: a user's events come from one
     # partition in offset order, so anything at or below it is a redelivery, however long ago it was applied
     offsets: dict[str, int] = msgspec.field(default_factory=dict)
+    seq: int = 0  # lists sent to this user (Recommendation.seq): changelogged, so it never goes back
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,16 @@ def encode_state(state: UserState) -> bytes:
 def decode_state(raw: bytes | None) -> UserState:
     """A stored state, or a fresh one for a user we have never seen."""
     return UserState() if not raw else _decoder.decode(raw)
+
+
+_CONTAINERS = tuple(f.name for f in msgspec.structs.fields(UserState) if f.default_factory in (list, dict))
+
+
+def copy_state(state: UserState) -> UserState:
+    """A copy that in-place changes to ``state`` do not reach: its lists and dicts are copied (their items are
+    immutable: frozen structs, strings, numbers), the rest is shared. What a user's state was before a batch, kept
+    in case the model fails on the user and the batch must be undone (stream/handler.py)."""
+    return msgspec.structs.replace(state, **{name: getattr(state, name).copy() for name in _CONTAINERS})
 
 
 def is_redelivery(state: UserState, source: str, offset: int, ts: float) -> bool:
