@@ -1,7 +1,11 @@
 """Crash: ``kill -9`` at seeded random points during a replay, restarting each time, loses and doubles nothing.
 
 The final state of every user (in the worker's RocksDB and in the table's changelog) must equal a computation
-from scratch over the same events, and every user's latest recommendation must be for their last event.
+from scratch over the same events, every user's latest recommendation must be for their last event, and every
+event must be answered by a list (at-least-once output). A batch sends one list per user, for the user's latest
+event in it, and the list names the first of the user's events it answers (``first_event_id``): the user's events
+from there to ``event_id``, in produced order, were in that batch. So "every event has its list" is exact: each
+event lies in the range of some list on the topic, from whichever incarnation, or a list was lost.
 
 The seed is ``CRASH_SEED`` from the environment (default below), so a loop over seeds is a shell loop:
 ``for s in $(seq 20); do CRASH_SEED=$s pytest tests/integration/test_guarantees_crash.py -k kill_9; done``.
@@ -19,7 +23,8 @@ import sys
 import pytest
 
 from models.data.synthetic import generate
-from schemas.decode import encode
+from schemas.decode import decode_recommendation, encode
+from schemas.records import Interaction, Recommendation
 from stream.app import EXIT_BATCH_FAILED
 from stream.broker import free_port
 from stream.replay import interactions
@@ -33,7 +38,6 @@ from tests.integration.workers import (
     committed_offsets,
     end_offsets,
     events_read,
-    last_recommendations,
     read_to_end,
     read_user_states,
     reference_states,
@@ -90,11 +94,37 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
     expected = reference_states(events)
     assert_states_equal(read_user_states(spec.data_dir), expected, "RocksDB after the last restart")
     assert_states_equal(changelog_states(broker.bootstrap, settings.app_id), expected, "the table's changelog")
-    latest = last_recommendations(broker.bootstrap, settings.recommendations_topic)
+    lists = read_to_end(broker.bootstrap, settings.recommendations_topic)
+    unanswered = unanswered_events([decode_recommendation(m.value()) for m in lists if m.value() is not None],
+                                   events)
+    assert not unanswered, f"{len(unanswered)} events have no list, e.g. {unanswered[:5]}"
+    latest: dict[str, Recommendation] = {}
+    kept: dict[str, Recommendation] = {}  # what a consumer keeps by the README's rule: the highest seq, ties later
+    for rec in (decode_recommendation(m.value()) for m in lists if m.value() is not None):
+        latest[rec.user_id] = rec
+        if rec.user_id not in kept or rec.seq >= kept[rec.user_id].seq:
+            kept[rec.user_id] = rec
     last_ids = {e.user_id: e.event_id for e in events}
     stale = {u: (latest[u].event_id if latest.get(u) else None, e) for u, e in last_ids.items()
              if latest.get(u) is None or latest[u].event_id != e}
     assert not stale, f"{len(stale)} users' latest list is not for their last event: {list(stale.items())[:3]}"
+    wrong = {u: (kept[u].event_id, kept[u].seq) for u, e in last_ids.items() if kept[u].event_id != e}
+    assert not wrong, f"keeping the highest seq kept a list for an older event: {list(wrong.items())[:3]}"
+
+
+def unanswered_events(lists: list[Recommendation], events: list[Interaction]) -> list[str]:
+    """The events no list answers: a list answers its user's events from ``first_event_id`` to ``event_id``, in
+    the order they were produced (fails on a list whose range is not such a run)."""
+    order: dict[str, list[str]] = {}
+    for e in events:
+        order.setdefault(e.user_id, []).append(e.event_id)
+    position = {event_id: i for ids in order.values() for i, event_id in enumerate(ids)}
+    answered: set[str] = set()
+    for rec in lists:
+        first, last = position[rec.first_event_id or rec.event_id], position[rec.event_id]
+        assert first <= last, f"list {rec.seq} of {rec.user_id} answers {rec.first_event_id}..{rec.event_id}"
+        answered.update(order[rec.user_id][first:last + 1])
+    return [e.event_id for e in events if e.event_id not in answered]
 
 
 FAILING_WORKER = """
