@@ -133,6 +133,8 @@ def _validation_reason(message: str) -> str:
         return "unsupported_version"
     if path == "$.kind" and what.startswith("Invalid value"):
         return "unknown_kind"
+    if what.startswith("Invalid enum value"):
+        return "invalid"  # before the tests below: the message quotes the producer's text, which may hold " >= "
     if what.startswith("Object missing required field"):
         return "missing_field"
     if what == "Number out of range" or " of length " in what or " >= " in what or " <= " in what:

@@ -18,7 +18,7 @@ import time
 from collections import Counter as PyCounter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from schemas.decode import REASONS
 from stream.monitoring import Monitor, MonitorConfig
@@ -54,6 +54,7 @@ class Metrics:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, and a start time that shows restarts
         self._declare_pipeline(self.registry)
         self._declare_model(self.registry)
         self._declare_windows(self.registry)
