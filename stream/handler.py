@@ -49,7 +49,18 @@ from stream.finished_offsets import FinishedOffsets, last_offsets
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker, Ranking
 from stream.output import OutputProducer
-from stream.pipeline import BatchPlan, Decoded, DeadLetter, RawMessage, Rules, UserWork, decode, plan, replan, settle
+from stream.pipeline import (
+    BatchPlan,
+    DeadLetter,
+    Decoded,
+    RawMessage,
+    Rules,
+    UserWork,
+    decode,
+    plan,
+    replan,
+    settle,
+)
 from stream.settings import Settings
 from stream.state import Limits, UserState, copy_state, decode_state
 from stream.user_store import UserStore

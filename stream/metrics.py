@@ -18,7 +18,14 @@ import time
 from collections import Counter as PyCounter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from schemas.decode import REASONS
 from stream.monitoring import Monitor, MonitorConfig

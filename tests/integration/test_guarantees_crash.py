@@ -74,8 +74,8 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(broker, topic_prefix,
         try:
             wait_until(lambda: events_read(worker.metrics_port) >= kill_after, 180,
                        f"incarnation {i} to read {kill_after} events (seed {SEED})", alive=[worker],
-                       progress=lambda: group_report(broker.bootstrap, settings.app_id, settings.interactions_topic,
-                                                     [worker]))
+                       progress=lambda w=worker: group_report(broker.bootstrap, settings.app_id,
+                                                              settings.interactions_topic, [w]))
         finally:
             worker.stop(signal.SIGKILL)
     ends = end_offsets(read_to_end(broker.bootstrap, settings.interactions_topic))

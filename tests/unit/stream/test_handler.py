@@ -338,7 +338,7 @@ def test_a_poison_event_dead_letters_its_user_s_events_and_the_rest_of_the_batch
     """The model fails on one user's request: that user's events of the batch go to dead-letters with reason
     model_error and leave their state as it was, the other users are served, nobody exits, and the user's next
     event is processed normally (the poison is not in their state)."""
-    settings, worker, metrics = parts
+    _settings, worker, metrics = parts
     model = poisoned(worker)
     store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
     handler = make_handler(parts, store, output, acked, failures)
@@ -367,7 +367,7 @@ def test_a_poison_event_dead_letters_its_user_s_events_and_the_rest_of_the_batch
 def test_a_later_unfinished_batch_of_the_user_is_planned_again_without_the_poison(parts):
     """Pipelined: the user's next batch began from the state that held the poison. It is planned again on the
     state without it and ranked again: its event is served and learned once, and the poison is nowhere."""
-    settings, worker, metrics = parts
+    _settings, worker, _metrics = parts
     model = poisoned(worker)
     store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
     handler = make_handler(parts, store, output, acked, failures)

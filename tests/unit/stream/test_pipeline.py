@@ -232,7 +232,7 @@ def test_each_list_counts_in_the_user_s_seq_and_names_the_events_it_answers():
     assert stored.seq == 1, "the state remembers the list it sent"
     again = run_plan([ev(4, "a")], {"a": stored})  # the same event, redelivered
     assert again.processed == 0 and again.duplicates == 1
-    (key, value), = settle(again, [answer(["z"])], NOW + 1).lists
+    (_key, value), = settle(again, [answer(["z"])], NOW + 1).lists
     assert decode_recommendation(value).seq == 2 and decode_recommendation(value).event_id == "e4"
 
 
