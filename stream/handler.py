@@ -90,7 +90,8 @@ class Flight:
     # state an unfinished batch left (read at most once)
     before: dict[str, bytes | UserState | None]
     ranking: Ranking | None = None
-    again: dict[str, Ranking] = field(default_factory=dict)  # users planned again after an earlier failure
+    # users planned again after an earlier batch of theirs failed: each new ranking, the last one answers
+    again: dict[str, list[Ranking]] = field(default_factory=dict)
 
 
 class BatchHandler:
@@ -224,8 +225,8 @@ class BatchHandler:
         answers = list(await flight.ranking.answers) if flight.ranking is not None else []
         if flight.again:
             index = {work.user_id: i for i, work in enumerate(flight.plan.wanted)}
-            for user_id, ranking in flight.again.items():
-                (answers[index[user_id]],) = await ranking.answers
+            for user_id, rankings in flight.again.items():
+                (answers[index[user_id]],) = await rankings[-1].answers
         for answer in answers:
             if isinstance(answer, BaseException) and (
                     not isinstance(answer, Exception) or isinstance(answer, BatcherClosed)):
@@ -256,8 +257,10 @@ class BatchHandler:
                           self._worker.objective)
             state = _merge(later.plan, part)
             if part.requests:  # the request queued at begin asked about the state with the failed events
-                later.again[user_id] = again = self._worker.recommend(part.requests)
-                self._worker.learn(part.learned, after=again, instead_of=later.ranking)
+                earlier = [later.ranking, *later.again.get(user_id, [])]
+                again = self._worker.recommend(part.requests)
+                later.again.setdefault(user_id, []).append(again)
+                self._worker.learn(part.learned, after=again, instead_of=[r for r in earlier if r is not None])
         self._inflight[user_id].state = state
 
     def _release(self, batch: BatchPlan) -> None:

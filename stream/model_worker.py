@@ -109,7 +109,7 @@ class ModelWorker:
         return ranking
 
     def learn(self, records: Sequence[LearnedUser], after: Ranking | None = None,
-              instead_of: Ranking | None = None) -> None:
+              instead_of: Sequence[Ranking] = ()) -> None:
         """Count these users' new interactions into the item statistics, on the model thread, after every
         ranking queued so far and before any queued later.
 
@@ -118,14 +118,14 @@ class ModelWorker:
         statistics have not counted. Each record carries the user's history, so nothing per user is kept here.
 
         ``after``: the ranking of these users just queued; a user the model failed on there is not learned (the
-        handler dead-letters their events). ``instead_of``: an earlier ranking of the same events that learned
-        every user it did not fail on (a user ranked again after an earlier batch of theirs failed): only the
-        users it failed on are learned now, so no event is counted twice.
+        handler dead-letters their events). ``instead_of``: earlier rankings of the same events, each followed
+        by a learn of the users it did not fail on (a user ranked again after an earlier batch of theirs
+        failed): only users that failed in every one are learned now, so no event is counted twice.
         """
         if records:
             def job() -> None:
                 keep = [r for r in records if (after is None or r.user_id not in after.failed)
-                        and (instead_of is None or r.user_id in instead_of.failed)]
+                        and all(r.user_id in earlier.failed for earlier in instead_of)]
                 if keep:
                     self._model.learn(keep)
             self._batcher.call_soon(job)

@@ -292,12 +292,12 @@ def test_a_deletion_withdraws_the_list_and_the_state_and_bad_events_are_dead_let
 
 
 class Poisoned(Recommender):
-    """A model that cannot rank any user who has the item ``poison``, and records what it learns."""
+    """A model that cannot rank any user who has an item named ``poison...``, and records what it learns."""
 
     learned: list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 
     def recommend(self, requests, k, **kw):
-        if any("poison" in r.history for r in requests):
+        if any(item.startswith("poison") for r in requests for item in r.history):
             raise RuntimeError("planted: the model cannot rank poison")
         return super().recommend(requests, k, **kw)
 
@@ -391,3 +391,26 @@ def test_a_later_unfinished_batch_of_the_user_is_planned_again_without_the_poiso
     learned_v = [(history, events) for user, history, events in model.learned if user == "v"]
     assert learned_v == [((), ("i2",)), (("i2",), ("i3",))], "each event once, with a history without poison"
     assert not handler._inflight and not handler._flights
+
+
+def test_two_poison_batches_in_flight_leave_the_third_planned_on_neither(parts):
+    """The user's first two unfinished batches each hold a poison item: the third is planned again twice, served
+    from a state with neither, and its event is learned exactly once."""
+    _settings, worker, _metrics = parts
+    model = poisoned(worker)
+    store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
+    handler = make_handler(parts, store, output, acked, failures)
+
+    async def run():
+        flights = [handler.begin([on_item("v", 0, 0, "poison-1")]), handler.begin([on_item("v", 1, 1, "poison-2")]),
+                   handler.begin([event("v", 3, 2)])]
+        for flight in flights:
+            await handler.finish(flight)
+        await worker.settled()
+
+    asyncio.run(run())
+    assert not failures
+    assert dead_letters(output) == [(b"v", "model_error", "0"), (b"v", "model_error", "1")]
+    assert [(r.event_id, r.seq) for r in lists_sent(output)[b"v"]] == [("v-3", 1)]
+    assert decode_state(store.get(0, b"v")).seen == ["i3"]
+    assert [(user, events) for user, _history, events in model.learned] == [("v", ("i3",))]
