@@ -174,21 +174,21 @@ def install_commit_watch(app: Any, kafka_config: Mapping[str, Any], group: str, 
 
     ``metrics`` is a :class:`stream.metrics.Metrics`; ``finished`` the worker's record of finished offsets.
     """
-    watch = CommitWatch(stall_s)
+    watch, wanted = CommitWatch(stall_s), set(topics)
     probe: GroupOffsets | None = None
 
     @app.timer(interval_s)
     async def metarec_commit_watch() -> None:
         nonlocal probe
         if probe is None:
-            probe = GroupOffsets(kafka_config, group, topics)
+            probe = GroupOffsets(kafka_config, group, wanted)
         try:
             commits = await asyncio.to_thread(probe.read)
         except Exception as exc:  # noqa: BLE001 - a broker hiccup must not stop the worker; try again next time
             log.warning("commit watch could not read the group's offsets: %s", exc)
             return
         consumer = app.consumer
-        held = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
+        held = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in wanted}
         new, recovered = watch.check(commits)
         metrics.commit_stalls.inc(len(new))
         metrics.observe_commits(commits, set(watch.stalled), {
