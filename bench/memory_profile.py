@@ -34,8 +34,9 @@ from bench.common import (
     write_results,
     zipf_events,
 )
-from bench.kafka_tools import WorkerRun, produce_all, scrape
+from bench.kafka_tools import produce_all
 from bench.throughput import fresh_settings, worker_env
+from bench.worker_process import WorkerRun, scrape
 from stream.broker import EmbeddedBroker
 
 log = logging.getLogger("bench.memory_profile")
