@@ -18,7 +18,12 @@ from typing import Any
 import faust
 
 from stream.commit_watch import install_commit_watch
-from stream.faust_compat import commit_finished_offsets, use_real_highwaters
+from stream.faust_compat import (
+    commit_finished_offsets,
+    fetch_only_active_partitions,
+    keep_changelog_records,
+    use_real_highwaters,
+)
 from stream.finished_offsets import FinishedOffsets
 from stream.handler import BatchHandler
 from stream.items import install_item_agent
@@ -73,6 +78,8 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         partitions=settings.partitions,
         help="Per-user state (msgpack UserState).",
     )
+    fetch_only_active_partitions(app)  # recovery and standbys never lose a changelog record they fetched
+    keep_changelog_records(app)
     output = OutputProducer(settings.kafka_config())
 
     @app.agent(interactions_topic, name="interactions")

@@ -13,6 +13,30 @@
    reads the last batch of each partition to the end of the partition (a few records; one on Apache Kafka,
    where the two agree) and reports where that is.
 
+   Recovery also lost changelog records the consumer had fetched, on any broker (bench/soak.py lost events this
+   way, issue 17). Faust "pauses" a partition by leaving it out of the set of active partitions it hands to
+   aiokafka's ``Fetcher.fetched_records``; aiokafka goes on fetching it in the background. That set is Faust's
+   live ``_active_partitions``, read on the consumer thread while the main loop changes it, and aiokafka takes
+   an empty set for "every partition". When the active partitions' recovery ends (Faust pauses them: the set is
+   empty) while a fetch is waiting for records, and the standby partitions were just sought but not resumed
+   yet, aiokafka hands over the standby records it prefetched, moving their positions, and Faust drops them as
+   not active. Nothing fetches them again: the standby's first records are missing (a hole of one fetch, up to
+   1 MB per partition), the standby persists offsets past them as it applies the next ones, and a worker that
+   later takes the partition over restores only from there and serves its users from states without those
+   writes, overwriting newer states with older ones. :func:`fetch_only_active_partitions` hands aiokafka a copy
+   of the active set taken when the fetch is asked for, and asks nothing when it is empty.
+
+   A smaller window of the same kind: each resume of the app's flow control
+   clears every queue made with ``clear_on_resume``, the tables' changelog queue among them, and Faust's
+   recovery resumes the flow again after a standby partition started fetching (``Recovery._restart_recovery``
+   resumes the standbys, then ``on_recovery_completed`` resumes the flow once more). The clear drops the standby
+   records waiting in the queue; the consumer has moved past them and never fetches them again, and the standby
+   takes the next record it sees as progress and persists its offset: the same hole. (Found by reading the code,
+   shown by tests/unit/stream/test_faust_pins.py; the soak's traces did not catch it in the act.)
+   :func:`keep_changelog_records` leaves the changelog queue alone on a resume of a flow that was not
+   suspended; a revocation still clears it (it suspends the flow first, and the next assignment seeks every
+   changelog partition back to what its store holds).
+
 3. Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500``, fixed. Apache Kafka answers a waiting
    Fetch as soon as data arrives, so the value is harmless there; the embedded broker holds an empty Fetch for
    the whole wait even when records arrive meanwhile, so an event waited ~0.4 s on average (up to 1.5 s) before
@@ -149,6 +173,56 @@ def _read_to_eof(consumer: Consumer, pending: set[TP], deadline: float) -> dict[
         elif err is not None:
             log.debug("end probe: %s", err)
     return ends
+
+
+def fetch_only_active_partitions(app: faust.App) -> None:
+    """Make ``app``'s consumer fetch records of the partitions active when it asks, and none when none are.
+
+    Faust's ``Consumer._wait_next_records`` passes its live set of active partitions down to the consumer
+    thread; a copy keeps records of partitions paused meanwhile, or never resumed, in aiokafka's buffer instead
+    of handing them to Faust, which would drop them (point 2). A partition paused while its records are on the
+    way is still dropped by Faust, but every such pause (a revocation, the end of a recovery) is followed by a
+    seek before the partition is read again.
+    """
+    base: type = app.transport.Consumer
+
+    class ActivePartitionsConsumer(base):  # type: ignore[misc, valid-type]
+        async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+            if active_partitions is None:  # client-only apps read everything
+                return await super()._getmany(None, timeout)
+            active = frozenset(active_partitions)
+            if not active:
+                return {}
+            return await super()._getmany(active, timeout)
+
+    app.transport.Consumer = ActivePartitionsConsumer
+
+
+def keep_changelog_records(app: faust.App) -> None:
+    """Keep the tables' changelog queue when the app's flow is resumed while it is not suspended (point 2).
+
+    Agents' queues are cleared on every resume as before: they can hold records fetched before the stream
+    partitions were sought to their committed offsets, and Faust's ``on_recovery_completed`` relies on that.
+    """
+    flow = app.flow_control
+    queue = app.tables.changelog_queue
+    resume_flow, clear_queue = flow.resume, queue.clear
+    flowing = False  # set while a resume of an unsuspended flow runs
+
+    def resume() -> None:
+        nonlocal flowing
+        flowing = flow.is_active()
+        try:
+            resume_flow()
+        finally:
+            flowing = False
+
+    def clear() -> None:
+        if not flowing:
+            clear_queue()
+
+    flow.resume = resume  # instance attributes: only this app's flow control and queue change
+    queue.clear = clear
 
 
 # --- 4. the users table, partition by partition ------------------------------------------------------------
