@@ -55,7 +55,7 @@ class DecodeError(ValueError):
 
 
 def decode_user_event(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> UserEvent:
-    """Decode one ``interactions`` payload into an Interaction, UserAttributes or UserDeletion."""
+    """Decode one ``interactions`` payload into an Interaction, Impression, UserAttributes or UserDeletion."""
     return _decode(_user_decoder, raw, max_bytes)
 
 

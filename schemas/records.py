@@ -7,7 +7,7 @@ and map their failures to a small set of reasons, are in :mod:`schemas.decode`.
 Topics and their records:
 
 * ``interactions`` (keyed by ``user_id``): :data:`UserEvent`, a union tagged on ``kind`` —
-  :class:`Interaction`, :class:`UserAttributes`, :class:`UserDeletion`.
+  :class:`Interaction`, :class:`Impression`, :class:`UserAttributes`, :class:`UserDeletion`.
 * ``items`` (keyed by ``item_id``): :class:`ItemEvent`.
 * ``recommendations`` (keyed by ``user_id``): :class:`Recommendation`.
 * ``dead-letters``: the original key and value bytes; why and where from in Kafka headers
@@ -33,6 +33,7 @@ VALUE_ABS_MAX = 1e6
 ATTRIBUTES_MAX = 64
 CATEGORIES_MAX = 64
 RECOMMENDATION_ITEMS_MAX = 1000
+IMPRESSION_ITEMS_MAX = 1000
 
 EventId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, description="Unique per event; dedup key.")
@@ -69,6 +70,22 @@ class Interaction(_Record, tag="interaction"):
     v: Version = 1
 
 
+class Impression(_Record, tag="impression"):
+    """The items a list showed a user (``list_id`` names the list, e.g. a recommendation's ``event_id``).
+
+    What is shown and not taken is evidence too: an item shown and not interacted with within
+    ``METAREC_IMPRESSION_WINDOW_S`` becomes a negative in the user's adaptation, and one shown
+    ``METAREC_IMPRESSION_DEMOTE_AFTER`` times without a take is no longer recommended to them.
+    """
+
+    event_id: EventId
+    user_id: UserId
+    list_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    items: Annotated[list[ItemId], msgspec.Meta(min_length=1, max_length=IMPRESSION_ITEMS_MAX)]
+    ts: Timestamp
+    v: Version = 1
+
+
 class UserAttributes(_Record, tag="user"):
     """Side information about a user (country, plan, ...); replaces the user's attributes as a whole."""
 
@@ -100,6 +117,9 @@ class ItemEvent(_Record, tag="item"):
         default_factory=list
     )
     attributes: Attributes = msgspec.field(default_factory=dict)
+    # false: the item is never recommended (out of stock, withdrawn) until an event says true again; absent
+    # (null): availability stays as it was (a new item starts available)
+    available: bool | None = None
     v: Version = 1
 
 
@@ -126,7 +146,8 @@ class Recommendation(_Record, tag="recommendation"):
     seq: Annotated[int, msgspec.Meta(ge=0, description=(
         "The lists sent to this user so far, this one included: it never goes back, also across restarts "
         "(kept in the user's changelogged state). Keep the highest per user; on equal seq (a worker that "
-        "crashed while sending), the later on the topic. 0: from a worker that predates seq."))] = 0
+        "crashed while sending), the later on the topic. 0: no list sent on the topic (a read-API answer ranked "
+        "on request) or one from a worker that predates seq."))] = 0
     first_event_id: Annotated[EventId | None, msgspec.Meta(description=(
         "The first of the user's events this list answers: the user's events from first_event_id to event_id, "
         "in the order they were produced, were applied in one batch (after a deletion in it, only those after "
@@ -134,7 +155,7 @@ class Recommendation(_Record, tag="recommendation"):
     v: Version = 1
 
 
-UserEvent = Union[Interaction, UserAttributes, UserDeletion]
+UserEvent = Union[Interaction, Impression, UserAttributes, UserDeletion]
 
 # --- dead letters: original key and value bytes are kept; why they were refused travels in headers ----------
 DeadLetterReason = Literal[

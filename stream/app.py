@@ -30,6 +30,7 @@ from stream.items import install_item_agent
 from stream.metrics import Metrics, install_app_metrics
 from stream.model_worker import ModelWorker
 from stream.output import OutputProducer
+from stream.read_api import install_read_api
 from stream.settings import Settings
 from stream.user_store import RocksUserStore
 
@@ -58,7 +59,7 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, 2 * settings.take_max),
         producer_linger=0.001,
-        web_enabled=False,
+        **_web_options(settings),
         autodiscover=False,
         worker_redirect_stdouts=False,
         env={},  # Faust reads BROKER_URL, APP_DATADIR, ... from the environment; only Settings may configure us
@@ -103,8 +104,29 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
     install_app_metrics(app, metrics, [settings.interactions_topic])
     install_commit_watch(app, settings.kafka_config(), settings.app_id, [settings.interactions_topic], finished,
                          metrics, interval_s=settings.commit_watch_interval_s, stall_s=settings.commit_stall_s)
-    install_item_agent(app, settings, worker, metrics)
+    follower = install_item_agent(app, settings, worker, metrics)
+    if settings.api_enabled:
+        install_read_api(app, settings, worker, table, metrics.registry, follower)
     return app
+
+
+def _web_options(settings: Settings) -> dict[str, Any]:
+    """Faust's web server: on only for the read API, and then without Faust's own pages, which would show
+    table contents and the cluster's layout to anyone who can reach the port."""
+    if not settings.api_enabled:
+        return {"web_enabled": False}
+    return {
+        "web_enabled": True,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "canonical_url": settings.web_url,
+        "web_in_thread": settings.api_thread,
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        "web_stats_enabled": False,
+        "web_graph_enabled": False,
+        "web_metrics_enabled": False,
+    }
 
 
 def fail_stop(batch_size: int) -> None:

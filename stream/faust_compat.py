@@ -61,6 +61,15 @@
    it finishes batches in order, so it records per partition how far everything is done
    (stream/finished_offsets.py), and :func:`commit_finished_offsets` makes the consumer commit exactly that.
 
+7. The read API (stream/read_api.py) routes a request to the worker that owns the user's partition, as
+   Faust's ``@app.table_route`` does, but from the partition itself (:func:`owner_url`): ``table_route``
+   finds it by hashing the key with Faust's own producer's partitioner (murmur2), while producers of
+   ``interactions`` may use another (stream/partitioning.py), and it needs that producer's metadata of the
+   changelog topic, which metarec's producer (stream/output.py) never asks Faust for. The owner comes from the
+   same place Faust's router reads (the partition assignor's table metadata, ``app.router.table_metadata``),
+   and the request is forwarded with Faust's HTTP client (:func:`forward`), as ``Router.route_req`` does (or
+   with a session of the web thread's own loop, when the web server runs in a thread: ``web_in_thread``).
+
 Each use is pinned by tests/unit/stream/test_faust_pins.py, which fails when a faust-streaming upgrade changes
 what it relies on.
 """
@@ -76,6 +85,7 @@ from typing import Any, Iterator, Mapping
 import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.types import TP
+from yarl import URL
 
 from stream.finished_offsets import FinishedOffsets
 
@@ -315,3 +325,40 @@ def _drop_acked_below(consumer: Any, tp: TP, offset: int) -> None:
     gaps = consumer._gap.get(tp)
     if gaps:
         gaps.chop(0, offset)
+
+
+# --- 7. the read API: who owns a partition, and asking them ------------------------------------------------
+def owner_url(app: Any, table: Any, partition: int) -> URL | None:
+    """The canonical URL of the worker whose active partitions of ``table`` include ``partition`` (None while
+    no assignment says: before the first rebalance completes)."""
+    topic = changelog_topic_name(table)
+    for url, topics in app.router.table_metadata(table.name).items():
+        if partition in (topics.get(topic) or ()):
+            return URL(url)
+    return None
+
+
+def is_this_worker(app: Any, url: URL) -> bool:
+    """``url`` is this worker's canonical URL (compared as Faust's router compares: host and port)."""
+    own = app.conf.canonical_url
+    return (url.host, url.port) == (own.host, own.port)
+
+
+def on_web_cleanup(app: Any, cleanup: Any) -> None:
+    """Run ``cleanup`` (an ``async`` function of the aiohttp application) when the web server shuts down, in
+    the web server's own loop (aiohttp's ``on_cleanup`` signal of Faust's aiohttp application)."""
+    app.web.web_app.on_cleanup.append(cleanup)
+
+
+async def forward(app: Any, url: URL, path_qs: str, headers: Mapping[str, str], timeout_s: float,
+                  session: Any = None) -> tuple[int, bytes, str]:
+    """GET ``path_qs`` from the worker at ``url``: (status, body, content type). With Faust's HTTP client,
+    unless ``session`` is given (a web server on its own thread has its own event loop, and an aiohttp session
+    serves only the loop it was made in)."""
+    import aiohttp
+
+    target = url.join(URL(path_qs, encoded=True))
+    client = app.http_client if session is None else session
+    async with client.get(target, headers=dict(headers),
+                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        return response.status, await response.read(), response.content_type

@@ -62,7 +62,7 @@ from stream.pipeline import (
     settle,
 )
 from stream.settings import Settings
-from stream.state import Limits, UserState, copy_state, decode_state
+from stream.state import UserState, copy_state, decode_state
 from stream.user_store import UserStore
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,7 @@ class BatchHandler:
         self.finished = finished if finished is not None else FinishedOffsets([settings.interactions_topic])
         self._recs_topic = settings.recommendations_topic
         self._dead_topic = settings.dead_letters_topic
-        self._rules = Rules(
-            limits=Limits(settings.support_size, settings.seen_max, settings.recent_event_ids),
-            max_event_bytes=settings.max_event_bytes,
-            max_future_skew_s=settings.max_future_skew_s,
-        )
+        self._rules = Rules.of(settings)
         self._inflight: dict[str, _Shared] = {}
         self._flights: deque[Flight] = deque()  # begun and not finished, oldest first
         self._serial = settings.pipeline_depth < 1  # 0: finish each batch before taking the next

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Collection, Sequence
 
 import torch
 
@@ -140,6 +140,25 @@ class ModelWorker:
         if user_ids:
             self._batcher.call_soon(lambda: [self._model.forget(u) for u in user_ids])
 
+    def rank(self, request: AdaptRequest, k: int, only: Collection[str] | None = None) -> asyncio.Future[Served]:
+        """Rank one user now, off the stream's batches (the read API: a cold start, a filtered list): ``k``
+        items, restricted to ``only`` when given. Runs on the model thread between the stream's rankings;
+        nothing is learned or stored."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Served] = loop.create_future()
+
+        def job() -> None:
+            model = self._model
+            try:
+                (result,) = model.recommend([request], k, only=only)
+            except Exception as exc:  # noqa: BLE001 - the caller's future carries it
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+                return
+            loop.call_soon_threadsafe(_settle, done, Served(result, model.version), None)
+
+        self._batcher.call_soon(job)
+        return done
+
     def _run_batch(self, items: Sequence[tuple[Ranking, AdaptRequest]]) -> list[Served]:
         model = self._model  # one version for the whole batch
         results = model.recommend([request for _, request in items], self._settings.top_k)
@@ -154,6 +173,7 @@ class ModelWorker:
         """Serve ``model`` from the next batch on."""
         old = self._model.version
         model.candidates = self._candidates
+        model.availability = self._model.availability  # what may be recommended is the worker's, not a version's
         self._model = model
         self._metrics.serving(model.version)
         self._metrics.catalogue_size.set(len(model.item_ids))
@@ -202,3 +222,12 @@ def _record_failure(item: tuple[Ranking, AdaptRequest], _error: BaseException) -
     """On the model thread: the model failed on this request alone; the jobs queued after its group read it."""
     ranking, request = item
     ranking.failed.add(request.user_id)
+
+
+def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller gave up meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

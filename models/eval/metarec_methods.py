@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from models.core.metalearner import MetaRec
+from models.core.targets import EventWeights, count_weight
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query
 from models.serving.recommender import CandidateBudget, Recommender
@@ -65,6 +66,7 @@ class Schedule:
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
     candidates: CandidateBudget = CandidateBudget()  # retrieve-then-rank, as the worker serves
+    event_weights: EventWeights | None = None  # the operator's event weights, as the worker's (None: defaults)
 
 
 class TrainingCache:
@@ -165,7 +167,8 @@ class MetarecMethod:
         self.template = log_
         self.period = self.schedule.retrain_every or max(1, len(log_) // 2)
         self.since = 0
-        self.unobserved: list[tuple[str, str, float, float | None]] = []  # learned, not yet in the statistics
+        # learned, not yet in the statistics: (user, item, ts, rating or None, count weight)
+        self.unobserved: list[tuple[str, str, float, float | None, float]] = []
         self.columns: list[list[float]] = [[] for _ in range(5)]  # users, items, ts, values, types
         self.support: dict[int, deque[Pending]] = {}
         for u, i, v, t, ts in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist(),
@@ -217,11 +220,15 @@ class MetarecMethod:
             self._train(self.schedule.retrain_steps, init=self.trained)
             return
         rating = value if type_code == RATING and not math.isnan(value) else None
-        self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts, rating))
+        weights = self.schedule.event_weights
+        weight = count_weight(EVENT_TYPES[type_code], weights)
+        if weight > 0:  # as the worker: a type that is not a positive teaches the statistics nothing
+            self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts, rating,
+                                    weight))
         if len(self.unobserved) >= self.schedule.stats_every:
-            self.model.observe(self.unobserved)
+            self.model.observe(self.unobserved, weighted=weights is not None)
             if self.rater is not self.model:  # the rating model's item means (its context) follow the stream
-                self.rater.observe(self.unobserved)
+                self.rater.observe(self.unobserved, weighted=weights is not None)
             self.unobserved = []
 
     def events_until_refresh(self) -> int | None:
@@ -246,6 +253,7 @@ class MetarecMethod:
             self.objective,
             exclude=frozenset(map(ids.__getitem__, query.exclude)),
             user_features=None if feats is None else feats[query.user].tolist(),
+            weights=self.schedule.event_weights,
         )
 
     def _rating_request(self, query: Query, request: AdaptRequest) -> AdaptRequest:

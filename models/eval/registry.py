@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from models.core.targets import EventWeights
 from models.eval.methods import StreamMethod
 
 Factory = Callable[[int], StreamMethod]
@@ -44,10 +45,10 @@ def _river(seed: int) -> StreamMethod:
 
 
 def _metarec(variant: str) -> Factory:
-    def build(seed: int) -> StreamMethod:
-        from models.eval.metarec_methods import build_metarec
+    def build(seed: int, event_weights: EventWeights | None = None) -> StreamMethod:
+        from models.eval.metarec_methods import Schedule, build_metarec
 
-        return build_metarec(variant, seed)
+        return build_metarec(variant, seed, Schedule(event_weights=event_weights))
 
     return build
 
@@ -78,5 +79,9 @@ def parse_methods(spec: str | None) -> list[str]:
     return names
 
 
-def build(name: str, seed: int) -> StreamMethod:
+def build(name: str, seed: int, event_weights: EventWeights | None = None) -> StreamMethod:
+    """A fresh method; ``event_weights`` (the operator's, ``models.core.targets``) reach the metarec methods,
+    which serve as the worker does (support targets, item statistics); the baselines take every event."""
+    if name in METAREC or name in ABLATIONS:
+        return METHODS[name](seed, event_weights)  # type: ignore[call-arg]
     return METHODS[name](seed)

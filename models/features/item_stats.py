@@ -139,32 +139,38 @@ class ItemStats:
                 self.book.forget(user)
 
     def observe(self, users: Sequence[Hashable], items: Sequence[int], ts: Sequence[float],
-                values: Sequence[float | None] | None = None) -> None:
-        """Offline replays: time-ordered events (user, item index, seconds[, rating]); the users' histories
-        are kept in a ``HistoryBook``. Items outside the catalogue are skipped."""
+                values: Sequence[float | None] | None = None, weights: Sequence[float] | None = None) -> None:
+        """Offline replays: time-ordered events (user, item index, seconds[, rating][, count weight]); the
+        users' histories are kept in a ``HistoryBook``. Items outside the catalogue are skipped."""
         keep = [n for n, item in enumerate(items) if 0 <= item < self.n_items]
         with self._lock:
             if self.book is None:
                 self.book = HistoryBook()
-            self.learn(self.book.records([users[n] for n in keep], [items[n] for n in keep],
-                                         [ts[n] for n in keep], None if values is None else [values[n] for n in keep]))
+            records = self.book.records([users[n] for n in keep], [items[n] for n in keep], [ts[n] for n in keep],
+                                        None if values is None else [values[n] for n in keep],
+                                        None if weights is None else [weights[n] for n in keep])
+            self.learn(records)
 
     def learn(self, records: Sequence[Learned]) -> None:
         """Count each user's new events, given the user's distinct items before them (first arrival first).
 
         Within a user the events are taken in order; users are independent, so the result does not depend on
-        how users' events interleave. Ratings (a finite ``value``) also feed the rating model's item means.
+        how users' events interleave. Ratings (a finite ``value``) also feed the rating model's item means. An
+        event may carry a fourth element, its count weight (operator event weights): what it adds to the counts
+        and decayed counts (1 otherwise); first arrivals (positions, co-occurrences, transitions) stay binary.
         """
         items, ts, ratings, pair_rows, pair_cols, edge_rows, edge_cols, edge_w = [], [], [], [], [], [], [], []
-        firsts, buckets = [], []
+        firsts, buckets, weights = [], [], []
         for record in records:
             history = [i for i in record.history if 0 <= i < self.n_items]
             has = set(history)
-            for item, t, value in record.events:
+            for event in record.events:
+                item, t, value = event[0], event[1], event[2]
                 if not 0 <= item < self.n_items:
                     continue
                 items.append(item)
                 ts.append(t)
+                weights.append(event[3] if len(event) > 3 else 1.0)
                 ratings.append(value if value is not None and math.isfinite(value) else math.nan)
                 if item in has:
                     continue  # user sets are binary: a repeat changes no co-occurrence or position count
@@ -182,7 +188,8 @@ class ItemStats:
         if not items:
             return
         with self._lock:
-            self._count(np.asarray(items, np.int64), np.asarray(ts, np.float64), np.asarray(ratings))
+            self._count(np.asarray(items, np.int64), np.asarray(ts, np.float64), np.asarray(ratings),
+                        np.asarray(weights, np.float64))
             np.add.at(self.position, (np.asarray(buckets, np.int64), np.asarray(firsts, np.int64)), 1.0)
             np.add.at(self.n_users_of, np.asarray(firsts, np.int64), 1.0)
             self.cooc.add(np.asarray(pair_rows, np.int64), np.asarray(pair_cols, np.int64),
@@ -192,10 +199,11 @@ class ItemStats:
             np.add.at(self.out_degree, rows, weights)
             self.version += 1
 
-    def _count(self, items: np.ndarray, ts: np.ndarray, ratings: np.ndarray) -> None:
-        """Counts, decayed counts (rebased so exp() stays finite) and rating sums of events (E,)."""
+    def _count(self, items: np.ndarray, ts: np.ndarray, ratings: np.ndarray, weights: np.ndarray) -> None:
+        """Counts, decayed counts (rebased so exp() stays finite) and rating sums of events (E,), each event
+        adding its weight to the counts."""
         self.events += len(items)
-        np.add.at(self.counts, items, 1.0)
+        np.add.at(self.counts, items, weights)
         if self.t_ref is None:
             self.t_ref = float(ts[0])
         latest = float(ts.max())
@@ -204,7 +212,7 @@ class ItemStats:
             self.decayed *= np.exp(-(latest - self.t_ref) / self.taus)[:, None]
             self.t_ref = latest
         for level, tau in enumerate(self.taus):
-            np.add.at(self.decayed[level], items, np.exp((ts - self.t_ref) / tau))
+            np.add.at(self.decayed[level], items, weights * np.exp((ts - self.t_ref) / tau))
         rated = np.isfinite(ratings)
         np.add.at(self.rating_sum, items[rated], ratings[rated])
         np.add.at(self.rating_count, items[rated], 1.0)

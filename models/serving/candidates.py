@@ -78,11 +78,13 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def gather_candidates(reader: ContextReader, popular: PopularLists, taste: np.ndarray, new: np.ndarray,
-                      excluded: np.ndarray, budget: CandidateBudget) -> np.ndarray:
+                      excluded: np.ndarray, budget: CandidateBudget,
+                      banned: np.ndarray | None = None) -> np.ndarray:
     """(B, M) candidate item indices per user, -1 padded, M <= ``budget.total``.
 
     ``taste`` (B, T) and ``new`` (B, T') are the head's and the new items' proposals (-1: none);
-    ``excluded``: sorted batch-wide keys user x N + item of the items never to propose.
+    ``excluded``: sorted batch-wide keys user x N + item of the items never to propose; ``banned`` (N,): items
+    never to propose to anyone (unavailable).
     """
     b, n = len(reader.views.n_seen), reader.stats.n_items
     sources = [
@@ -94,6 +96,8 @@ def gather_candidates(reader: ContextReader, popular: PopularLists, taste: np.nd
         new[:, : budget.new],
     ]
     proposed = np.concatenate([np.asarray(s, np.int64).reshape(b, -1) for s in sources], axis=1)  # (B, R)
+    if banned is not None:
+        proposed = np.where((proposed >= 0) & ~banned[np.maximum(proposed, 0)], proposed, -1)
     return _distinct_allowed(proposed, n, excluded, budget.total)
 
 

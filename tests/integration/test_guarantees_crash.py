@@ -52,8 +52,8 @@ SEED = int(os.environ.get("CRASH_SEED", "20261123"))
 
 
 def replay_events(n: int, seed: int) -> list:
-    """``n`` interactions of 100 synthetic users (200 each on average), in time order."""
-    log = generate(seed=seed, n_users=100, n_items=200, mean_events=250).sorted_by_time()
+    """The first ``n`` interactions of 100 synthetic users (~300 each: every seed's world has more than 20k)."""
+    log = generate(seed=seed, n_users=100, n_items=200, mean_events=300).sorted_by_time()
     events = list(interactions(log, id_prefix="crash"))[:n]
     assert len(events) == n, "the synthetic world is too small for this test"
     return events

@@ -29,7 +29,7 @@ def test_check_fails_on_drift_and_passes_after_write(
 def test_user_event_schema_documents_the_union_and_bounds() -> None:
     doc = json.loads(export.rendered()["user-event.schema.json"])
     assert doc["discriminator"]["propertyName"] == "kind"
-    assert set(doc["discriminator"]["mapping"]) == {"interaction", "user", "delete"}
+    assert set(doc["discriminator"]["mapping"]) == {"interaction", "impression", "user", "delete"}
     ts = doc["$defs"]["Interaction"]["properties"]["ts"]
     assert ts["minimum"] == 631152000.0 and ts["maximum"] == 4102444800.0
 

@@ -281,7 +281,8 @@ def test_a_deletion_withdraws_the_list_and_the_state_and_bad_events_are_dead_let
         await handler.finish(handler.begin([gone, junk]))
 
     asyncio.run(run())
-    assert store.get(0, b"u") is None
+    marker = decode_state(store.get(0, b"u"))
+    assert marker.deleted_ts == TS + 5 and not marker.support and not marker.seen and not marker.last_recs
     assert ("t-recommendations", b"u", None, None) in output.sent  # the tombstone
     (dead,) = [m for m in output.sent if m[0] == "t-dead-letters"]
     assert dead[1:3] == (b"u", b"{not json")

@@ -278,11 +278,13 @@ def test_metrics_are_attributed_to_the_version_that_served_each_list():
     assert decode_state(done.writes[1].value).model_version == "v2"
 
 
-def test_a_deleted_user_gets_a_tombstone_and_no_state_unless_something_came_after():
+def test_a_deleted_user_gets_a_tombstone_and_only_a_marker_unless_something_came_after():
     delete = msg(encode(UserDeletion(event_id="d1", user_id="a", ts=TS + 2)), b"a", 2)
     gone = run_plan([delete], {"a": state_of("x")})
     done = settle(gone, [], NOW)
-    assert done.tombstones == [b"a"] and done.writes[0].value is None and not done.lists
+    assert done.tombstones == [b"a"] and not done.lists
+    marker = decode_state(done.writes[0].value)
+    assert marker == UserState(offsets={"interactions:0": 2}, deleted_ts=TS + 2), "nothing of the user is kept"
     assert done.observations.deletions == 1
     back = run_plan([delete, ev(3, "a")], {"a": state_of("x")})
     done = settle(back, [answer(["q"])], NOW)
