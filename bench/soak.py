@@ -21,7 +21,9 @@ The audit (``bench/soak_audit.py``, rules in ``bench/soak_check.py``) compares w
 computation: every user's state in the changelog and in the first worker's RocksDB (``lost``, ``doubled``),
 the lists on the output topic (``missing_lists``, counts per event id; the model has no stream context, so a
 list depends on its user's state alone and each user's latest list is recomputed), and commits that stood
-still with work waiting while nobody disturbed the workers for ``--stall-s`` (``stalls``). Figures go to
+still with work waiting while nobody disturbed the workers for ``--stall-s`` (``stalls``), and every state
+record of the changelog against the events up to the source offset it says it applied (``stale_writes``: a
+worker wrote a state built on an older one than the changelog held, even if a later record hid it). Figures go to
 ``bench/results/soak.json``, with the group's committed offsets sampled every 2 s; worker logs stay in
 ``var/soak/``.
 """
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         recs = read_to_end(broker.bootstrap, settings.recommendations_topic, timeout_s=300)
     rocksdb = read_user_states(specs["a"].data_dir)
     result["rocksdb_a_changelog_offsets"] = persisted_changelog_offsets(specs["a"].data_dir)
-    result.update(audit(events, inputs, changelog, rocksdb, recs, checkpoint, settings.top_k))
+    result.update(audit(events, inputs, changelog, rocksdb, recs, checkpoint, settings.top_k, changelog_msgs))
     result["workload"] = {"events": len(events), "users_population": args.users,
                           "users_active": stream.n_users, "items": args.items, "partitions": args.partitions,
                           "take_within_s": args.take_within_s}
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "doubled": result["doubled"],
         "missing_lists": result["lists"]["missing_lists"],
         "stalls": len(result["stall_episodes"]),
+        "stale_writes": result["changelog_writes"]["stale"],
         "run_time_s": round(time.monotonic() - started, 1),
         "seed": args.seed,
         "command": command(argv),
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     write_results(args.out, out)
     log.info("soak: %s", {k: out[k] for k in ("events", "kills", "lost", "doubled", "missing_lists", "stalls",
-                                                "run_time_s")})
+                                                "stale_writes", "run_time_s")})
     return out
 
 

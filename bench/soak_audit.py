@@ -15,10 +15,10 @@ import msgspec
 from confluent_kafka import Message
 
 from bench.ground_truth import differing_users, reference_states
-from bench.soak_check import Listed, list_coverage, lost_evidence, state_losses
+from bench.soak_check import Listed, Written, list_coverage, lost_evidence, state_losses, state_writes
 from schemas.decode import decode_recommendation
 from schemas.records import Interaction, Recommendation
-from stream.state import UserState
+from stream.state import UserState, decode_state
 
 
 class _EventHead(msgspec.Struct):
@@ -30,9 +30,10 @@ _head = msgspec.json.Decoder(_EventHead)
 
 def audit(events: Sequence[Interaction], inputs: Sequence[Message], changelog: dict[str, UserState],
           rocksdb: dict[str, UserState], recs: Sequence[Message], checkpoint: Path,
-          top_k: int) -> dict[str, Any]:
+          top_k: int, changelog_records: Sequence[Message] = ()) -> dict[str, Any]:
     """``lost`` and ``doubled`` (the worse of the two stores), per-store detail, where lost events sat in the
-    input topic, a check that the input topic holds every event once, list coverage, latest lists."""
+    input topic, a check that the input topic holds every event once, list coverage, latest lists, and every
+    changelog record written from a stale state (``changelog_records``: the whole topic, in order)."""
     expected = reference_states(events)
     placement = {_head.decode(m.value()).event_id: (m.partition(), m.offset()) for m in inputs}
     on_topic = Counter(_head.decode(m.value()).event_id for m in inputs)
@@ -65,7 +66,25 @@ def audit(events: Sequence[Interaction], inputs: Sequence[Message], changelog: d
         "state": stores,
         "lists": lists,
         "latest_lists": latest_lists_against_the_model(decoded, expected, checkpoint, top_k),
+        "changelog_writes": changelog_writes(inputs, changelog_records),
     }
+
+
+def changelog_writes(inputs: Sequence[Message], records: Sequence[Message]) -> dict[str, object]:
+    """Every state record of the changelog checked against the events up to the source offset it applied."""
+    offsets: dict[str, list[int]] = {}
+    for m in inputs:
+        offsets.setdefault(m.key().decode(), []).append(m.offset())
+    for user_offsets in offsets.values():
+        user_offsets.sort()
+    written = []
+    for m in records:
+        if m.value() is None:
+            continue
+        state = decode_state(m.value())
+        written.append(Written(m.key().decode(), m.partition(), m.offset(), state.interactions,
+                               max(state.offsets.values(), default=-1)))
+    return state_writes(written, offsets)
 
 
 def latest_lists_against_the_model(decoded: Sequence[Recommendation], expected: dict[str, UserState],

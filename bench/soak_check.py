@@ -9,10 +9,15 @@
 - :func:`stall_episodes`: partitions whose committed offset stayed put, below the end, for ``stall_s`` or more
   while nobody disturbed the workers.
 - :func:`worker_phase`: where a worker stands (starting, rebalance, recovery, processing), from its log.
+- :func:`state_writes`: changelog records written from a stale state. A state names the last source offset it
+  applied, so it must count exactly the user's events up to that offset; fewer means a worker built it on an
+  older state than the changelog already held (an overwrite: the events in between are lost unless a later
+  record happens to restore them), more means events applied twice.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -160,3 +165,33 @@ def worker_phase(log_text: str) -> str:
         if at > best:
             best, phase = at, begins
     return phase
+
+
+@dataclass(frozen=True)
+class Written:
+    """One state record of the users changelog: whose, where it sits, what it counts, how far it applied."""
+
+    user_id: str
+    partition: int
+    offset: int
+    interactions: int
+    applied_to: int  # the last source offset the state applied (-1: none)
+
+
+def state_writes(written: Iterable[Written], event_offsets: Mapping[str, Sequence[int]],
+                 examples: int = 5) -> dict[str, object]:
+    """Count records whose event count is below (``stale``) or above (``doubled``) what their applied source
+    offset implies; ``event_offsets`` holds each user's source offsets, sorted (a user's events sit in one
+    partition). The first few stale records are given as (user, changelog partition, offset, counted, due)."""
+    records = stale = doubled = 0
+    first: list[tuple[str, int, int, int, int]] = []
+    for w in written:
+        records += 1
+        due = bisect_right(event_offsets.get(w.user_id, ()), w.applied_to)
+        if w.interactions < due:
+            stale += 1
+            if len(first) < examples:
+                first.append((w.user_id, w.partition, w.offset, w.interactions, due))
+        elif w.interactions > due:
+            doubled += 1
+    return {"records": records, "stale": stale, "doubled": doubled, "first_stale": first}

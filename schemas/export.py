@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from schemas.read_api import openapi
-from schemas.records import ItemEvent, Recommendation, UserEvent
+from schemas.records import DeadLetterHeaders, ItemEvent, Recommendation, UserEvent
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ SCHEMAS: dict[str, tuple[Any, str, str]] = {
         Recommendation,
         "metarec recommendation",
         "A value on the `recommendations` topic (key: user_id).",
+    ),
+    "dead-letter-headers.schema.json": (
+        DeadLetterHeaders,
+        "metarec dead-letter headers",
+        "The Kafka headers of a record on the `dead-letters` topic (its key and value are the refused message's).",
     ),
 }
 

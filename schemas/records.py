@@ -10,7 +10,8 @@ Topics and their records:
   :class:`Interaction`, :class:`Impression`, :class:`UserAttributes`, :class:`UserDeletion`.
 * ``items`` (keyed by ``item_id``): :class:`ItemEvent`.
 * ``recommendations`` (keyed by ``user_id``): :class:`Recommendation`.
-* ``dead-letters``: the original key and value bytes, the reason in the ``HEADER_*`` Kafka headers below.
+* ``dead-letters``: the original key and value bytes; why and where from in Kafka headers
+  (:class:`DeadLetterHeaders`, reasons :data:`DeadLetterReason`).
 
 Unknown fields are ignored so producers can add fields before consumers know them; an unknown schema
 version ``v`` is refused, because a new version may change what a known field means.
@@ -130,7 +131,11 @@ class ScoredItem(msgspec.Struct, frozen=True, gc=False):
 
 
 class Recommendation(_Record, tag="recommendation"):
-    """Top-K items for a user, produced once the event ``event_id`` (at ``event_ts``) was applied."""
+    """Top-K items for a user, produced once the event ``event_id`` (at ``event_ts``) was applied.
+
+    Output is at-least-once, and a re-sent or redelivered event gets a new list under the same ``event_id``:
+    keep the list with the highest ``seq`` per user (on equal ``seq``, the later one on the topic).
+    """
 
     user_id: UserId
     items: Annotated[list[ScoredItem], msgspec.Meta(max_length=RECOMMENDATION_ITEMS_MAX)]
@@ -138,12 +143,35 @@ class Recommendation(_Record, tag="recommendation"):
     event_id: EventId
     event_ts: Timestamp
     produced_ts: Timestamp
+    seq: Annotated[int, msgspec.Meta(ge=0, description=(
+        "The lists sent to this user so far, this one included: it never goes back, also across restarts "
+        "(kept in the user's changelogged state). Keep the highest per user; on equal seq (a worker that "
+        "crashed while sending), the later on the topic. 0: no list sent on the topic (a read-API answer ranked "
+        "on request) or one from a worker that predates seq."))] = 0
+    first_event_id: Annotated[EventId | None, msgspec.Meta(description=(
+        "The first of the user's events this list answers: the user's events from first_event_id to event_id, "
+        "in the order they were produced, were applied in one batch (after a deletion in it, only those after "
+        "it). null: event_id alone."))] = None
     v: Version = 1
 
 
 UserEvent = Union[Interaction, Impression, UserAttributes, UserDeletion]
 
 # --- dead letters: original key and value bytes are kept; why they were refused travels in headers ----------
+DeadLetterReason = Literal[
+    "too_large",
+    "too_deep",
+    "not_utf8",
+    "not_json",
+    "unknown_kind",
+    "unsupported_version",
+    "missing_field",
+    "wrong_type",
+    "out_of_range",
+    "invalid",
+    "key_mismatch",  # the Kafka key is not the record's user_id / item_id (checked by the stream side)
+    "model_error",  # the model failed on the user's request alone: the user's events of that batch (stream side)
+]
 HEADER_REASON = "metarec-reason"
 HEADER_ERROR = "metarec-error"
 HEADER_SOURCE_TOPIC = "metarec-source-topic"
@@ -169,3 +197,20 @@ def dead_letter_headers(reason: str, detail: str, topic: str, partition: int,
         (HEADER_SOURCE_PARTITION, str(partition).encode()),
         (HEADER_SOURCE_OFFSET, str(offset).encode()),
     ]
+
+
+class DeadLetterHeaders(msgspec.Struct, frozen=True, rename={
+    "reason": HEADER_REASON,
+    "error": HEADER_ERROR,
+    "source_topic": HEADER_SOURCE_TOPIC,
+    "source_partition": HEADER_SOURCE_PARTITION,
+    "source_offset": HEADER_SOURCE_OFFSET,
+}):
+    """The Kafka headers of a record on ``dead-letters``, each a UTF-8 string; the record's key and value are the
+    refused message's own bytes."""
+
+    reason: DeadLetterReason
+    error: Annotated[str, msgspec.Meta(max_length=DETAIL_MAX_CHARS, description="What was wrong, for a human.")]
+    source_topic: str
+    source_partition: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
+    source_offset: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]

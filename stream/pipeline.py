@@ -124,6 +124,7 @@ class UserWork:
     partition: int  # of the user's last message: where their state is written
     state: UserState
     trigger: Interaction | None = None  # the latest interaction (also if it was a redelivered duplicate)
+    first: Interaction | None = None  # the first interaction since the batch began or its last deletion
     trigger_timestamp: float = 0.0  # Kafka timestamp of the trigger's message
     deleted: bool = False  # a deletion happened in this batch (state restarts empty after it)
     applied: int = 0  # interactions newly counted into state
@@ -134,6 +135,7 @@ class UserWork:
     learned: list[tuple[str, float, float | None]] = field(default_factory=list)
     history_before: tuple[str, ...] | None = None  # ``state.seen`` before the first of them (None: no event)
     fresh: int = 0  # items that first arrived in this batch (since a deletion in it): the tail of ``seen``
+    counted: list[RawMessage] = field(default_factory=list)  # the messages of the newly counted interactions
 
 
 @dataclass
@@ -217,15 +219,38 @@ def plan(decoded: Decoded, states: Mapping[str, UserState], rules: Rules, object
         work.partition = msg.partition
         _apply(work, event, msg, rules)
     for work in out.users.values():
-        if work.deleted:
-            out.forget.append(work.user_id)
-        if work.learned:
-            out.learned.append(LearnedUser(work.user_id, work.history_before or (), tuple(work.learned)))
-        if work.trigger is not None:
-            out.wanted.append(work)
-            out.requests.append(adapt_request(work.user_id, work.state, objective, work.fresh, rules,
-                                              work.trigger.ts))
+        _ask(out, work, objective, rules)
     return out
+
+
+def replan(decoded: Decoded, user_id: str, partition: int, state: UserState, rules: Rules, objective: str,
+           *, interactions: bool = True) -> BatchPlan:
+    """One user's part of a planned batch, planned again on ``state`` (updated in place); no dead letters.
+
+    For a user the model failed on: with ``interactions=False`` the batch's interactions are left out (its
+    deletions, attribute changes and impressions still apply) and the user is written but asked nothing; a
+    later batch begun on the state that held them is planned again on the state without them. The user is in
+    the plan's ``users`` even when the batch left nothing of theirs, so their state is written all the same.
+    """
+    out = BatchPlan()
+    work = out.users[user_id] = UserWork(user_id, partition, state)
+    for msg, event in decoded.events:
+        if event.user_id == user_id and (interactions or not isinstance(event, Interaction)):
+            work.partition = msg.partition
+            _apply(work, event, msg, rules)
+    _ask(out, work, objective, rules)
+    return out
+
+
+def _ask(out: BatchPlan, work: UserWork, objective: str, rules: Rules) -> None:
+    """What the model hears of a planned user: forget, learn, rank."""
+    if work.deleted:
+        out.forget.append(work.user_id)
+    if work.learned:
+        out.learned.append(LearnedUser(work.user_id, work.history_before or (), tuple(work.learned)))
+    if work.trigger is not None:
+        out.wanted.append(work)
+        out.requests.append(adapt_request(work.user_id, work.state, objective, work.fresh, rules, work.trigger.ts))
 
 
 def adapt_request(user_id: str, state: UserState, objective: str, fresh: int = 0, rules: Rules = Rules(),
@@ -275,10 +300,11 @@ def _apply(work: UserWork, event: UserEvent, msg: RawMessage, rules: Rules) -> N
             work.state = UserState(offsets=work.state.offsets, deleted_ts=event.ts)  # a marker, nothing else
             mark_applied(work.state, source, msg.offset)
             work.learned.clear()  # nothing from before the deletion may reach the item statistics either
+            work.counted.clear()
             work.history_before = ()  # the user starts over: the statistics forget them before learning
             work.fresh = 0
             work.deleted = True
-            work.trigger = None
+            work.trigger = work.first = None
         return
     if isinstance(event, UserAttributes):
         if not redelivered and apply_attributes(work.state, event, rules.limits):
@@ -305,6 +331,7 @@ def _apply_interaction(work: UserWork, event: Interaction, msg: RawMessage, rede
     applied = Applied.DUPLICATE if redelivered else apply_interaction(work.state, event, rules.limits)
     if applied:
         work.applied += 1
+        work.counted.append(msg)
         work.fresh += applied is Applied.NEW_ITEM
         work.state.deleted_ts = 0.0  # the user came back
         take_shown(work.state, event.item_id)
@@ -318,6 +345,7 @@ def _apply_interaction(work: UserWork, event: Interaction, msg: RawMessage, rede
     else:
         work.duplicates += 1
     work.trigger = event
+    work.first = work.first or event
     work.trigger_timestamp = msg.timestamp
 
 
@@ -326,9 +354,9 @@ def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlemen
     """What to write and send for a planned batch, given the model's answers to ``batch.requests`` in order.
 
     A served user keeps the adapted head and the list just sent, with its scores and trigger (the next batch
-    measures hits against it; the read API serves it); a user deleted in this batch gets a tombstone on the
-    lists topic, and only a deletion marker as state if nothing came after the deletion. Metrics are
-    attributed to the version that served each list.
+    measures hits against it; the read API serves it), and counts it in ``seq``, which the list carries; a user
+    deleted in this batch gets a tombstone on the lists topic, and only a deletion marker as state if nothing
+    came after the deletion. Metrics are attributed to the version that served each list.
     """
     if len(answers) != len(batch.wanted):
         raise ValueError(f"{len(answers)} answers for {len(batch.wanted)} requests")
@@ -340,11 +368,13 @@ def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlemen
             out.tombstones.append(key)
             out.observations.deletions += 1
         answer = by_user.get(work.user_id)
+        if answer is not None:
+            work.state.seq += 1  # before the state is encoded: the state remembers the list it sends
         out.writes.append(StateWrite(work.partition, key, _state_after(work, answer, now)))
         if answer is not None:
-            assert work.trigger is not None  # only triggered users were asked about
+            assert work.trigger is not None and work.first is not None  # only triggered users were asked about
             rec = recommendation(work.user_id, answer.result.items, answer.result.scores, answer.version,
-                                 work.trigger, now)
+                                 work.trigger, now, seq=work.state.seq, first=work.first)
             out.lists.append((key, encode(rec)))
             states, results = out.observations.served.setdefault(answer.version, ([], []))
             states.append(work.state)
@@ -371,8 +401,10 @@ def _finite(score: float) -> float:
 
 
 def recommendation(
-    user_id: str, items: Sequence[str], scores: Sequence[float], version: str, trigger: Interaction, now: float
+    user_id: str, items: Sequence[str], scores: Sequence[float], version: str, trigger: Interaction, now: float,
+    *, seq: int = 0, first: Interaction | None = None,
 ) -> Recommendation:
+    """The list for ``trigger``, the user's ``seq``-th, answering the user's events from ``first`` to it."""
     return Recommendation(
         user_id=user_id,
         items=[ScoredItem(item_id=i, score=_finite(s)) for i, s in zip(items, scores)],
@@ -380,4 +412,6 @@ def recommendation(
         event_id=trigger.event_id,
         event_ts=trigger.ts,
         produced_ts=now,
+        seq=seq,
+        first_event_id=(first or trigger).event_id,
     )

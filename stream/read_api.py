@@ -2,7 +2,7 @@
 
 A consumer that cannot read the ``recommendations`` topic asks any worker for a user's list. The worker that
 owns the user's partition answers; any other forwards the request to it, on Faust's web server and HTTP client
-(stream/faust_compat.py, point 6). The owner answers, in order:
+(stream/faust_compat.py, point 7). The owner answers, in order:
 
 - 404 for a deleted user (the state is a deletion marker), until they come back with a new event;
 - the user's freshest list as the state keeps it (the last list sent, its scores, model version and triggering
@@ -204,7 +204,8 @@ class ReadApi:
             if items is not None:
                 rec = Recommendation(user_id=user_id, items=items, model_version=stored.model_version or "unknown",
                                      event_id=stored.list_event_id or COLD_START_EVENT_ID,
-                                     event_ts=_ts(stored.list_event_ts, now), produced_ts=_ts(stored.list_ts, now))
+                                     event_ts=_ts(stored.list_event_ts, now), produced_ts=_ts(stored.list_ts, now),
+                                     seq=stored.seq)
                 return (200, encode(rec), {}), "state"
         state = decode_state(raw) if raw else None
         request = adapt_request(user_id, state or UserState(), self._worker.objective, rules=self._rules,

@@ -57,6 +57,8 @@ class Settings:
     take_max: int = 1000
     take_within_s: float = 0.02  # a longer window makes larger batches: more events per CPU-second (bench/)
     commit_interval_s: float = 1.0
+    commit_stall_s: float = 30.0  # lag > 0 and the commit unmoved this long: a stall (stream/commit_watch.py)
+    commit_watch_interval_s: float = 5.0
     pipeline_depth: int = 2  # begun batches that may wait for the model and the producer (stream/handler.py)
     fetch_max_wait_ms: int = 10  # longest wait on an empty Fetch; the embedded broker always waits it all out
     max_event_bytes: int = 65536

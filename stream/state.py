@@ -74,11 +74,12 @@ class UserState(msgspec.Struct, array_like=True):
     list_ts: float = 0.0  # when the last list was produced (seconds, wall clock)
     deleted_ts: float = 0.0  # > 0: a deletion marker (the user was deleted at this event time), nothing else
     shown: list[Shown] = msgspec.field(default_factory=list)  # shown and not taken, first shown first, bounded
+    seq: int = 0  # lists sent to this user (Recommendation.seq): changelogged, so it never goes back
 
 
 class StoredList(msgspec.Struct, array_like=True):
     """A stored ``UserState`` read for its last list only (the read API's hot path): the same positions, the
-    heavy fields left undecoded (``msgspec.Raw``), fields after ``deleted_ts`` ignored. About 6x cheaper to
+    heavy fields left undecoded (``msgspec.Raw``), fields after ``seq`` ignored. About 6x cheaper to
     decode than the whole state; tests/unit/stream/test_read_api.py keeps the positions in step."""
 
     support: msgspec.Raw = msgspec.Raw(b"")
@@ -98,6 +99,8 @@ class StoredList(msgspec.Struct, array_like=True):
     list_event_ts: float = 0.0
     list_ts: float = 0.0
     deleted_ts: float = 0.0
+    shown: msgspec.Raw = msgspec.Raw(b"")
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,16 @@ def decode_state(raw: bytes | None) -> UserState:
 def decode_list(raw: bytes) -> StoredList:
     """A stored state's last list, trigger and deletion marker, without decoding the rest."""
     return _list_decoder.decode(raw)
+
+
+_CONTAINERS = tuple(f.name for f in msgspec.structs.fields(UserState) if f.default_factory in (list, dict))
+
+
+def copy_state(state: UserState) -> UserState:
+    """A copy that in-place changes to ``state`` do not reach: its lists and dicts are copied (their items are
+    immutable: frozen structs, strings, numbers), the rest is shared. What a user's state was before a batch, kept
+    in case the model fails on the user and the batch must be undone (stream/handler.py)."""
+    return msgspec.structs.replace(state, **{name: getattr(state, name).copy() for name in _CONTAINERS})
 
 
 def is_redelivery(state: UserState, source: str, offset: int, ts: float) -> bool:

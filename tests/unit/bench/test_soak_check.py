@@ -5,12 +5,14 @@ from __future__ import annotations
 from bench.soak_check import (
     Listed,
     Stall,
+    Written,
     list_coverage,
     lost_evidence,
     ongoing_stalls,
     stall_episodes,
     standstills,
     state_losses,
+    state_writes,
     worker_phase,
 )
 
@@ -89,3 +91,17 @@ def test_the_phase_is_the_one_the_latest_mark_in_the_log_begins() -> None:
     ready = recovering + "[^---Recovery]: Worker ready\n"
     assert worker_phase(ready) == "processing"
     assert worker_phase(ready + "Revoking previously assigned partitions {} for group g\n") == "rebalance"
+
+
+def test_a_changelog_record_must_count_the_events_up_to_the_offset_it_applied() -> None:
+    offsets = {"u1": [3, 7, 12, 20], "u2": [5]}
+    written = [
+        Written("u1", 0, 100, 2, 7),  # 3 and 7: right
+        Written("u1", 0, 101, 3, 12),  # right
+        Written("u1", 0, 102, 3, 20),  # built on the state of @100 (2 events) plus 20: 12 was overwritten
+        Written("u2", 1, 50, 2, 5),  # one event counted twice
+        Written("u2", 1, 51, 0, -1),  # nothing applied yet: right
+    ]
+    got = state_writes(written, offsets)
+    assert got == {"records": 5, "stale": 1, "doubled": 1, "first_stale": [("u1", 0, 102, 3, 4)]}
+    assert state_writes([], offsets) == {"records": 0, "stale": 0, "doubled": 0, "first_stale": []}

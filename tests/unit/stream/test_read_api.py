@@ -113,13 +113,14 @@ def test_a_known_user_gets_the_stored_list_with_its_trigger_and_version(api):
     reader, dbs, _ = api
     state = UserState(interactions=3, seen=["i1"], last_recs=[f"i{n}" for n in range(10, 20)],
                       last_scores=[float(20 - n) for n in range(10)], model_version="v0", list_event_id="e9",
-                      list_event_ts=TS, list_ts=TS + 5, last_ts=TS)
+                      list_event_ts=TS, list_ts=TS + 5, last_ts=TS, seq=4)
     put(dbs, "u", state)
     status, body, source = ask(reader, dbs, "u", Query(n=3))
     rec = decode_recommendation(body)
     assert (status, source) == (200, "state")
     assert [s.item_id for s in rec.items] == ["i10", "i11", "i12"] and rec.items[0].score == 20.0
     assert (rec.event_id, rec.event_ts, rec.produced_ts, rec.model_version) == ("e9", TS, TS + 5, "v0")
+    assert rec.seq == 4, "the stored list is the user's 4th on the topic"
 
 
 def test_unavailable_excluded_and_off_category_items_are_never_answered(api):
