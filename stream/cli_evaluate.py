@@ -35,6 +35,16 @@ def _dataset(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     return value
 
 
+def _event_weights(text: str | None):
+    """The weights given, else the worker's setting (METAREC_EVENT_WEIGHTS), as a checked mapping or None."""
+    from stream.settings import Settings, SettingsError, parse_event_weights
+
+    try:
+        return parse_event_weights(text) if text is not None else Settings.from_env().weights
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--event-weights") from None
+
+
 def _command_line() -> str:
     return "metarec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -53,8 +63,10 @@ def _command_line() -> str:
 @click.option("--max-events", type=click.IntRange(min=10), help="Only the earliest N events (quick runs).")
 @click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
               help="Share of the stream given to every method before scoring starts (stream protocol).")
+@click.option("--event-weights", help="Positive event types and their weights, e.g. view:0.2,click:1 "
+                                      "(default: METAREC_EVENT_WEIGHTS, as the worker; stream protocol).")
 def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
-             methods: str | None, max_events: int | None, warmup: float) -> None:
+             methods: str | None, max_events: int | None, warmup: float, event_weights: str | None) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
     from models.data.registry import DatasetError, load_dataset
@@ -85,7 +97,7 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
 
             result = run_stream(dataset, out=out, seed=seed, methods=_stream_methods(methods),
                                 max_events=max_events, warmup_fraction=warmup, progress=True,
-                                command=_command_line())
+                                command=_command_line(), event_weights=_event_weights(event_weights))
     except (DatasetError, EventFileError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="--dataset") from None
     click.echo(f"wrote {protocol} results for {result.get('dataset', dataset)} to {out}")

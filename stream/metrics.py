@@ -4,7 +4,7 @@ Label values come from small fixed sets (event results, dead-letter reasons, his
 app's own topics and partitions, model versions that are actually loaded), so cardinality stays bounded whatever
 the input. Children of fixed label sets are created at zero up front: a rate over them is 0, not "no data".
 
-Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_served`; they push into the
+Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_settled`; they push into
 bounded windows of :class:`stream.monitoring.Monitor` (numpy, O(batch)) and recompute the window gauges (coverage,
 Gini, drift) at most once per ``refresh_s``. Framework figures (Faust's own sensor) and consumer lag need the app:
 :func:`install_app_metrics` wires them.
@@ -13,11 +13,19 @@ Gini, drift) at most once per ``refresh_s``. Framework figures (Faust's own sens
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter as PyCounter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from schemas.decode import REASONS
 from stream.monitoring import Monitor, MonitorConfig
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
     import faust
 
     from models.serving.recommender import AdaptResult
-    from stream.pipeline import BatchPlan
+    from stream.pipeline import BatchPlan, Observations
     from stream.state import UserState
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,7 @@ class Metrics:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, and a start time that shows restarts
         self._declare_pipeline(self.registry)
         self._declare_model(self.registry)
         self._declare_windows(self.registry)
@@ -62,6 +71,7 @@ class Metrics:
         self._clock = clock
         self._last_refresh = -float("inf")
         self._lag_labels: set[tuple[str, str]] = set()
+        self._rec_counters: dict[str, Any] = {}  # recommendations' child per model version
         for result in EVENT_RESULTS:
             self.events.labels(result=result)
         for reason in sorted(REASONS):
@@ -78,8 +88,19 @@ class Metrics:
         self.recommendations = Counter("metarec_recommendations", "Recommendation lists produced.",
                                        ["model_version"], registry=r)
         self.deletions = Counter("metarec_user_deletions", "Users deleted on request.", registry=r)
-        self.commit_stalls = Counter("metarec_commit_stalls", "Partitions whose commit stopped moving while acked "
+        self.commit_stalls = Counter("metarec_commit_stalls", "Times a partition's commit stopped moving while "
                                      "events waited beyond it (stream/commit_watch.py).", registry=r)
+        self.commit_stalled = Gauge(
+            "metarec_commit_stalled", "1 while a partition's commit has not moved for the stall time although "
+            "events wait beyond it, whichever member holds it; 0 once it moves (stream/commit_watch.py).",
+            ["topic", "partition"], registry=r,
+        )
+        self.partition_offset = Gauge(
+            "metarec_partition_offset", "Where a partition stands: the group's committed offset and the "
+            "partition's end (kind committed, end: every partition), and for the partitions this worker holds the "
+            "last offset it read and the offset it has finished up to (kind read, finished).",
+            ["topic", "partition", "kind"], registry=r,
+        )
         self.latency = Histogram(
             "metarec_event_to_recommendation_seconds",
             "From the event's Kafka timestamp to its recommendation being handed to the producer.",
@@ -166,6 +187,29 @@ class Metrics:
             if n:
                 counter.labels(bucket=bucket, model_version=version).inc(n)
 
+    def observe_settled(self, observed: "Observations") -> None:
+        """What one settled batch sent: lists, their latency and adaptation losses, under the version that
+        served each list (a batch can straddle a model swap), and deletions."""
+        if observed.deletions:
+            self.deletions.inc(observed.deletions)
+        for version, (states, results) in observed.served.items():
+            counter = self._rec_counters.get(version)
+            if counter is None:  # labels() is a locked lookup: once per model version, not once per list
+                counter = self._rec_counters[version] = self.recommendations.labels(model_version=version)
+            counter.inc(len(results))
+            self._observe_losses(results, version)
+            self.observe_served(states, results, version)
+        for seconds in observed.latencies:
+            self.latency.observe(seconds)
+
+    def _observe_losses(self, results: Sequence["AdaptResult"], version: str) -> None:
+        before = self.adaptation_loss.labels(stage="before", model_version=version)
+        after = self.adaptation_loss.labels(stage="after", model_version=version)
+        for r in results:
+            if not math.isnan(r.loss_before):  # nan: an empty support set, nothing to adapt on
+                before.observe(r.loss_before)
+                after.observe(r.loss_after)
+
     def observe_served(self, states: Sequence["UserState"], results: Sequence["AdaptResult"], version: str) -> None:
         """What was recommended in one batch (states are after the batch's events)."""
         if version != self._monitor_version:
@@ -221,6 +265,22 @@ class Metrics:
         for (topic, partition), lag in lags.items():
             self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
         self._lag_labels = labels
+
+    def observe_commits(self, commits: Mapping[tuple[str, int], Any], stalled: set[tuple[str, int]],
+                        held: Mapping[tuple[str, int], tuple[int | None, int | None]]) -> None:
+        """What the commit watch saw: ``commits`` per partition (``PartitionCommit``), the partitions
+        ``stalled`` now, and (read, finished) of the partitions this worker ``held``."""
+        self.partition_offset.clear()  # a partition handed to another member loses its read/finished series
+        for (topic, partition), seen in commits.items():
+            labels = (topic, str(partition))
+            self.commit_stalled.labels(*labels).set(1 if (topic, partition) in stalled else 0)
+            for kind, value in (("committed", seen.committed), ("end", seen.end)):
+                if value is not None:
+                    self.partition_offset.labels(*labels, kind).set(value)
+        for (topic, partition), (read, finished) in held.items():
+            for kind, value in (("read", read), ("finished", finished)):
+                if value is not None:
+                    self.partition_offset.labels(topic, str(partition), kind).set(value)
 
     # --- model and exposition ---------------------------------------------------------------------------------
     def serving(self, version: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from models.core.targets import EventWeights
 from models.eval.methods import StreamMethod
 
 Factory = Callable[[int], StreamMethod]
@@ -44,10 +45,10 @@ def _river(seed: int) -> StreamMethod:
 
 
 def _metarec(variant: str) -> Factory:
-    def build(seed: int) -> StreamMethod:
-        from models.eval.metarec_methods import build_metarec
+    def build(seed: int, event_weights: EventWeights | None = None) -> StreamMethod:
+        from models.eval.metarec_methods import Schedule, build_metarec
 
-        return build_metarec(variant, seed)
+        return build_metarec(variant, seed, Schedule(event_weights=event_weights))
 
     return build
 
@@ -62,13 +63,15 @@ BASELINES: dict[str, Factory] = {
 METAREC: dict[str, Factory] = {
     name: _metarec(name) for name in ("metarec", "metarec-no-adapt", "metarec-finetune")
 }
-METHODS: dict[str, Factory] = {**BASELINES, **METAREC}
+DEFAULT: dict[str, Factory] = {**BASELINES, **METAREC}
+ABLATIONS: dict[str, Factory] = {"metarec-full": _metarec("metarec-full")}  # only when named
+METHODS: dict[str, Factory] = {**DEFAULT, **ABLATIONS}
 
 
 def parse_methods(spec: str | None) -> list[str]:
     """A comma list of method names (None or "all": every method), validated; order kept, no duplicates."""
     if spec is None or spec.strip() in ("", "all"):
-        return list(METHODS)
+        return list(DEFAULT)
     names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
     unknown = [n for n in names if n not in METHODS]
     if unknown:
@@ -76,5 +79,9 @@ def parse_methods(spec: str | None) -> list[str]:
     return names
 
 
-def build(name: str, seed: int) -> StreamMethod:
+def build(name: str, seed: int, event_weights: EventWeights | None = None) -> StreamMethod:
+    """A fresh method; ``event_weights`` (the operator's, ``models.core.targets``) reach the metarec methods,
+    which serve as the worker does (support targets, item statistics); the baselines take every event."""
+    if name in METAREC or name in ABLATIONS:
+        return METHODS[name](seed, event_weights)  # type: ignore[call-arg]
     return METHODS[name](seed)

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from models.core.targets import EventWeights
 from models.data.events import EventLog
 from models.data.registry import dataset_name, load_dataset
 from models.eval import registry
@@ -45,13 +46,15 @@ def _bars(enabled: bool) -> Iterator[Any]:
 
 
 def evaluate_methods(plan: StreamPlan, names: Sequence[str], seed: int, k: int = 10,
-                     progress: bool = False) -> tuple[dict[str, Accumulator], dict[str, float]]:
-    """Replay each named method over ``plan`` (fresh instance each, same seed); metric sums and seconds."""
+                     progress: bool = False, event_weights: EventWeights | None = None,
+                     ) -> tuple[dict[str, Accumulator], dict[str, float]]:
+    """Replay each named method over ``plan`` (fresh instance each, same seed); metric sums and seconds.
+    ``event_weights``: the operator's event weights, as the worker takes them (METAREC_EVENT_WEIGHTS)."""
     results: dict[str, Accumulator] = {}
     seconds: dict[str, float] = {}
     with _bars(progress) as bars:
         for name in names:
-            method = registry.build(name, seed)
+            method = registry.build(name, seed, event_weights)
             advance = None
             if bars is not None:
                 task = bars.add_task(name, total=len(plan.log) - plan.start)
@@ -74,15 +77,16 @@ def run_stream(
     k: int = 10,
     progress: bool = False,
     command: str | None = None,
+    event_weights: EventWeights | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset``; write stream-<dataset>.{json,md,png} to ``out``."""
     began = time.monotonic()
-    names = list(methods) if methods else list(registry.METHODS)
+    names = list(methods) if methods else list(registry.DEFAULT)
     events = first_events(load_dataset(dataset, seed=seed), max_events)
     plan = plan_stream(events, warmup_fraction)
     log.info("%s: %d events, %d warm-up, %d evaluation points", dataset_name(dataset), len(events),
              plan.start, int(plan.scored.sum()))
-    accs, seconds = evaluate_methods(plan, names, seed, k, progress)
+    accs, seconds = evaluate_methods(plan, names, seed, k, progress, event_weights)
     result: dict[str, Any] = {
         "dataset": dataset_name(dataset),
         "events": len(events),
@@ -91,6 +95,7 @@ def run_stream(
         f"first_ten_hr@{k}": {name: acc.pooled_hr() for name, acc in accs.items()},  # buckets 0 to 5-9
         "seed": seed,
         "warmup_fraction": warmup_fraction,
+        "event_weights": dict(event_weights) if event_weights is not None else None,
         "warmup_events": plan.start,
         "evaluation_points": int(plan.scored.sum()),
         "repeats_skipped": int(plan.repeat[plan.start:].sum()),

@@ -81,6 +81,35 @@ def test_a_failing_batch_loses_no_request_and_only_the_bad_one_fails():
     assert any(len(c) > 1 for c in calls), "the first attempt must have been a batch"
 
 
+def test_a_failing_batch_is_split_down_to_the_request_that_fails_and_the_caller_gets_every_outcome():
+    """One poison request among 64: about 2 log2(64) more calls, not 64, and the group's future has each
+    request's result or, in the poison request's place, its exception."""
+    calls: list[int] = []
+    failures: list[tuple[int, str, str]] = []
+
+    def fn(reqs):
+        calls.append(len(reqs))
+        if 41 in reqs:
+            raise ValueError("poisoned request 41")
+        return [r + 100 for r in reqs]
+
+    batcher = MicroBatcher(fn, max_size=64, max_wait_s=0.05,
+                           on_failure=lambda req, exc: failures.append(
+                               (req, str(exc), threading.current_thread().name))).start()
+
+    async def main():
+        return await batcher.enqueue(list(range(64)), return_exceptions=True)
+
+    try:
+        outcomes = run(main())
+    finally:
+        batcher.stop()
+    assert [o for i, o in enumerate(outcomes) if i != 41] == [r + 100 for r in range(64) if r != 41]
+    assert isinstance(outcomes[41], ValueError)
+    assert failures == [(41, "poisoned request 41", "model-worker")], "heard of once, on the compute thread"
+    assert sorted(calls, reverse=True) == [64, 32, 32, 16, 16, 8, 8, 4, 4, 2, 2, 1, 1], "halves, down to the poison"
+
+
 def test_backpressure_bounds_waiting_requests():
     release = threading.Event()
     high_water = [0]
@@ -138,3 +167,32 @@ def test_a_group_larger_than_the_queue_bound_is_handed_over_in_parts():
         assert run(main()) == [r + 1 for r in range(30)]
     finally:
         batcher.stop()
+
+
+def test_a_job_runs_between_the_requests_around_it_and_no_batch_spans_it():
+    """The worker learns a batch right after ranking it: requests queued after a job see what it did, and the
+    requests on either side of a job never share a batch, even when all are queued before the thread runs."""
+    log: list[object] = []
+    learned: list[int] = []
+
+    def fn(reqs):
+        log.append(tuple(reqs))
+        return [len(learned) for _ in reqs]  # how much had been learned when each request ran
+
+    batcher = MicroBatcher(fn, max_size=64, max_wait_s=0.05)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()  # callbacks and task steps run in the order they were scheduled
+        first = asyncio.ensure_future(batcher.submit_many([1, 2, 3]))
+        loop.call_soon(batcher.call_soon, lambda: (learned.append(3), log.append("job")))
+        loop.call_soon(batcher.call_soon, lambda: 1 / 0)  # a failing job is logged; the thread goes on
+        second = asyncio.ensure_future(batcher.submit_many([4, 5]))
+        loop.call_soon(batcher.start)  # only once everything is queued
+        return await first, await second
+
+    try:
+        first, second = run(scenario())
+    finally:
+        batcher.stop()
+    assert first == [0, 0, 0] and second == [1, 1]
+    assert log == [(1, 2, 3), "job", (4, 5)]
