@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from models.data.registry import dataset_name, load_dataset
-from models.eval.methods import Pending, Query
 from models.eval.metarec_methods import MetarecMethod, Schedule, TrainingCache, one_thread
+from models.eval.methods import Pending, Query
 from models.eval.metrics import BUCKETS, history_bucket
 from models.eval.report import machine
 from models.eval.stream_protocol import StreamPlan, plan_stream
-from models.features.item_stats import CONTEXT_NAMES
+from models.features.context import CONTEXT_NAMES
 
 log = logging.getLogger("bench.adaptation_gain")
 
