@@ -46,6 +46,8 @@ log = logging.getLogger("bench.adaptation_gain")
 
 WARMUP_FRACTION = 0.2  # the stream protocol's warm-up: nothing after it is read
 WINDOWS: dict[str, tuple[float, float]] = {"w1": (0.5, 0.75), "w2": (0.75, 1.0)}  # (train until, replay until)
+FINE_BUCKETS: tuple[tuple[str, int, int], ...] = (("0", 0, 0), ("1-2", 1, 2), ("3-5", 3, 5), ("6-9", 6, 9),
+                                                   ("10+", 10, 1 << 40))  # events before the scored one
 FIELDS = ("user", "n_before", "hit", "hit_init", "loss_before", "loss_after", "move", "support")
 
 
@@ -163,6 +165,9 @@ def summarise(r: np.ndarray, base: np.ndarray | None = None) -> dict[str, Any]:
         out["hr_adapted_init"][name] = [round(float(r[sel, 2].mean()), 4), round(float(r[sel, 3].mean()), 4)]
     out["adapted_minus_init"] = {name: paired_interval(r[sel, 0], r[sel, 2] - r[sel, 3])
                                  for name, sel in (("all", np.ones(len(r), bool)), ("first10", first10))}
+    out["adapted_minus_init_by_history"] = {
+        name: paired_interval(r[sel, 0], r[sel, 2] - r[sel, 3])
+        for name, sel in ((n, (r[:, 1] >= lo) & (r[:, 1] <= hi)) for n, lo, hi in FINE_BUCKETS) if sel.any()}
     out["changed_hits_first10"] = {"gained": int(((r[:, 2] > r[:, 3]) & first10).sum()),
                                    "lost": int(((r[:, 2] < r[:, 3]) & first10).sum())}
     adapted = np.isfinite(r[:, 4])
@@ -175,6 +180,9 @@ def summarise(r: np.ndarray, base: np.ndarray | None = None) -> dict[str, Any]:
             raise ValueError("variants were replayed over different events")
         out["minus_base"] = {name: paired_interval(r[sel, 0], r[sel, 2] - base[sel, 2])
                              for name, sel in (("all", np.ones(len(r), bool)), ("first10", first10))}
+        out["minus_base_by_history"] = {
+            name: paired_interval(r[sel, 0], r[sel, 2] - base[sel, 2])
+            for name, sel in ((n, (r[:, 1] >= lo) & (r[:, 1] <= hi)) for n, lo, hi in FINE_BUCKETS) if sel.any()}
     return out
 
 
@@ -204,6 +212,37 @@ def run_variant(events, spec: dict[str, Any], seeds: list[int], windows: list[st
     return rec, combine(probes)
 
 
+def run_parts(events, variants: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant's raw rows and model facts (a *part*: ``--merge`` pools parts run in other processes)."""
+    parts: dict[str, Any] = {}
+    for n, (name, text) in enumerate(variants):
+        spec = json.loads(text)
+        rec, probed = run_variant(events, spec, args.seeds, args.windows, args.probe and n == 0)
+        parts[name] = {"spec": spec, "models": rec.models, "rows": rec.rows, "seeds": args.seeds,
+                       "windows": args.windows, **({"probe": probed} if probed is not None else {})}
+    return parts
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary per variant over the parts, in order; every variant is compared with the first one on the
+    same events, so each part must hold every variant (or parts pair up by their (window, seed) lists)."""
+    pooled: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for name, v in part.items():
+            into = pooled.setdefault(name, {"spec": v["spec"], "models": [], "rows": [], "probe": []})
+            into["models"] += v["models"]
+            into["rows"] += [tuple(r) for r in v["rows"]]
+            into["probe"] += [v["probe"]] if "probe" in v else []
+    out, base = {}, None
+    for name, v in pooled.items():
+        r = np.asarray(v["rows"], np.float64).reshape(-1, len(FIELDS))
+        out[name] = {"spec": v["spec"], "models": v["models"], **summarise(r, base)}
+        if v["probe"]:
+            out[name]["probe"] = v["probe"]
+        base = r if base is None else base
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
@@ -213,28 +252,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--probe", action="store_true", help="probe the base variant (bench.adaptation_probe)")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--tag", default="")
+    p.add_argument("--part", help="write this run's raw rows to PART (JSON) instead of a summary")
+    p.add_argument("--merge", nargs="+", default=[], help="summarise these parts (no run); the first variant "
+                   "seen is the base")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    variants = [v.split("=", 1) for v in args.variant or ["base={}"]]
-    events = load_dataset(args.dataset, seed=0).sorted_by_time()
-    result: dict[str, Any] = {
-        "dataset": dataset_name(args.dataset), "seeds": args.seeds, "windows": args.windows,
-        "window_fractions": {w: WINDOWS[w] for w in args.windows}, "warmup_fraction": WARMUP_FRACTION,
-        "machine": machine(), "command": "python -m bench.adaptation_gain " + " ".join(sys.argv[1:] if argv is None else argv),
-        "variants": {},
-    }
-    base = None
+    command = "python -m bench.adaptation_gain " + " ".join(sys.argv[1:] if argv is None else argv)
     began = time.monotonic()
-    for n, (name, text) in enumerate(variants):
-        spec = json.loads(text)
-        rec, probed = run_variant(events, spec, args.seeds, args.windows, args.probe and n == 0)
-        r = rec.array()
-        result["variants"][name] = {"spec": spec, "models": rec.models, **summarise(r, base)}
-        if probed is not None:
-            result["probe"] = probed
-        base = r if base is None else base
-        print(name, json.dumps({k: result["variants"][name][k] for k in ("hr_adapted_init", "adapted_minus_init")}
-                               | ({"minus_base": result["variants"][name]["minus_base"]} if n else {})), flush=True)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        commands = [part.pop("_command") for part in parts]
+        machines = [part.pop("_machine") for part in parts]
+        variants = merge(parts)
+        some = next(iter(variants.values()))
+        seeds = sorted({m["seed"] for m in some["models"]})
+        windows = sorted({m["window"] for m in some["models"]})
+    else:
+        variants_in = [v.split("=", 1) for v in args.variant or ["base={}"]]
+        events = load_dataset(args.dataset, seed=0).sorted_by_time()
+        parts = run_parts(events, variants_in, args)
+        if args.part:
+            Path(args.part).write_text(json.dumps({**parts, "_command": command, "_machine": machine()}))
+            log.info("wrote %s", args.part)
+            return
+        commands, machines, variants = [command], [machine()], merge([parts])
+        seeds, windows = args.seeds, args.windows
+    result: dict[str, Any] = {
+        "dataset": dataset_name(args.dataset), "seeds": seeds, "windows": windows,
+        "window_fractions": {w: WINDOWS[w] for w in windows}, "warmup_fraction": WARMUP_FRACTION,
+        "machine": machines[0], "command": command, "part_commands": commands, "variants": variants,
+    }
+    for name, v in variants.items():
+        print(name, json.dumps({k: v[k] for k in ("hr_adapted_init", "adapted_minus_init", "minus_base")
+                                if k in v}), flush=True)
     result["seconds"] = round(time.monotonic() - began)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

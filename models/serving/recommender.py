@@ -40,7 +40,7 @@ from models.features.item_stats import ItemStats
 from models.features.rating_context import rating_context
 from models.serving.availability import Availability, allowed_mask
 from models.serving.candidates import CandidateBudget, PopularLists, excluded_keys, gather_candidates
-from models.serving.encode import Encoded, encode, negatives, shown_negatives, user_features
+from models.serving.encode import Encoded, draw_weights, encode, negatives, shown_negatives, user_features
 from models.serving.item_index import ItemIndex
 from models.serving.kernel import adapt_forward
 from models.serving.requests import AdaptRequest, LearnedUser
@@ -302,7 +302,7 @@ class Recommender:
         items, targets, mask = batch.items.to(dev), batch.targets.to(dev), batch.mask.to(dev)
         cols = np.where(batch.mask.numpy(), batch.items.numpy(), -1)  # (B, S)
         if cfg.objective == "implicit":
-            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed)  # (B, K)
+            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed, draw_weights(self._stats, cfg))
             neg = shown_negatives(snap.index, requests, neg).to(dev)  # shown, not taken: the first slots
             items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
             cols = np.concatenate([cols, neg.cpu().numpy()], axis=1)

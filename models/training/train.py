@@ -24,7 +24,7 @@ from models.data.events import EVENT_TYPES, EventLog
 from models.features.context import N_CONTEXT
 from models.features.rating_context import N_RATING_CONTEXT
 from models.serving.recommender import Recommender
-from models.training.implicit_loss import add_candidates, context_width, sampled_outer_loss
+from models.training.implicit_loss import add_candidates, context_width, draw_negatives, sampled_outer_loss
 from models.training.task_context import attach_context, bank_batches
 from models.training.task_rating_context import attach_rating_context
 from models.training.tasks import (  # noqa: F401 (re-exported: callers import the tasks from here)
@@ -93,12 +93,12 @@ def outer_loss(
     batch = tasks.sup_items.shape[0]
     drop = torch.rand(cfg.n_items, generator=gen) < cfg.id_dropout  # (N,)
     vecs, bias = model.item_vectors(drop)  # (N, H), (N,)
-    neg = torch.randint(cfg.n_items, (batch, cfg.n_negatives), generator=gen)  # (B, K)
     feats = None if user_features is None else user_features[tasks.users]  # (B, G)
     ctx = None
     if cfg.n_context:
         ctx = tasks.context.float() if tasks.context is not None else vecs.new_zeros(batch, cfg.n_items,
                                                                                       cfg.n_context)
+    neg = draw_negatives(cfg, tasks.context, batch, cfg.n_items, gen)  # (B, K)
     rows = torch.arange(batch)[:, None]
     user_bias = bias.expand(batch, -1)  # (B, N) the head-independent offsets, per user with context
     if ctx is not None:
