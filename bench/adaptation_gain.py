@@ -74,7 +74,7 @@ def schedule_for(spec: dict[str, Any]) -> Schedule:
     """A variant's Schedule: its ``schedule`` fields, its ``config`` as ModelConfig overrides; no rating model
     (ranking only) and ``adapt_taste`` off unless given (what the warm-up chose on both data sets)."""
     fields = {"adapt_taste": False, "choose_taste": False, "rating_model": False, **spec.get("schedule", {})}
-    return Schedule(config=tuple(sorted(spec.get("config", {}).items())), **fields)
+    return Schedule(overrides=tuple(sorted(spec.get("config", {}).items())), **fields)
 
 
 def paired_replay(method: MetarecMethod, plan: StreamPlan, serve_steps: int | None = None,

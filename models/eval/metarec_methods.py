@@ -65,10 +65,10 @@ class Schedule:
     stats_every: int = 32  # learned events between updates of the item statistics
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
-    config: tuple[tuple[str, Any], ...] = ()  # ModelConfig overrides of the ranking model, as (field, value)
-    rating_config: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
     candidates: CandidateBudget = CandidateBudget()  # retrieve-then-rank, as the worker serves
-    event_weights: EventWeights | None = None  # the operator's event weights, as the worker's (None: defaults)
+    overrides: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields of the ranking model (chosen settings)
+    rating_overrides: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
+    event_weights: EventWeights | None = None  # the operator's event weights, as the worker's (None: default)
 
 
 class TrainingCache:
@@ -85,17 +85,16 @@ class TrainingCache:
 
     def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
             init_key: tuple | None, objective: str | None = None,
-            adapt_taste: bool | None = None,
-            config: tuple[tuple[str, Any], ...] = ()) -> tuple[Recommender, tuple]:
-        """The model meta-trained on ``events`` (from ``init``, or from scratch with ``default_config`` and the
-        ``config`` overrides), trained now unless an identical one is held."""
-        key = (*digest(events), steps, seed, init_key, objective, adapt_taste, config)
+            overrides: tuple[tuple[str, Any], ...] = ()) -> tuple[Recommender, tuple]:
+        """The model meta-trained on ``events``; ``overrides`` replace fields of the default config (a model
+        continued from ``init`` keeps the config it has)."""
+        key = (*digest(events), steps, seed, init_key, objective, overrides)
         if key not in self._models:
             cfg = None
             if init is None and objective is not None:
-                cfg = replace(default_config(events, seed, objective), **dict(config))
-                if adapt_taste is not None:
-                    cfg = replace(cfg, adapt_taste=adapt_taste)
+                cfg = default_config(events, seed, objective)
+                if overrides:
+                    cfg = replace(cfg, **dict(overrides))
             self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
@@ -193,8 +192,11 @@ class MetarecMethod:
     def _train(self, steps: int, init: Recommender | None) -> None:
         previous = getattr(self, "key", None)
         events = self._seen_log()
+        overrides = self.schedule.overrides
+        if self.adapt_taste is not None:
+            overrides = tuple(sorted({**dict(overrides), "adapt_taste": self.adapt_taste}.items()))
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
-                                           self.schedule.objective, self.adapt_taste, self.schedule.config)
+                                           self.schedule.objective, overrides)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr, self.schedule.candidates)
         self.unobserved = []  # the new model's statistics hold every event learned so far
@@ -206,7 +208,7 @@ class MetarecMethod:
             rater_init = getattr(self, "rater_trained", None) if init is not None else None
             self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
                                                                 rater_init, before, "rating",
-                                                                config=self.schedule.rating_config)
+                                                                self.schedule.rating_overrides)
             self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr,
                                        self.schedule.candidates)
         self.rounds += 1
@@ -314,7 +316,7 @@ def choose_taste(log_: EventLog, seed: int, schedule: Schedule, cache: TrainingC
     """
     from models.eval.stream_protocol import plan_stream, replay
 
-    key = (*digest(log_), seed, schedule.steps, schedule.config)
+    key = (*digest(log_), seed, schedule.steps)
     if key not in cache.choices:
         plan = plan_stream(log_, 0.8)
         hr = {}

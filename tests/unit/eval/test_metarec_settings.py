@@ -12,7 +12,8 @@ def test_config_overrides_reach_the_ranking_and_the_rating_model():
     plan = plan_stream(rated(planted_stream(seed=4, users=10)), 0.3)
     cache = TrainingCache()
     schedule = Schedule(steps=1, retrain_steps=1, choose_taste=False,
-                        config=(("inner_steps", 2), ("support_prior", 3.0)), rating_config=(("inner_steps", 7),))
+                        overrides=(("inner_steps", 2), ("support_prior", 3.0)),
+                        rating_overrides=(("inner_steps", 7),))
     method = MetarecMethod("metarec", 0, schedule, cache)
     method.fit_prefix(plan.prefix)
     ranking, rating = method.model.config, method.rater.config
