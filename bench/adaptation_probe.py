@@ -27,6 +27,7 @@ from torch import Tensor
 
 from models.core.adapt import with_context
 from models.serving import recommender as rr
+from models.serving.encode import draw_weights, negatives, shown_negatives
 from models.serving.kernel import adapt_forward
 
 ORACLE_CANDIDATES = 4096  # catalogues up to this size are scored whole; larger ones on the init's top items
@@ -51,10 +52,14 @@ class Probe:
         snap, model = rec._snap, rec.model
         cfg = model.cfg
         self.taste = cfg.adapt_taste
+        n_items = len(snap.item_ids)
+        batch, reader = rec._encode(snap, requests)
+        every = np.broadcast_to(np.arange(n_items), (len(requests), n_items))  # (B, N)
         with torch.inference_mode():
-            ctx = rec._context(snap, requests)  # (B, N, C)
-            items, tgt, mask, _sizes = rr._pad_support(snap.index, requests, cfg.max_support)
-            neg = rr._negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed)
+            ctx = rec._context(snap, batch, reader, every)  # (B, N, C) as served: own items left out, arrivals
+            items, tgt, mask = batch.items, batch.targets, batch.mask  # (B, S)
+            neg = negatives(requests, n_items, cfg.n_negatives, cfg.seed, draw_weights(rec.stats, cfg))
+            neg = shown_negatives(snap.index, requests, neg)  # (B, K) as the server draws them
             both = torch.cat([items, neg], dim=1)  # (B, S + K)
             rows = torch.arange(len(requests))[:, None]
             vecs = with_context(snap.vecs[both], ctx[rows, both])
