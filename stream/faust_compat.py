@@ -41,7 +41,8 @@ from typing import Any, Iterator, Mapping
 import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.streams import _current_event
-from faust.types import TP
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.types import TP, EventT
 
 from stream.output import OutputProducer
 
@@ -187,3 +188,272 @@ class UserTable:
         store = self._table.data
         for (topic, partition), offset in self._output.take_acked().items():
             store.set_persisted_offset(TP(topic, partition), offset)
+
+
+# ================================================================================================================
+# Throughput levers (issue 15): what Faust costs per event, removed without leaving Faust's bookkeeping.
+# Each is measured alone and combined by bench/faust_ceiling.py (bench/results/faust-ceiling.json); each internal
+# it relies on is pinned by tests/unit/stream/test_faust_levers.py.
+# ================================================================================================================
+_YIELD_EVERY = 100  # messages delivered between two turns of the event loop, as Faust's own drain does
+
+
+def use_batch_delivery(app: faust.App) -> None:
+    """Hand each fetched batch to the conductor under one ``wait_first``, not one per message.
+
+    Faust's ``Consumer._drain_messages`` awaits ``wait_first(callback(message), suspend_flow.wait())`` for every
+    message: four tasks and an ``asyncio.wait`` per event, about a fifth of the event loop's time. The callback
+    only blocks when flow is suspended (a rebalance), so guarding a whole batch keeps what the guard is for: a
+    rebalance cancels the delivery where it is, and the messages not yet delivered were never tracked, so they
+    are fetched again from the committed offset. Gaps, read offsets and ``broker_commit_every`` are kept as
+    Faust keeps them (the commit check runs once per batch, outside the guarded delivery, as Faust's does).
+    """
+    base: type = app.transport.Consumer
+
+    class BatchDeliveryConsumer(base):  # type: ignore[misc, valid-type]
+        async def _drain_messages(self, fetcher: Any) -> None:
+            await _drain_batches(self, fetcher)
+
+    app.transport.Consumer = BatchDeliveryConsumer
+
+
+async def _drain_batches(consumer: Any, fetcher: Any) -> None:
+    """``Consumer._drain_messages`` of faust-streaming 0.15, with one guard per fetched batch."""
+    consumer_should_stop = consumer._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            consumer.diag.set_flag(CONSUMER_FETCHING)
+            records = consumer.getmany(timeout=1.0)
+            await consumer.sleep(0)
+            first = None if consumer.should_stop else await anext(records, None)  # the fetch, unguarded
+            if first is not None:
+                if consumer._commit_every is not None and consumer._n_acked >= consumer._commit_every:
+                    consumer._n_acked = 0
+                    await consumer.commit()
+                await consumer.wait_first(_deliver(consumer, first, records), consumer.suspend_flow.wait())
+            consumer.diag.unset_flag(CONSUMER_FETCHING)
+    except consumer.consumer_stopped_errors:
+        if consumer.transport.app.should_stop:
+            consumer.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if consumer.transport.app.should_stop:
+            consumer.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        consumer.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        consumer.diag.unset_flag(CONSUMER_FETCHING)
+
+
+async def _deliver(consumer: Any, first: tuple[TP, Any], records: Any) -> None:
+    """Deliver one ``getmany`` batch (``first``, then the rest of ``records``) as Faust's drain loop body does."""
+    callback = consumer.callback
+    read_offset = consumer._read_offset
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    since_yield = 0
+    try:
+        async for tp, message in _chain(first, records):
+            since_yield += 1
+            if since_yield > _YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            offset = message.offset
+            r_offset = read_offset[tp]
+            if r_offset is None or offset >= r_offset:
+                if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(message.topic):
+                    await consumer._add_gap(tp, r_offset + 1, offset)
+                await callback(message)
+                read_offset[tp] = offset
+    finally:
+        await records.aclose()
+
+
+async def _chain(first: Any, rest: Any) -> Any:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def take_batches(stream: Any, max_: int, within: float) -> Any:
+    """``stream.take_events(max_, within)`` without iterating the stream event by event.
+
+    ``take_events`` moves each event from the agent's channel into its buffer through the stream's iterator:
+    an event-loop turn (``sleep(0)``), a queue get, a processor call and two sensor calls per event. Here the
+    agent's channel queue is drained directly, as many events as it holds at once, and each event gets what
+    the stream's iterator gives it: a message of an older consumer generation, or one that arrives while flow
+    is suspended (a rebalance), is skipped and acked as Faust skips it; every other message is tracked
+    (``Consumer.track_message``: pending ack, so commits and rebalances wait for it) and its stream sensor is
+    called. A batch is yielded when it holds ``max_`` events or ``within`` seconds after its first event, and
+    each of its events is acked after the agent's body returns, as ``take_events`` does.
+    """
+    channel = aiter(stream.channel)  # registers the topic with the conductor, as take_events does
+    queue = channel.queue
+    app = stream.app
+    loop = asyncio.get_running_loop()
+    started = await stream.maybe_start()
+    getter: asyncio.Future | None = None
+    events: list[Any] = []
+    try:
+        while not stream.should_stop:
+            deadline: float | None = None
+            while len(events) < max_:
+                if not queue.empty():
+                    await _accept(stream, app, queue.get_nowait(), events)
+                    continue
+                if events:
+                    deadline = deadline if deadline is not None else loop.time() + within
+                    if deadline <= loop.time():
+                        break
+                if getter is None:
+                    getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait((getter,), timeout=None if deadline is None else deadline - loop.time())
+                if not getter.done():
+                    break
+                value, getter = getter.result(), None
+                await _accept(stream, app, value, events)
+            if not events:
+                continue
+            batch, events = events, []
+            stream.events_total += len(batch)
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    await stream.ack(event)
+    finally:
+        if getter is not None:
+            getter.cancel()
+        for event in events:  # taken, never yielded: released so that commits and rebalances do not wait
+            await stream.ack(event)
+        if started:
+            await stream.stop()
+
+
+async def _accept(stream: Any, app: Any, value: Any, events: list[Any]) -> None:
+    """What the stream's iterator does with one channel value before the agent sees it (streams.py)."""
+    if not isinstance(value, EventT):
+        raise TypeError(f"take_batches reads topic channels only, got {type(value).__name__}")
+    message = value.message
+    if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+        await stream.ack(value)
+        return
+    if message.topic in app.topics.acking_topics and not message.tracked:
+        message.tracked = True
+        app.consumer.track_message(message)
+    stream._on_stream_event_in(message.tp, message.offset, stream, value)
+    events.append(value)
+
+
+def use_uvloop() -> bool:
+    """Make the event loops created from now on uvloop's (False, and a warning, when it is not installed).
+
+    Call before the worker creates its loop: a loop that exists already keeps its implementation.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not installed: the worker runs on asyncio's own event loop")
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def use_lean_sensors(app: faust.App, sync_interval_s: float = 1.0) -> None:
+    """Make the app's monitor (Faust's, or the Prometheus one of stream/metrics.py) cheap per event.
+
+    Faust's sensors run four times per event; its monitor keeps per-event timings (a dict per event, a runtime
+    deque, per-stream counters keyed by a stringified stream) and its Prometheus monitor updates six labelled
+    metrics per event (each ``labels()`` a lock and a tuple of strings). The lean monitor only counts per event,
+    in the plain attributes Faust's monitor already has (messages received in total and per topic, read and end
+    offsets, which the consumer lag of stream/metrics.py reads, active messages, table operations), and a timer
+    copies them into the Prometheus metrics every ``sync_interval_s``. Commits, rebalances and the producer are
+    reported as before. Dropped: the per-event timings nothing reads (``faust_events_runtime_ms``,
+    ``faust_total_active_events`` and ``faust_total_events_per_stream`` stay at zero). Call after the monitor is
+    set (after ``stream.metrics.install_app_metrics``) and before the app starts: the instance keeps its state
+    and changes class.
+    """
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    monitor = app.monitor
+    monitor.__class__ = _lean_class(type(monitor))
+    if isinstance(monitor, PrometheusMonitor):
+        @app.timer(sync_interval_s)
+        async def metarec_sync_faust_metrics() -> None:
+            sync_prometheus(app.monitor)
+
+
+_LEAN_CLASSES: dict[type, type] = {}
+
+
+def _lean_class(cls: type) -> type:
+    """``cls`` with the lean per-event hooks: a direct subclass, so an instance of ``cls`` can change class."""
+    if getattr(cls, "_metarec_lean", False):
+        return cls
+    if cls not in _LEAN_CLASSES:
+        from faust.sensors import Monitor
+
+        hooks = {name: getattr(Monitor, name) for name in _MONITOR_HOOKS}  # the cheap ones, Prometheus' bypassed
+        hooks.update(on_message_in=_message_in, on_stream_event_in=_stream_event_in,
+                     on_stream_event_out=_stream_event_out, on_message_out=_message_out)
+        _LEAN_CLASSES[cls] = type(f"Lean{cls.__name__}", (cls,), {"_metarec_lean": True, "__module__": __name__,
+                                                                  **hooks})
+    return _LEAN_CLASSES[cls]
+
+
+_MONITOR_HOOKS = ("track_tp_end_offset", "on_table_get", "on_table_set", "on_table_del")
+
+
+def _message_in(self: Any, tp: TP, offset: int, message: Any) -> None:
+    self.messages_received_total += 1
+    self.messages_active += 1
+    self.messages_received_by_topic[tp.topic] += 1
+    self.tp_read_offsets[tp] = offset
+
+
+def _stream_event_in(self: Any, tp: TP, offset: int, stream: Any, event: Any) -> None:
+    self.events_total += 1
+    return None  # no per-event state: on_stream_event_out has nothing to time
+
+
+def _stream_event_out(self: Any, tp: TP, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+    pass
+
+
+def _message_out(self: Any, tp: TP, offset: int, message: Any) -> None:
+    self.messages_active -= 1
+
+
+def sync_prometheus(monitor: Any) -> None:
+    """Copy a lean Prometheus monitor's counts into its metrics (counters by their growth since the last copy)."""
+    m = monitor._metrics
+    synced: dict[Any, int] = monitor.__dict__.setdefault("_lean_synced", {})
+
+    def grow(key: Any, counter: Any, total: int) -> None:
+        delta = total - synced.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+        synced[key] = total
+
+    grow("received", m.messages_received, monitor.messages_received_total)
+    grow("events", m.total_events, monitor.events_total)
+    for topic, total in list(monitor.messages_received_by_topic.items()):
+        grow(("topic", topic), m.messages_received_per_topics.labels(topic=topic), total)
+    m.active_messages.set(monitor.messages_active)
+    for tp, offset in list(monitor.tp_read_offsets.items()):
+        m.messages_received_per_topics_partition.labels(topic=tp.topic, partition=tp.partition).set(offset)
+    for tp, offset in list(monitor.tp_end_offsets.items()):
+        m.topic_partition_end_offset.labels(topic=tp.topic, partition=tp.partition).set(offset)
+    for name, state in list(monitor.tables.items()):
+        for operation in (monitor.KEYS_RETRIEVED, monitor.KEYS_UPDATED, monitor.KEYS_DELETED):
+            grow(("table", name, operation), m.table_operations.labels(table=f"table.{name}", operation=operation),
+                 getattr(state, operation))
+
+
+def worker_levers(settings: Any) -> set[str]:
+    """Placeholder: the levers the worker runs with by default."""
+    return set()
