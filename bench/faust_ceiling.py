@@ -9,6 +9,9 @@ these and the passthrough is Faust's; the gap between these and the pipeline is 
 those the real worker runs with by default (stream/settings.py), ``none`` Faust as it comes, or a list.
 
     python -m bench.faust_ceiling --brokers HOST:PORT --topic T --sink S --expected N --mode take --out F
+
+``--mode aiokafka`` reads the same backlog with a bare aiokafka consumer (what Faust's client alone can fetch
+and decode). The lever comparison that writes bench/results/faust-ceiling.json is bench/faust_levers.py.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import faust
 from stream import faust_compat
 from stream.settings import Settings
 
-LEVERS = ("uvloop", "lean_sensors", "batch_delivery", "take_batches", "cython", "metrics")
+LEVERS = ("uvloop", "lean_sensors", "batch_delivery", "take_batches", "raw_events", "cython", "metrics")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sink", required=True)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--expected", type=int, required=True)
-    p.add_argument("--mode", choices=("take", "table"), default="take")
+    p.add_argument("--mode", choices=("take", "table", "aiokafka"), default="take")
     p.add_argument("--take-max", type=int, default=Settings.take_max)
     p.add_argument("--take-within-s", type=float, default=0.005)
     p.add_argument("--linger-s", type=float, default=0.001, help="producer_linger (the app's value by default)")
@@ -51,10 +54,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def worker_levers(settings: Settings) -> set[str]:
+    """The levers stream/app.py's ``build_app`` applies with these settings (the Prometheus sensor included)."""
+    levers = {"metrics"}
+    if settings.faust_batch_path:
+        levers |= {"batch_delivery", "take_batches", "raw_events"}
+    if settings.faust_sensors == "lean":
+        levers.add("lean_sensors")
+    return levers
+
+
 def levers_of(spec: str, settings: Settings | None = None) -> set[str]:
     """The lever names a ``--levers`` value stands for."""
     if spec == "worker":
-        return faust_compat.worker_levers(settings or Settings())
+        return worker_levers(settings or Settings.from_env())
     if spec in ("none", ""):
         return set()
     chosen = {name.strip() for name in spec.split(",") if name.strip()}
@@ -74,9 +87,7 @@ def _literal(raw: str) -> Any:
 
 
 def build(args: argparse.Namespace, datadir: str, levers: set[str]) -> faust.App:
-    extra = {k: _literal(v) for k, v in (item.split("=", 1) for item in args.set)}
-    app = faust.App(
-        f"ceiling-{os.getpid()}",
+    options: dict[str, Any] = dict(
         broker=f"{args.transport}://{args.brokers}",
         store="rocksdb://",
         datadir=datadir,
@@ -92,8 +103,12 @@ def build(args: argparse.Namespace, datadir: str, levers: set[str]) -> faust.App
         web_enabled=False,
         autodiscover=False,
         worker_redirect_stdouts=False,
-        **extra,
     )
+    options.update((k, _literal(v)) for k, v in (item.split("=", 1) for item in args.set))
+    app = faust.App(f"ceiling-{os.getpid()}", **options)
+    if args.transport == "kafka":  # the worker's consumer: true changelog ends, its short fetch wait
+        faust_compat.use_real_highwaters(app, {"bootstrap.servers": args.brokers},
+                                         fetch_max_wait_ms=Settings.fetch_max_wait_ms)
     if "metrics" in levers:  # the real worker's Prometheus sensor (faust_* metrics, consumer lag timer)
         from stream.metrics import Metrics, install_app_metrics
 
@@ -103,7 +118,10 @@ def build(args: argparse.Namespace, datadir: str, levers: set[str]) -> faust.App
     if "batch_delivery" in levers:
         faust_compat.use_batch_delivery(app)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(args.topic, partitions=args.partitions, **raw)
+    if "raw_events" in levers:
+        source = app.topic(args.topic, partitions=args.partitions, schema=faust_compat.RawSchema())
+    else:
+        source = app.topic(args.topic, partitions=args.partitions, **raw)
     sink = app.topic(args.sink, partitions=args.partitions, **raw)
     table = app.Table("ceiling", partitions=args.partitions)
     table.key_serializer = table.value_serializer = "raw"
@@ -152,8 +170,13 @@ def _cpu() -> float:
 
 
 def finish(args: argparse.Namespace, state: dict, levers: set[str]) -> None:
-    seconds = time.perf_counter() - state["first"]
-    cpu = _cpu() - state["cpu0"]
+    _write(args, state, levers)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _write(args: argparse.Namespace, state: dict, levers: set[str]) -> None:
+    seconds = state.get("end", time.perf_counter()) - state["first"]
+    cpu = state.get("cpu1", _cpu()) - state["cpu0"]
     args.out.write_text(
         json.dumps(
             {
@@ -167,11 +190,44 @@ def finish(args: argparse.Namespace, state: dict, levers: set[str]) -> None:
             }
         )
     )
-    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def aiokafka_alone(args: argparse.Namespace) -> None:
+    """The backlog through a bare aiokafka consumer, Faust's fetch settings (ceiling of any Faust agent here)."""
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        args.topic, bootstrap_servers=args.brokers, group_id=f"alone-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=Settings.fetch_max_wait_ms,
+        session_timeout_ms=6000, heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    state: dict[str, Any] = {"count": 0, "first": None}
+    seen = 0
+    try:  # aiokafka prefetches: the clock starts when the first batch is returned, and counts what follows it
+        while seen < args.expected:
+            batch = sum(len(records) for records in (await consumer.getmany(timeout_ms=1000)).values())
+            seen += batch
+            if state["first"] is None:
+                if batch:
+                    state["first"], state["cpu0"] = time.perf_counter(), _cpu()
+            else:
+                state["count"] += batch
+        state["end"], state["cpu1"] = time.perf_counter(), _cpu()
+    finally:
+        await consumer.stop()
+    _write(args, state, set())
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.mode == "aiokafka":
+        import asyncio
+
+        asyncio.run(aiokafka_alone(args))
+        return
     levers = levers_of(args.levers)
     if "uvloop" in levers:
         faust_compat.use_uvloop()  # before the worker creates its event loop

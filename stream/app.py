@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from stream import faust_compat
 from stream.commit_watch import install_commit_watch
 from stream.faust_compat import UserTable, use_real_highwaters
 from stream.handler import BatchHandler
@@ -57,8 +58,11 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         env={},  # Faust reads BROKER_URL, APP_DATADIR, ... from the environment; only Settings may configure us
     )
     use_real_highwaters(app, settings.kafka_config(), fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    if settings.faust_batch_path:  # Faust's per-event steps, batched (stream/faust_compat.py, bench/faust_levers.py)
+        faust_compat.use_batch_delivery(app)
     interactions_topic = app.topic(
-        settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
+        settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw",
+        **({"schema": faust_compat.RawSchema()} if settings.faust_batch_path else {}),
     )
     # Keys and values are plain bytes (msgpack we encode ourselves). Saying so through the types, not by setting
     # serializers afterwards, is what makes the changelog topic raw too: otherwise recovery decodes it as JSON.
@@ -71,11 +75,13 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
     )
     output = OutputProducer(settings.kafka_config())
 
+    take = faust_compat.take_batches if settings.faust_batch_path else _take_events
+
     @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         handler = BatchHandler(settings, worker, metrics, UserTable(table, output), output, stream.ack, fail_stop)
         try:
-            async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
+            async for events in take(stream, settings.take_max, within=settings.take_within_s):
                 try:
                     await handler.submit(events)
                 except Exception:  # noqa: BLE001 - see fail_stop: nothing may ack a batch that was not processed
@@ -89,9 +95,15 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     install_app_metrics(app, metrics, [settings.interactions_topic])
+    if settings.faust_sensors == "lean":
+        faust_compat.use_lean_sensors(app)
     install_commit_watch(app, [settings.interactions_topic], metrics.commit_stalls.inc)
     install_item_agent(app, settings, worker, metrics)
     return app
+
+
+def _take_events(stream: faust.StreamT, max_: int, within: float) -> Any:
+    return stream.take_events(max_, within=within)
 
 
 def fail_stop(batch_size: int) -> None:

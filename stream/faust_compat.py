@@ -286,10 +286,11 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
     an event-loop turn (``sleep(0)``), a queue get, a processor call and two sensor calls per event. Here the
     agent's channel queue is drained directly, as many events as it holds at once, and each event gets what
     the stream's iterator gives it: a message of an older consumer generation, or one that arrives while flow
-    is suspended (a rebalance), is skipped and acked as Faust skips it; every other message is tracked
+    is suspended (a rebalance), is skipped, as Faust skips it; every other message is tracked
     (``Consumer.track_message``: pending ack, so commits and rebalances wait for it) and its stream sensor is
     called. A batch is yielded when it holds ``max_`` events or ``within`` seconds after its first event, and
-    each of its events is acked after the agent's body returns, as ``take_events`` does.
+    each of its events is acked after the agent's body returns, as ``take_events`` does; events taken but not
+    yet yielded when the agent stops are not acked, so they are read again.
     """
     channel = aiter(stream.channel)  # registers the topic with the conductor, as take_events does
     queue = channel.queue
@@ -303,7 +304,7 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
             deadline: float | None = None
             while len(events) < max_:
                 if not queue.empty():
-                    await _accept(stream, app, queue.get_nowait(), events)
+                    _accept(stream, app, queue.get_nowait(), events)
                     continue
                 if events:
                     deadline = deadline if deadline is not None else loop.time() + within
@@ -315,7 +316,7 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
                 if not getter.done():
                     break
                 value, getter = getter.result(), None
-                await _accept(stream, app, value, events)
+                _accept(stream, app, value, events)
             if not events:
                 continue
             batch, events = events, []
@@ -325,28 +326,46 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
             finally:
                 for event in batch:
                     await stream.ack(event)
-    finally:
+    finally:  # events taken but never yielded stay unacked, as take_events leaves its buffer: never committed
         if getter is not None:
             getter.cancel()
-        for event in events:  # taken, never yielded: released so that commits and rebalances do not wait
-            await stream.ack(event)
         if started:
             await stream.stop()
 
 
-async def _accept(stream: Any, app: Any, value: Any, events: list[Any]) -> None:
+def _accept(stream: Any, app: Any, value: Any, events: list[Any]) -> None:
     """What the stream's iterator does with one channel value before the agent sees it (streams.py)."""
     if not isinstance(value, EventT):
         raise TypeError(f"take_batches reads topic channels only, got {type(value).__name__}")
     message = value.message
     if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-        await stream.ack(value)
-        return
+        return  # neither tracked nor acked (as faust's compiled iterator leaves it): fetched again after the rebalance
     if message.topic in app.topics.acking_topics and not message.tracked:
         message.tracked = True
         app.consumer.track_message(message)
     stream._on_stream_event_in(message.tp, message.offset, stream, value)
     events.append(value)
+
+
+class RawSchema(faust.Schema):
+    """Keys and values as the raw bytes they arrived as, each message made an event without Faust's codecs.
+
+    A raw topic's own schema decodes a message through the serializer registry (codec look-up, ``want_bytes``,
+    a model "reconstruct" check) and reads ``app.conf.Event`` through the settings registry, per message and
+    per part: a fifth of the event loop once the rest is batched. The bytes come out the same.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: Any, *, on_key_decode_error: Any = None, on_value_decode_error: Any = None,
+                default_propagate: bool = False) -> Any:
+        event = app.conf.Event
+
+        async def decode(message: Any, *, propagate: bool = default_propagate) -> Any:
+            return event(app, message.key, message.value, message.headers, message)
+
+        return decode
 
 
 def use_uvloop() -> bool:
@@ -452,8 +471,3 @@ def sync_prometheus(monitor: Any) -> None:
         for operation in (monitor.KEYS_RETRIEVED, monitor.KEYS_UPDATED, monitor.KEYS_DELETED):
             grow(("table", name, operation), m.table_operations.labels(table=f"table.{name}", operation=operation),
                  getattr(state, operation))
-
-
-def worker_levers(settings: Any) -> set[str]:
-    """Placeholder: the levers the worker runs with by default."""
-    return set()

@@ -1,0 +1,149 @@
+"""What each Faust lever of stream/faust_compat.py buys the take-only agent: bench/results/faust-ceiling.json.
+
+One embedded broker, one backlog; every variant is a fresh ``python -m bench.faust_ceiling --mode take``
+process (its own consumer group, from the earliest offset) on that backlog, clocked from its first batch to its
+last event. The machine is shared and noisy, so each repetition runs every variant once, in a shuffled order,
+and each figure is reported beside the stock Faust agent (``faust``) of the same repetition; the medians of
+those ratios are the result. ``aiokafka_alone`` is a bare aiokafka consumer on the same backlog: what Faust's
+client itself can fetch and decode, the ceiling of any agent built on it.
+
+    .venv/bin/python -m bench.faust_levers --events 200000 --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, catalogue, machine_info, write_results, zipf_events
+from bench.kafka_tools import produce_all
+from stream.broker import EmbeddedBroker
+from stream.topics import TopicSpec, ensure_topics
+
+log = logging.getLogger("bench.faust_levers")
+ROOT = Path(__file__).resolve().parent.parent
+BATCH_PATH = "batch_delivery,take_batches,raw_events"
+VARIANTS: dict[str, tuple[str, str]] = {  # name: (bench.faust_ceiling arguments, what it is)
+    "faust": ("--levers none", "stock Faust take_events agent with metarec's Faust settings (the baseline)"),
+    "faust+prometheus": ("--levers metrics", "the same with metarec's Prometheus sensor, as the worker ran it"),
+    "uvloop": ("--levers uvloop", "uvloop installed before the worker starts"),
+    "lean_sensors": ("--levers lean_sensors", "Faust's monitor counting only, no per-event timings"),
+    "lean_sensors+prometheus": ("--levers metrics,lean_sensors", "the same on the Prometheus monitor"),
+    "cython": ("--levers cython", "faust's cython_optimizations (its compiled iterator's quick queue get)"),
+    "max_poll_records_500": ("--levers none --set broker_max_poll_records=500", "aiokafka max_poll_records 500"),
+    "fetch_4mib": ("--levers none --set consumer_max_fetch_size=4194304", "4 MiB per partition fetch (1 MiB)"),
+    "buffer_16k": ("--levers none --set stream_buffer_maxsize=16384", "stream buffer 16,384 events (4,096)"),
+    "batch_delivery": ("--levers batch_delivery", "one wait_first per fetched batch, not per message"),
+    "take_batches": ("--levers take_batches", "the agent drains its channel queue in bulk"),
+    "raw_events": ("--levers raw_events", "raw events made without Faust's codec registry"),
+    "batch_delivery+take_batches": ("--levers batch_delivery,take_batches", "both structural levers"),
+    "batch_path": (f"--levers {BATCH_PATH}", "batch delivery, bulk take, raw events"),
+    "batch_path+lean_sensors": (f"--levers {BATCH_PATH},lean_sensors", "the batch path, lean sensors"),
+    "batch_path+lean_sensors+uvloop": (f"--levers {BATCH_PATH},lean_sensors,uvloop", "... and uvloop"),
+    "batch_path+lean_sensors+poll_500": (f"--levers {BATCH_PATH},lean_sensors --set broker_max_poll_records=500",
+                                         "... with max_poll_records 500"),
+    "batch_path+lean_sensors+fetch_4mib": (f"--levers {BATCH_PATH},lean_sensors --set "
+                                           "consumer_max_fetch_size=4194304", "... with 4 MiB fetches"),
+    "worker": ("--levers worker", "what the worker runs by default (stream/settings.py), Prometheus included"),
+    "aiokafka_alone": ("--mode aiokafka", "bare aiokafka consumer: fetch and decode only, no Faust"),
+    "confluent": ("--levers none --transport confluent", "Faust's confluent:// driver (run once)"),
+}
+ONCE = {"confluent"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--users", type=int, default=30_000)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of: " + ", ".join(VARIANTS))
+    p.add_argument("--child-timeout-s", type=float, default=180.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS / "faust-ceiling.json")
+    return p.parse_args(argv)
+
+
+def run_child(bootstrap: str, topic: str, events: int, extra: str, timeout_s: float) -> dict[str, Any]:
+    """One ``bench.faust_ceiling`` process on the backlog; its figures, or why it gave none."""
+    with tempfile.TemporaryDirectory(prefix="faust-levers-") as tmp:
+        out = Path(tmp) / "out.json"
+        cmd = [sys.executable, "-m", "bench.faust_ceiling", "--brokers", bootstrap, "--topic", topic,
+               "--sink", f"{topic}-sink", "--expected", str(events), "--out", str(out), *extra.split()]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return {"error": f"no result in {timeout_s:.0f} s"}
+        if not out.exists():
+            return {"error": (done.stderr or done.stdout)[-400:]}
+        return json.loads(out.read_text())
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "events_per_s" in r]
+    if not ok:
+        return {"runs": runs}
+    med = lambda key: round(statistics.median(r[key] for r in ok), 3 if "ratio" in key else 1)  # noqa: E731
+    out = {"median_events_per_s": med("events_per_s"), "median_events_per_cpu_s": med("events_per_cpu_s")}
+    if all("ratio" in r for r in ok):
+        out.update(median_ratio=med("ratio"), median_cpu_ratio=med("cpu_ratio"),
+                   ratio_range=[min(r["ratio"] for r in ok), max(r["ratio"] for r in ok)])
+    return {**out, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
+    if "faust" not in names:
+        names.insert(0, "faust")
+    result: dict[str, Any] = {
+        "command": "python -m bench.faust_levers " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+    }
+    backlog = zipf_events(args.events, args.users, catalogue(1000), seed=args.seed, id_prefix="s")
+    result["workload"] = {"events": len(backlog), "users_population": args.users, "partitions": 4,
+                          "mean_value_bytes": round(sum(map(len, backlog.values)) / len(backlog), 1)}
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    rng = random.Random(args.seed)
+    with EmbeddedBroker() as broker:
+        topic = f"levers-{uuid.uuid4().hex[:8]}"
+        ensure_topics(broker.kafka_config(), [TopicSpec(topic, 4), TopicSpec(f"{topic}-sink", 4)])
+        produce_all(broker.bootstrap, topic, backlog.keys, backlog.values)
+        for rep in range(args.reps):
+            order = [n for n in names if rep == 0 or n not in ONCE]
+            rng.shuffle(order)
+            figures = {}
+            for name in order:
+                figures[name] = run_child(broker.bootstrap, topic, len(backlog), VARIANTS[name][0],
+                                          args.child_timeout_s)
+                log.info("rep %d %s: %s", rep, name, {k: figures[name].get(k) for k in
+                                                      ("events_per_s", "events_per_cpu_s", "error")})
+            base = figures["faust"]
+            for name, fig in figures.items():
+                if "events_per_s" in fig and "events_per_s" in base:
+                    fig["ratio"] = round(fig["events_per_s"] / base["events_per_s"], 3)
+                    fig["cpu_ratio"] = round(fig["events_per_cpu_s"] / base["events_per_cpu_s"], 3)
+                runs[name].append({"rep": rep, "loadavg": [round(x, 2) for x in os.getloadavg()], **fig})
+    result["variants"] = {n: {"args": VARIANTS[n][0], "what": VARIANTS[n][1], **summarise(runs[n])} for n in names}
+    worker = result["variants"].get("worker", {})
+    result["faust_take_only_events_per_s"] = worker.get("median_events_per_s")
+    result["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    write_results(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
