@@ -23,9 +23,10 @@ import resource
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import faust
 
@@ -87,7 +88,7 @@ def _literal(raw: str) -> Any:
 
 
 def build(args: argparse.Namespace, datadir: str, levers: set[str]) -> faust.App:
-    options: dict[str, Any] = dict(
+    options: dict[str, Any] = dict(  # noqa: C408 - keyword form, as faust.App takes them
         broker=f"{args.transport}://{args.brokers}",
         store="rocksdb://",
         datadir=datadir,
@@ -154,8 +155,11 @@ def _take_events(stream: faust.StreamT, max_: int, within: float) -> Any:
 def _current(event: Any) -> Iterator[None]:
     """Faust's current event for a table write; ``take`` leaves it unset (table mode only, a bench, not code
     that serves: the worker writes its table through stream.faust_compat)."""
-    from faust.streams import _current_event  # a Faust private, read by its RocksDB store to pick the partition
     import weakref
+
+    from faust.streams import (
+        _current_event,  # a Faust private, read by its RocksDB store to pick the partition
+    )
 
     token = _current_event.set(weakref.ref(event))
     try:

@@ -52,8 +52,8 @@ VARIANTS: dict[str, tuple[str, str]] = {  # name: (bench.faust_ceiling arguments
     "batch_path+lean_sensors+uvloop": (f"--levers {BATCH_PATH},lean_sensors,uvloop", "... and uvloop"),
     "batch_path+lean_sensors+poll_500": (f"--levers {BATCH_PATH},lean_sensors --set broker_max_poll_records=500",
                                          "... with max_poll_records 500"),
-    "batch_path+lean_sensors+fetch_4mib": (f"--levers {BATCH_PATH},lean_sensors --set "
-                                           "consumer_max_fetch_size=4194304", "... with 4 MiB fetches"),
+    "batch_path+lean_sensors+fetch_4mib": (
+        f"--levers {BATCH_PATH},lean_sensors --set consumer_max_fetch_size=4194304", "... with 4 MiB fetches"),
     "worker": ("--levers worker", "what the worker runs by default (stream/settings.py), Prometheus included"),
     "aiokafka_alone": ("--mode aiokafka", "bare aiokafka consumer: fetch and decode only, no Faust"),
     "confluent": ("--levers none --transport confluent", "Faust's confluent:// driver (run once)"),
@@ -80,7 +80,7 @@ def run_child(bootstrap: str, topic: str, events: int, extra: str, timeout_s: fl
         cmd = [sys.executable, "-m", "bench.faust_ceiling", "--brokers", bootstrap, "--topic", topic,
                "--sink", f"{topic}-sink", "--expected", str(events), "--out", str(out), *extra.split()]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT, check=False)
         except subprocess.TimeoutExpired:
             return {"error": f"no result in {timeout_s:.0f} s"}
         if not out.exists():
@@ -92,7 +92,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if "events_per_s" in r]
     if not ok:
         return {"runs": runs}
-    med = lambda key: round(statistics.median(r[key] for r in ok), 3 if "ratio" in key else 1)  # noqa: E731
+    def med(key: str) -> float:
+        return round(statistics.median(r[key] for r in ok), 3 if "ratio" in key else 1)
+
     out = {"median_events_per_s": med("events_per_s"), "median_events_per_cpu_s": med("events_per_cpu_s")}
     if all("ratio" in r for r in ok):
         out.update(median_ratio=med("ratio"), median_cpu_ratio=med("cpu_ratio"),

@@ -243,8 +243,8 @@ async def _drain_batches(consumer: Any, fetcher: Any) -> None:
             consumer.log.info("Consumer shutting down for user cancel.")
             return
         raise
-    except Exception as exc:
-        consumer.log.exception("Drain messages raised: %r", exc)
+    except Exception:
+        consumer.log.exception("Drain messages raised")
         raise
     finally:
         consumer.diag.unset_flag(CONSUMER_FETCHING)
@@ -329,8 +329,9 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
     finally:  # events taken but never yielded stay unacked, as take_events leaves its buffer: never committed
         if getter is not None:
             getter.cancel()
-        if started:
+        if started:  # as the stream's own iterator ends: an agent restarted on a rebalance starts it again
             await stream.stop()
+            stream.service_reset()
 
 
 def _accept(stream: Any, app: Any, value: Any, events: list[Any]) -> None:
@@ -435,8 +436,7 @@ def _message_in(self: Any, tp: TP, offset: int, message: Any) -> None:
 
 
 def _stream_event_in(self: Any, tp: TP, offset: int, stream: Any, event: Any) -> None:
-    self.events_total += 1
-    return None  # no per-event state: on_stream_event_out has nothing to time
+    self.events_total += 1  # and no per-event state: on_stream_event_out has nothing to time
 
 
 def _stream_event_out(self: Any, tp: TP, offset: int, stream: Any, event: Any, state: Any = None) -> None:
