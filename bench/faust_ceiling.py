@@ -60,7 +60,7 @@ def worker_levers(settings: Settings) -> set[str]:
     levers = {"metrics"}
     if settings.faust_batch_path:
         levers |= {"batch_delivery", "take_batches", "raw_events"}
-    if settings.faust_sensors == "lean":
+    if settings.faust_lean_sensors:
         levers.add("lean_sensors")
     return levers
 

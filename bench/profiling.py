@@ -111,7 +111,10 @@ def _main_stage(frames: list[str]) -> str:
     for marker, label in (
         ("Fetcher._fetcher", "Faust consumer: fetch and drain"),
         ("Conductor._compile_message_handler.<locals>.on_message", "Faust consumer: deliver to stream"),
+        ("_drain_batches", "Faust consumer: fetch and drain"),  # the batch path of stream/faust_compat.py
+        ("_deliver", "Faust consumer: fetch and drain"),
         ("Stream._passive_drainer", "Faust stream: take buffer"),
+        ("take_batches", "Faust stream: take buffer"),
         ("ProducerBuffer._handle_pending", "Faust producer: publish"),
         ("Sender._sender_routine", "aiokafka producer: send requests"),
         ("Sender._send_produce_req", "aiokafka producer: send requests"),

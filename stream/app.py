@@ -95,7 +95,7 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     install_app_metrics(app, metrics, [settings.interactions_topic])
-    if settings.faust_sensors == "lean":
+    if settings.faust_lean_sensors:
         faust_compat.use_lean_sensors(app)
     install_commit_watch(app, [settings.interactions_topic], metrics.commit_stalls.inc)
     install_item_agent(app, settings, worker, metrics)
