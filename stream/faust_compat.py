@@ -191,9 +191,8 @@ class UserTable:
 
 
 # ================================================================================================================
-# Throughput levers (issue 15): what Faust costs per event, removed without leaving Faust's bookkeeping.
-# Each is measured alone and combined by bench/faust_ceiling.py (bench/results/faust-ceiling.json); each internal
-# it relies on is pinned by tests/unit/stream/test_faust_levers.py.
+# Throughput levers (issue 15): Faust's per-event costs batched, its bookkeeping kept. Measured by
+# bench/faust_levers.py (bench/results/faust-ceiling.json); the internals they copy: tests/unit/stream/test_faust_levers.py
 # ================================================================================================================
 _YIELD_EVERY = 100  # messages delivered between two turns of the event loop, as Faust's own drain does
 
@@ -201,12 +200,11 @@ _YIELD_EVERY = 100  # messages delivered between two turns of the event loop, as
 def use_batch_delivery(app: faust.App) -> None:
     """Hand each fetched batch to the conductor under one ``wait_first``, not one per message.
 
-    Faust's ``Consumer._drain_messages`` awaits ``wait_first(callback(message), suspend_flow.wait())`` for every
-    message: four tasks and an ``asyncio.wait`` per event, about a fifth of the event loop's time. The callback
-    only blocks when flow is suspended (a rebalance), so guarding a whole batch keeps what the guard is for: a
-    rebalance cancels the delivery where it is, and the messages not yet delivered were never tracked, so they
-    are fetched again from the committed offset. Gaps, read offsets and ``broker_commit_every`` are kept as
-    Faust keeps them (the commit check runs once per batch, outside the guarded delivery, as Faust's does).
+    Faust's ``Consumer._drain_messages`` awaits ``wait_first(callback(message), suspend_flow.wait())`` per message:
+    four tasks and an ``asyncio.wait`` per event. The callback only blocks while flow is suspended (a rebalance), so
+    one guard per batch keeps what the guard is for: a rebalance cancels the delivery where it is, and the rest,
+    never tracked, is fetched again from the committed offset. Gaps, read offsets and ``broker_commit_every`` are
+    kept as Faust keeps them (the commit check once per batch, outside the guard, as in Faust).
     """
     base: type = app.transport.Consumer
 
@@ -282,15 +280,13 @@ async def _chain(first: Any, rest: Any) -> Any:
 async def take_batches(stream: Any, max_: int, within: float) -> Any:
     """``stream.take_events(max_, within)`` without iterating the stream event by event.
 
-    ``take_events`` moves each event from the agent's channel into its buffer through the stream's iterator:
-    an event-loop turn (``sleep(0)``), a queue get, a processor call and two sensor calls per event. Here the
-    agent's channel queue is drained directly, as many events as it holds at once, and each event gets what
-    the stream's iterator gives it: a message of an older consumer generation, or one that arrives while flow
-    is suspended (a rebalance), is skipped, as Faust skips it; every other message is tracked
-    (``Consumer.track_message``: pending ack, so commits and rebalances wait for it) and its stream sensor is
-    called. A batch is yielded when it holds ``max_`` events or ``within`` seconds after its first event, and
-    each of its events is acked after the agent's body returns, as ``take_events`` does; events taken but not
-    yet yielded when the agent stops are not acked, so they are read again.
+    ``take_events`` moves each event into its buffer through the stream's iterator: an event-loop turn, a queue
+    get, a processor and two sensor calls per event. Here the agent's channel queue is drained in bulk, and each
+    event gets what that iterator gives it: one of an older consumer generation, or taken while flow is suspended
+    (a rebalance), is skipped as Faust skips it; the others are tracked (``Consumer.track_message``: commits and
+    rebalances wait for them) and reported to the stream sensor. A batch is yielded when full or ``within`` s after
+    its first event, and acked after the agent's body returns, as ``take_events`` does; events taken but not yet
+    yielded when the agent stops are not acked, so they are read again.
     """
     channel = aiter(stream.channel)  # registers the topic with the conductor, as take_events does
     queue = channel.queue
@@ -351,9 +347,8 @@ def _accept(stream: Any, app: Any, value: Any, events: list[Any]) -> None:
 class RawSchema(faust.Schema):
     """Keys and values as the raw bytes they arrived as, each message made an event without Faust's codecs.
 
-    A raw topic's own schema decodes a message through the serializer registry (codec look-up, ``want_bytes``,
-    a model "reconstruct" check) and reads ``app.conf.Event`` through the settings registry, per message and
-    per part: a fifth of the event loop once the rest is batched. The bytes come out the same.
+    A raw topic's own schema decodes each key and value through the serializer registry (codec look-up,
+    ``want_bytes``, a model "reconstruct" check) and reads ``app.conf.Event`` per message. Same bytes, same events.
     """
 
     def __init__(self) -> None:
@@ -369,33 +364,16 @@ class RawSchema(faust.Schema):
         return decode
 
 
-def use_uvloop() -> bool:
-    """Make the event loops created from now on uvloop's (False, and a warning, when it is not installed).
-
-    Call before the worker creates its loop: a loop that exists already keeps its implementation.
-    """
-    try:
-        import uvloop
-    except ImportError:
-        log.warning("uvloop is not installed: the worker runs on asyncio's own event loop")
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
 def use_lean_sensors(app: faust.App, sync_interval_s: float = 1.0) -> None:
     """Make the app's monitor (Faust's, or the Prometheus one of stream/metrics.py) cheap per event.
 
-    Faust's sensors run four times per event; its monitor keeps per-event timings (a dict per event, a runtime
-    deque, per-stream counters keyed by a stringified stream) and its Prometheus monitor updates six labelled
-    metrics per event (each ``labels()`` a lock and a tuple of strings). The lean monitor only counts per event,
-    in the plain attributes Faust's monitor already has (messages received in total and per topic, read and end
-    offsets, which the consumer lag of stream/metrics.py reads, active messages, table operations), and a timer
-    copies them into the Prometheus metrics every ``sync_interval_s``. Commits, rebalances and the producer are
-    reported as before. Dropped: the per-event timings nothing reads (``faust_events_runtime_ms``,
-    ``faust_total_active_events`` and ``faust_total_events_per_stream`` stay at zero). Call after the monitor is
-    set (after ``stream.metrics.install_app_metrics``) and before the app starts: the instance keeps its state
-    and changes class.
+    Faust's monitor keeps per-event timings, and its Prometheus monitor updates six labelled metrics per event
+    (each ``labels()`` a lock and a tuple of strings). The lean one only counts, in the attributes Faust's monitor
+    has (messages in, per topic, read and end offsets for the consumer lag, active messages, table operations),
+    and a timer copies those into the Prometheus metrics every ``sync_interval_s``; commits, rebalances and the
+    producer are reported as before. ``faust_events_runtime_ms``, ``faust_total_active_events`` and
+    ``faust_total_events_per_stream`` stay at zero. Call after ``stream.metrics.install_app_metrics``, before the
+    app starts: the monitor keeps its state and changes class.
     """
     from faust.sensors.prometheus import PrometheusMonitor
 
