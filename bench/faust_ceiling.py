@@ -66,12 +66,10 @@ def worker_levers(settings: Settings) -> set[str]:
 
 
 def levers_of(spec: str, settings: Settings | None = None) -> set[str]:
-    """The lever names a ``--levers`` value stands for."""
-    if spec == "worker":
-        return worker_levers(settings or Settings.from_env())
-    if spec in ("none", ""):
-        return set()
-    chosen = {name.strip() for name in spec.split(",") if name.strip()}
+    """The lever names a ``--levers`` value stands for (``worker`` may be one item of a list)."""
+    chosen = {name.strip() for name in spec.split(",") if name.strip() and name.strip() != "none"}
+    if "worker" in chosen:
+        chosen = (chosen - {"worker"}) | worker_levers(settings or Settings.from_env())
     unknown = chosen - set(LEVERS)
     if unknown:
         raise SystemExit(f"unknown levers: {', '.join(sorted(unknown))}")

@@ -25,8 +25,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, catalogue, machine_info, write_results, zipf_events
+from bench.common import RESULTS, catalogue, machine_info, read_results, write_results, zipf_events
 from bench.kafka_tools import produce_all
+from bench.profiling import RAW_DIR, py_spy
+from bench.profiling import summarise as summarise_profile
 from stream.broker import EmbeddedBroker
 from stream.topics import TopicSpec, ensure_topics
 
@@ -55,10 +57,14 @@ VARIANTS: dict[str, tuple[str, str]] = {  # name: (bench.faust_ceiling arguments
     "batch_path+lean_sensors+fetch_4mib": (
         f"--levers {BATCH_PATH},lean_sensors --set consumer_max_fetch_size=4194304", "... with 4 MiB fetches"),
     "worker": ("--levers worker", "what the worker runs by default (stream/settings.py), Prometheus included"),
+    "worker+uvloop": ("--levers worker,uvloop", "the worker's levers and uvloop"),
+    "worker+fetch_4mib": ("--levers worker --set consumer_max_fetch_size=4194304", "... and 4 MiB fetches"),
     "aiokafka_alone": ("--mode aiokafka", "bare aiokafka consumer: fetch and decode only, no Faust"),
     "confluent": ("--levers none --transport confluent", "Faust's confluent:// driver (run once)"),
 }
 ONCE = {"confluent"}
+STEADY_FRAMES = ("Fetcher._fetcher", "_drain_batches", "_deliver", "take_batches", "_passive_drainer",
+                 "Agent._execute_actor", "_commit_handler", "WorkerThread.run")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,16 +75,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of: " + ", ".join(VARIANTS))
     p.add_argument("--child-timeout-s", type=float, default=180.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", default="", help="comma list of variants to run once more under py-spy")
+    p.add_argument("--label", default="levers", help="name of this run in the results file (runs are kept)")
     p.add_argument("--out", type=Path, default=RESULTS / "faust-ceiling.json")
     return p.parse_args(argv)
 
 
-def run_child(bootstrap: str, topic: str, events: int, extra: str, timeout_s: float) -> dict[str, Any]:
+def run_child(bootstrap: str, topic: str, events: int, extra: str, timeout_s: float,
+              prefix: str = "") -> dict[str, Any]:
     """One ``bench.faust_ceiling`` process on the backlog; its figures, or why it gave none."""
     with tempfile.TemporaryDirectory(prefix="faust-levers-") as tmp:
         out = Path(tmp) / "out.json"
-        cmd = [sys.executable, "-m", "bench.faust_ceiling", "--brokers", bootstrap, "--topic", topic,
-               "--sink", f"{topic}-sink", "--expected", str(events), "--out", str(out), *extra.split()]
+        cmd = [*prefix.split(), sys.executable, "-m", "bench.faust_ceiling", "--brokers", bootstrap,
+               "--topic", topic, "--sink", f"{topic}-sink", "--expected", str(events), "--out", str(out),
+               *extra.split()]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT, check=False)
         except subprocess.TimeoutExpired:
@@ -86,6 +96,20 @@ def run_child(bootstrap: str, topic: str, events: int, extra: str, timeout_s: fl
         if not out.exists():
             return {"error": (done.stderr or done.stdout)[-400:]}
         return json.loads(out.read_text())
+
+
+def profile(bootstrap: str, topic: str, events: int, name: str, timeout_s: float) -> Path:
+    """One more run of ``name`` under py-spy; where the agent's time went, per stage, in bench/results/."""
+    raw = RAW_DIR / f"profile-faust-take-{name}.raw"
+    RAW_DIR.mkdir(parents=True, exist_ok=True)
+    prefix = f"{py_spy()} record --format raw --threads --nolineno --rate 100 --output {raw} --"
+    figures = run_child(bootstrap, topic, events, VARIANTS[name][0], timeout_s, prefix=prefix)
+    out = RESULTS / f"profile-faust-take-{name}.txt"
+    title = (f"bench.faust_ceiling --mode take, variant '{name}' ({VARIANTS[name][0]}), {events} events, "
+             f"py-spy 100 Hz; {figures.get('events_per_s')} events/s under the profiler; only the stacks of the "
+             f"steady state (fetch, delivery, take, agent, consumer thread): start-up and shutdown left out")
+    out.write_text(summarise_profile(raw, title=title, keep=STEADY_FRAMES))
+    return out
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,12 +163,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     fig["ratio"] = round(fig["events_per_s"] / base["events_per_s"], 3)
                     fig["cpu_ratio"] = round(fig["events_per_cpu_s"] / base["events_per_cpu_s"], 3)
                 runs[name].append({"rep": rep, "loadavg": [round(x, 2) for x in os.getloadavg()], **fig})
+        result["profiles"] = {name: str(profile(broker.bootstrap, topic, len(backlog), name, args.child_timeout_s)
+                                        .relative_to(ROOT)) for name in args.profile.split(",") if name}
     result["variants"] = {n: {"args": VARIANTS[n][0], "what": VARIANTS[n][1], **summarise(runs[n])} for n in names}
     worker = result["variants"].get("worker", {})
     result["faust_take_only_events_per_s"] = worker.get("median_events_per_s")
     result["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    write_results(args.out, result)
+    save(args, result)
     return result
+
+
+def save(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Keep every labelled run; the top level is the ``levers`` run, its final figure the latest ``worker``."""
+    data = read_results(args.out)
+    runs = data.get("runs", {})
+    runs[args.label] = result
+    top = runs.get("levers", result)
+    finals = [r["faust_take_only_events_per_s"] for r in runs.values() if r.get("faust_take_only_events_per_s")]
+    write_results(args.out, {**top, "faust_take_only_events_per_s": finals[-1] if finals else None,
+                             "runs": runs})
 
 
 if __name__ == "__main__":
