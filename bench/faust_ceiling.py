@@ -23,17 +23,29 @@ import resource
 import signal
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.streams import _current_event  # Faust's own table path needs it (stream/faust_compat.py, point 1)
 
 from stream import faust_compat
 from stream.settings import Settings
 
 LEVERS = ("uvloop", "lean_sensors", "batch_delivery", "take_batches", "raw_events", "cython", "metrics")
+
+
+@contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event in the block, as ``table[key] = ...`` needs inside a batch."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,7 +147,7 @@ def build(args: argparse.Namespace, datadir: str, levers: set[str]) -> faust.App
             if args.mode == "table":
                 last = {e.key: e for e in events}
                 for key, event in last.items():
-                    with _current(event):
+                    with event_context(event):
                         table[key] = (table.get(key) or b"")[:64] + b"x"
                     await sink.send(key=key, value=event.value)
             state["count"] += len(events)
@@ -147,23 +159,6 @@ def build(args: argparse.Namespace, datadir: str, levers: set[str]) -> faust.App
 
 def _take_events(stream: faust.StreamT, max_: int, within: float) -> Any:
     return stream.take_events(max_, within=within)
-
-
-@contextmanager
-def _current(event: Any) -> Iterator[None]:
-    """Faust's current event for a table write; ``take`` leaves it unset (table mode only, a bench, not code
-    that serves: the worker writes its table through stream.faust_compat)."""
-    import weakref
-
-    from faust.streams import (
-        _current_event,  # a Faust private, read by its RocksDB store to pick the partition
-    )
-
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def _cpu() -> float:

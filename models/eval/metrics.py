@@ -74,6 +74,9 @@ class Accumulator:
     ndcg: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
     scale: tuple[float, ...] | None = None  # the rating levels; None: no on-scale errors
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (predicted, actual), in stream order
+    # a retrieving method's candidate stage: points ranked among candidates, and those whose item was one
+    candidate_trials: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+    candidate_hits: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
 
     def add_ranking(self, bucket: str, ranked: list[int], item: int) -> None:
         hit, gain = hit_and_ndcg(ranked, item, self.k)
@@ -81,16 +84,21 @@ class Accumulator:
         self.hits[bucket] += hit
         self.ndcg[bucket] += gain
 
+    def add_candidates(self, bucket: str, hit: bool) -> None:
+        self.candidate_trials[bucket] += 1
+        self.candidate_hits[bucket] += float(hit)
+
     def add_rating(self, predicted: float | None, actual: float) -> None:
         if predicted is None or math.isnan(actual):
             return
         self.pairs.append((float(predicted), float(actual)))
 
-    def _rates(self, sums: dict[str, float]) -> dict[str, float | None]:
-        total = sum(self.count.values())
+    def _rates(self, sums: dict[str, float], counts: dict[str, int] | None = None) -> dict[str, float | None]:
+        counts = self.count if counts is None else counts
+        total = sum(counts.values())
         out: dict[str, float | None] = {"all": sum(sums.values()) / total if total else None}
         for b in BUCKETS:
-            out[b] = sums[b] / self.count[b] if self.count[b] else None
+            out[b] = sums[b] / counts[b] if counts[b] else None
         return out
 
     def summary(self) -> dict[str, object]:
@@ -106,6 +114,9 @@ class Accumulator:
             "rmse": _root_mean_sq(predicted, actual),
             "mae_on_scale": None if on_scale is None else _mean_abs(on_scale, actual),
             "rmse_on_scale": None if on_scale is None else _root_mean_sq(on_scale, actual),
+            # share of scored items inside the candidate set they were ranked among (None: no retrieval)
+            "candidate_recall": self._rates(self.candidate_hits, self.candidate_trials)
+            if sum(self.candidate_trials.values()) else None,
         }
 
     def pooled_hr(self, buckets: tuple[str, ...] = FIRST_TEN) -> float | None:

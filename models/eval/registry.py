@@ -62,13 +62,15 @@ BASELINES: dict[str, Factory] = {
 METAREC: dict[str, Factory] = {
     name: _metarec(name) for name in ("metarec", "metarec-no-adapt", "metarec-finetune")
 }
-METHODS: dict[str, Factory] = {**BASELINES, **METAREC}
+DEFAULT: dict[str, Factory] = {**BASELINES, **METAREC}
+ABLATIONS: dict[str, Factory] = {"metarec-full": _metarec("metarec-full")}  # only when named
+METHODS: dict[str, Factory] = {**DEFAULT, **ABLATIONS}
 
 
 def parse_methods(spec: str | None) -> list[str]:
     """A comma list of method names (None or "all": every method), validated; order kept, no duplicates."""
     if spec is None or spec.strip() in ("", "all"):
-        return list(METHODS)
+        return list(DEFAULT)
     names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
     unknown = [n for n in names if n not in METHODS]
     if unknown:

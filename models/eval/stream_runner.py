@@ -77,7 +77,7 @@ def run_stream(
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset``; write stream-<dataset>.{json,md,png} to ``out``."""
     began = time.monotonic()
-    names = list(methods) if methods else list(registry.METHODS)
+    names = list(methods) if methods else list(registry.DEFAULT)
     events = first_events(load_dataset(dataset, seed=seed), max_events)
     plan = plan_stream(events, warmup_fraction)
     log.info("%s: %d events, %d warm-up, %d evaluation points", dataset_name(dataset), len(events),
