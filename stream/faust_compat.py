@@ -303,8 +303,8 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
                 await asyncio.wait((getter,), timeout=None if deadline is None else deadline - loop.time())
                 if not getter.done():
                     break
-                value, getter = getter.result(), None
-                _accept(stream, app, value, events)
+                done, getter = getter, None
+                _accept(stream, app, done.result(), events)
             if not events:
                 continue
             batch, events = events, []
@@ -314,6 +314,8 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
             finally:
                 for event in batch:
                     await stream.ack(event)
+    except StopAsyncIteration:  # thrown into the channel when the worker stops: the end, as for Faust's iterator
+        return
     finally:  # events taken but never yielded stay unacked, as take_events leaves its buffer: never committed
         if getter is not None:
             getter.cancel()

@@ -340,3 +340,20 @@ def test_lean_sensors_on_fausts_own_monitor_add_no_timer():
     assert type(app.monitor).__name__ == "LeanMonitor" and len(app._app_tasks) == tasks
     app.monitor.on_message_in(TP("in", 0), 3, Message("in", 0, 3, 0.0, 0, None, b"k", b"v", None))
     assert app.monitor.tp_read_offsets == {TP("in", 0): 3} and app.monitor.messages_received_total == 1
+
+
+def test_take_batches_ends_when_the_worker_stops_its_channel():
+    """Faust throws StopAsyncIteration into the agent's channel on stop; its own iterator ends on it, quietly."""
+
+    async def run() -> list[list[int]]:
+        app = _app()
+        app.flow_control.resume()
+        channel = aiter(app.topic("in", schema=faust_compat.RawSchema()))
+        channel.queue.put_nowait(_event(app, channel, 0))
+        batches = []
+        async for batch in faust_compat.take_batches(app.stream(channel), 10, 0.01):
+            batches.append([e.message.offset for e in batch])
+            await channel.throw(StopAsyncIteration())
+        return batches
+
+    assert asyncio.run(run()) == [[0]]
