@@ -307,7 +307,7 @@ def faust_ceiling(
     ]
     try:
         done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parent.parent
+            cmd, capture_output=True, text=True, timeout=float(__import__("os").environ.get("CEILING_TIMEOUT_S", 900)), cwd=Path(__file__).resolve().parent.parent
         )
     except subprocess.TimeoutExpired:
         return {"mode": mode, "error": "timed out"}
