@@ -118,6 +118,10 @@ async def take_batches(stream: Any, max_: int, within: float) -> Any:
         while not stream.should_stop:
             deadline: float | None = None
             while len(events) < max_:
+                if getter is not None and getter.done():  # it holds the oldest value: before anything queued
+                    done, getter = getter, None
+                    _accept(stream, app, done.result(), events)
+                    continue
                 if not queue.empty():
                     _accept(stream, app, queue.get_nowait(), events)
                     continue
