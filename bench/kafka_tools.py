@@ -291,6 +291,7 @@ def faust_ceiling(
 ) -> dict:
     """Run :mod:`bench.faust_ceiling` on ``topic`` in a fresh process; its figures, or why it failed."""
     out = workdir / f"ceiling-{mode}.json"
+    workdir.mkdir(parents=True, exist_ok=True)  # the ceiling writes its figures here (a missing folder hung it)
     cmd = [
         sys.executable,
         "-m",
