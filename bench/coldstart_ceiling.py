@@ -11,7 +11,12 @@ user's offset from their support plus an item offset, shrunk by ``k`` pseudo-rat
   other test users' supports, which a deployed system would have seen; no query rating is used);
 - ``oracle_other_queries``: item offsets from the other test users' *query* ratings (a leak: a ceiling only);
 - ``oracle_all_ratings``: user offset from the support, item offsets from the whole data set, query ratings
-  included (the most a method could know of item quality; a ceiling, not a method).
+  included (the most a method could know of item quality; a ceiling, not a method);
+- ``other_users_bias`` and ``other_users_mf``: the protocol's ``item_bias_user_offset`` baseline and a biased
+  matrix factorisation with the user's factors folded in from their support (ridge), both fitted on every
+  rating of every user outside the scenario's test tasks: the training data, and also the heavy users the
+  13-100 filter drops and the other scenarios' users, about five times the protocol's training ratings (more
+  than any method may read; a ceiling for methods that know items from other users' ratings).
 
 Each is reported as predicted and on the rating scale (nearest whole star), as ``metarec evaluate`` reports.
 
@@ -29,12 +34,15 @@ import numpy as np
 
 from bench.common import explicit_dataset
 from models.data.events import EventLog
+from models.eval.coldstart.methods import ItemBiasUserOffset, TaskData, task_data
 from models.eval.coldstart.split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
 from models.eval.metrics import rating_scale, snap_to_scale
 
 log = logging.getLogger("bench.coldstart_ceiling")
 
-PREDICTORS = ("user_median", "support_item_bias", "oracle_other_queries", "oracle_all_ratings")
+PREDICTORS = ("user_median", "support_item_bias", "oracle_other_queries", "oracle_all_ratings", "other_users_bias",
+              "other_users_mf")
+MF_RANK, MF_REG, MF_FOLD_IN_REG, MF_ROUNDS = 20, 10.0, 5.0, 15
 
 
 def _offsets(items: np.ndarray, residuals: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +71,54 @@ def predictions(log_: EventLog, split: ColdStartSplit, scenario: str, shrink: fl
         out["oracle_other_queries"].append(m + (q_sum[q] - own) / (q_cnt[q] - 1 + shrink))
         user_bias = np.mean(vals[t.support] - gm - item_bias[items[t.support]])
         out["oracle_all_ratings"].append(gm + user_bias + item_bias[q])
+    others = np.flatnonzero(~np.isin(log_.users, [t.user for t in tasks]))
+    bias, factors = ItemBiasUserOffset(), None
+    bias.fit(log_.take(others), [])
+    factors = _item_factors(log_.take(others), bias)
+    data = [task_data(log_, t, with_labels=False) for t in tasks]
+    out["other_users_bias"] = bias.predict(data)
+    out["other_users_mf"] = [b + _fold_in(t, bias, factors) for t, b in zip(data, out["other_users_bias"])]
     return {p: np.concatenate(v) for p, v in out.items()}
+
+
+def _residuals(log_: EventLog, bias: ItemBiasUserOffset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, items, rating less the mean, the item bias and the user's shrunk offset) of every rating."""
+    users, items = log_.users, log_.items
+    res = log_.values.astype(np.float64) - bias.mean - bias.item_bias[items]
+    count = np.bincount(users, minlength=log_.n_users)
+    offset = np.bincount(users, res, log_.n_users) / (count + bias.user_shrink)
+    return users, items, res - offset[users]
+
+
+def _item_factors(log_: EventLog, bias: ItemBiasUserOffset) -> np.ndarray:
+    """Item factors (N, R) of an alternating-least-squares factorisation of the bias model's residuals."""
+    users, items, res = _residuals(log_, bias)
+    rng = np.random.default_rng(0)
+    p = rng.normal(0.0, 0.1, (log_.n_users, MF_RANK))
+    q = rng.normal(0.0, 0.1, (log_.n_items, MF_RANK))
+    by_user = [np.flatnonzero(users == u) for u in range(log_.n_users)]
+    by_item = [np.flatnonzero(items == i) for i in range(log_.n_items)]
+    ridge = MF_REG * np.eye(MF_RANK)
+    for _ in range(MF_ROUNDS):
+        for u, rows in enumerate(by_user):
+            if len(rows):
+                x = q[items[rows]]
+                p[u] = np.linalg.solve(x.T @ x + ridge, x.T @ res[rows])
+        for i, rows in enumerate(by_item):
+            if len(rows):
+                x = p[users[rows]]
+                q[i] = np.linalg.solve(x.T @ x + ridge, x.T @ res[rows])
+    q[np.bincount(items, minlength=log_.n_items) == 0] = 0.0  # items nobody rated: no factor
+    return q
+
+
+def _fold_in(t: TaskData, bias: ItemBiasUserOffset, q: np.ndarray) -> np.ndarray:
+    """The user's factor by ridge regression on their support's residuals; its scores on the query items."""
+    res = t.support_values - bias.mean - bias._bias(t.support_items)
+    res = res - res.sum() / (len(res) + bias.user_shrink)
+    x = q[t.support_items]  # (S, R)
+    user = np.linalg.solve(x.T @ x + MF_FOLD_IN_REG * np.eye(MF_RANK), x.T @ res)
+    return q[t.query_items] @ user
 
 
 def ceilings(log_: EventLog, seed: int = 0, shrink: float = 5.0) -> dict[str, dict[str, dict[str, float]]]:

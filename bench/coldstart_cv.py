@@ -30,7 +30,7 @@ import numpy as np
 
 from models.data.registry import load_dataset
 from models.eval.coldstart.metarec import MetarecColdStart, MetarecSettings
-from models.eval.coldstart.methods import TaskData, UserMedian
+from models.eval.coldstart.methods import ItemBiasUserOffset, TaskData, UserMedian
 from models.eval.coldstart.protocol import training_inputs
 from models.eval.coldstart.split import ColdStartSplit, SplitConfig, coldstart_split
 
@@ -108,13 +108,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-item-folds", action="store_true")
     p.add_argument("--variant", action="append", default=[],
                    help='"default", or JSON overrides of MetarecSettings ("config" merges into the default)')
+    p.add_argument("--bias", action="append", default=[],
+                   help='JSON arguments of the item_bias_user_offset baseline, e.g. \'{"item_shrink": 5}\'')
+    p.add_argument("--no-metarec", action="store_true", help="score the baselines only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     log_ = load_dataset(args.dataset, seed=args.seed)
     split = coldstart_split(log_, SplitConfig(seed=args.seed))
     base = MetarecSettings()
     methods: dict[str, Any] = {"user_median": UserMedian}
-    for spec in args.variant or ["default"]:
+    for spec in args.bias:
+        methods[f"item_bias_user_offset {spec}"] = lambda kw=json.loads(spec): ItemBiasUserOffset(**kw)
+    for spec in [] if args.no_metarec else args.variant or ["default"]:
         over = {} if spec == "default" else json.loads(spec)
         settings = replace(base, **{**over, "config": {**base.config, **over.get("config", {})}})
         methods[spec] = lambda s=settings: MetarecColdStart(s, seed=args.seed)

@@ -23,6 +23,8 @@ from torch.func import grad_and_value, vmap
 
 Head = dict[str, Tensor]
 
+NEGATIVE_FLOOR = 1e-3  # every item can be drawn as an inner-loop negative, however rarely it was taken
+
 
 @dataclass(frozen=True)
 class Adapted:
@@ -35,6 +37,18 @@ class Adapted:
     heads: Head  # {"w": (B, H), "b": (B,)}
     loss_before: Tensor  # (B,)
     loss_after: Tensor  # (B,)
+
+
+def negative_weights(scaled_counts: Tensor, power: float) -> Tensor:
+    """Draw weights of the inner loop's negatives, popularity ** ``power``, from items' counts scaled by
+    N / total (the ``log_share_count`` context feature before its log), any shape.
+
+    Why: with uniform negatives the support loss mostly tells a user's items from obscure ones, which every
+    user's items are alike; the inner gradient then points the same way for everyone (``bench.adaptation_probe``:
+    its common share) and a few steps re-learn the population the init already knows. Negatives drawn like the
+    items people take make the support loss contrast the user with the population: what is personal.
+    """
+    return (scaled_counts.clamp(min=0) + NEGATIVE_FLOOR) ** power
 
 
 def head_scores(head: Head, item_vecs: Tensor, item_bias: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ class ModelConfig:
     objective: str = "implicit"
     rating_loss: str = "mse"  # outer loss of the rating objective (RATING_LOSSES); mse = older checkpoints
     n_negatives: int = 64  # sampled negatives per user in the implicit inner-loop loss
+    negative_power: float = 0.0  # inner-loop negatives drawn by popularity ** power (0: uniform); see core.adapt
     rating_min: float = 1.0
     rating_max: float = 5.0
     max_support: int = 50  # most recent events a user adapts on
@@ -62,6 +63,8 @@ class ModelConfig:
             raise ValueError("the implicit objective needs n_negatives >= 1")
         if not self.rating_min < self.rating_max:
             raise ValueError(f"rating_min ({self.rating_min}) must be below rating_max ({self.rating_max})")
+        if self.negative_power < 0:
+            raise ValueError(f"negative_power must not be negative, got {self.negative_power}")
         if self.support_prior < 0:
             raise ValueError(f"support_prior must not be negative, got {self.support_prior}")
         if not 0.0 <= self.cold_share <= 1.0:

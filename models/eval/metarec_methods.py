@@ -32,7 +32,7 @@ import logging
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,9 @@ class Schedule:
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
     candidates: CandidateBudget = CandidateBudget()  # retrieve-then-rank, as the worker serves
-    event_weights: EventWeights | None = None  # the operator's event weights, as the worker's (None: defaults)
+    overrides: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields of the ranking model (chosen settings)
+    rating_overrides: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
+    event_weights: EventWeights | None = None  # the operator's event weights, as the worker's (None: default)
 
 
 class TrainingCache:
@@ -83,14 +85,16 @@ class TrainingCache:
 
     def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
             init_key: tuple | None, objective: str | None = None,
-            adapt_taste: bool | None = None) -> tuple[Recommender, tuple]:
-        key = (*digest(events), steps, seed, init_key, objective, adapt_taste)
+            overrides: tuple[tuple[str, Any], ...] = ()) -> tuple[Recommender, tuple]:
+        """The model meta-trained on ``events``; ``overrides`` replace fields of the default config (a model
+        continued from ``init`` keeps the config it has)."""
+        key = (*digest(events), steps, seed, init_key, objective, overrides)
         if key not in self._models:
             cfg = None
             if init is None and objective is not None:
                 cfg = default_config(events, seed, objective)
-                if adapt_taste is not None:
-                    cfg = replace(cfg, adapt_taste=adapt_taste)
+                if overrides:
+                    cfg = replace(cfg, **dict(overrides))
             self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
@@ -188,8 +192,11 @@ class MetarecMethod:
     def _train(self, steps: int, init: Recommender | None) -> None:
         previous = getattr(self, "key", None)
         events = self._seen_log()
+        overrides = self.schedule.overrides
+        if self.adapt_taste is not None:
+            overrides = tuple(sorted({**dict(overrides), "adapt_taste": self.adapt_taste}.items()))
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
-                                           self.schedule.objective, self.adapt_taste)
+                                           self.schedule.objective, overrides)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr, self.schedule.candidates)
         self.unobserved = []  # the new model's statistics hold every event learned so far
@@ -200,7 +207,8 @@ class MetarecMethod:
             before = getattr(self, "rater_key", None)
             rater_init = getattr(self, "rater_trained", None) if init is not None else None
             self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
-                                                                rater_init, before, "rating")
+                                                                rater_init, before, "rating",
+                                                                self.schedule.rating_overrides)
             self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr,
                                        self.schedule.candidates)
         self.rounds += 1

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.core.adapt import negative_weights
 from models.core.config import ModelConfig
 from models.features.context import UserViews, user_views
 from models.features.history import HistoryBook
+from models.features.item_stats import ItemStats
 from models.serving.requests import AdaptRequest
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -72,16 +74,34 @@ def encode(index: dict[str, int], requests: Sequence[AdaptRequest], cfg: ModelCo
     return Encoded(items, targets, mask, sizes, support, ratings, excluded, views)
 
 
-def negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int) -> Tensor:
-    """(B, K) uniform negatives per user, a hash of (seed, user id, k): a user's negatives never depend on the
-    batch, and nothing is cached per user."""
+def negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int,
+              weights: np.ndarray | None = None) -> Tensor:
+    """(B, K) negatives per user, a hash of (seed, user id, k): a user's negatives never depend on the batch,
+    and nothing is cached per user. Uniform, or drawn by ``weights`` (N,) (``draw_weights``) by inverting
+    their cumulative sum at the same hashed points."""
     users = np.fromiter((zlib.crc32(r.user_id.encode()) for r in requests), np.uint64, len(requests))  # (B,)
     x = (users[:, None] << np.uint64(20)) ^ (np.uint64(seed) << np.uint64(52)) ^ np.arange(k, dtype=np.uint64)
     with np.errstate(over="ignore"):  # splitmix64: wrapping arithmetic is the point
         x = (x + _MIX) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
-    return torch.as_tensor((x % np.uint64(max(n_items, 1))).astype(np.int64))  # (B, K)
+    if weights is None:
+        return torch.as_tensor((x % np.uint64(max(n_items, 1))).astype(np.int64))  # (B, K)
+    cdf = np.cumsum(weights[:n_items], dtype=np.float64)  # (N,)
+    points = (x >> np.uint64(11)).astype(np.float64) * (cdf[-1] / 2.0**53)  # (B, K) in [0, total)
+    return torch.as_tensor(np.minimum(np.searchsorted(cdf, points, side="right"), n_items - 1).astype(np.int64))
+
+
+def draw_weights(stats: ItemStats | None, cfg: ModelConfig) -> np.ndarray | None:
+    """(N,) draw weights of the inner loop's negatives as meta-training drew them (popularity **
+    ``cfg.negative_power``, ``models.core.adapt.negative_weights``), or None for uniform ones."""
+    if not cfg.negative_power or stats is None:
+        return None
+    counts = np.zeros(cfg.n_items)
+    have = min(cfg.n_items, len(stats.counts))
+    counts[:have] = stats.counts[:have]
+    scaled = torch.as_tensor(counts * (cfg.n_items / max(float(stats.counts.sum()), 1e-12)))  # (N,)
+    return negative_weights(scaled, cfg.negative_power).numpy()
 
 
 def shown_negatives(index: dict[str, int], requests: Sequence[AdaptRequest], uniform: Tensor) -> Tensor:

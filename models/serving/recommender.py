@@ -46,7 +46,7 @@ from models.serving.candidates import (
     gather_candidates,
     new_items_near,
 )
-from models.serving.encode import Encoded, encode, negatives, shown_negatives, user_features
+from models.serving.encode import Encoded, draw_weights, encode, negatives, shown_negatives, user_features
 from models.serving.item_index import ItemIndex
 from models.serving.kernel import adapt_forward
 from models.serving.requests import AdaptRequest, LearnedUser
@@ -308,7 +308,7 @@ class Recommender:
         items, targets, mask = batch.items.to(dev), batch.targets.to(dev), batch.mask.to(dev)
         cols = np.where(batch.mask.numpy(), batch.items.numpy(), -1)  # (B, S)
         if cfg.objective == "implicit":
-            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed)  # (B, K)
+            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed, draw_weights(self._stats, cfg))
             neg = shown_negatives(snap.index, requests, neg).to(dev)  # shown, not taken: the first slots
             items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
             cols = np.concatenate([cols, neg.cpu().numpy()], axis=1)

@@ -12,7 +12,8 @@ for N / M items (inclusion probability M / N: the "logQ" correction, a constant 
     -log p(q) ~ -s_q + log(exp(s_q) + N / M x sum over candidates j (unseen, j != q) of exp(s_j))
 
 When the candidates are the whole catalogue this is the full loss (tests/unit/models/test_implicit_loss.py).
-The inner loop's negatives are drawn from the candidates, so they stay uniform over the catalogue. Smaller
+The inner loop's negatives are drawn from the candidates, so they stay uniform over the catalogue (or, with
+``negative_power``, follow popularity among a uniform sample of it). Smaller
 catalogues (MovieLens: 1,682 items) never get candidates and train exactly as before.
 """
 
@@ -27,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.core.adapt import adapt, score_in_context, with_context
+from models.core.adapt import adapt, negative_weights, score_in_context, with_context
 from models.core.config import ModelConfig
 from models.core.metalearner import MetaRec
+from models.features.context import CONTEXT_NAMES
 
 SAMPLED_SOFTMAX_MIN_ITEMS = 4096  # catalogues this large (with context features) train on a sample
 SAMPLE_SIZE = 2048  # M: candidates per task batch, shared by its tasks
+COUNT_FEATURE = CONTEXT_NAMES.index("log_share_count")  # popularity, for negatives drawn by it
 
 
 def samples_catalogue(cfg: ModelConfig) -> bool:
@@ -71,8 +74,8 @@ def sampled_outer_loss(model: MetaRec, tasks, gen: torch.Generator, feats: Tenso
     batch, sup, qry, m = tasks.sup_items.shape[0], tasks.sup_items.shape[1], tasks.qry_items.shape[1], len(cand)
     drop = torch.rand(cfg.n_items, generator=gen) < cfg.id_dropout  # (N,)
     vecs, bias = model.item_vectors(drop)  # (N, H), (N,)
-    neg = torch.randint(m, (batch, cfg.n_negatives), generator=gen)  # (B, K) positions among the candidates
     ctx = tasks.context.float()  # (B, S + Q + M, C)
+    neg = draw_negatives(cfg, ctx[:, sup + qry :], batch, m, gen)  # (B, K) positions among the candidates
     offset = model.context_offset(ctx)  # (B, S + Q + M) the context MLP, on these items only
     c_sup, c_qry, c_cand = ctx.split([sup, qry, m], dim=1)
     o_sup, o_qry, o_cand = offset.split([sup, qry, m], dim=1)
@@ -94,6 +97,16 @@ def sampled_outer_loss(model: MetaRec, tasks, gen: torch.Generator, feats: Tenso
     nll = -F.log_softmax(torch.cat([pos[:, :, None], others], dim=2), dim=2)[:, :, 0]  # (B, Q)
     nll = torch.where(tasks.qry_mask, nll, 0.0)
     return nll.sum() / tasks.qry_mask.float().sum().clamp(min=1.0)
+
+
+def draw_negatives(cfg: ModelConfig, context: Tensor | None, batch: int, m: int, gen: torch.Generator) -> Tensor:
+    """(B, K) inner-loop negatives, positions among ``m`` items whose context is ``context`` (B, M, C):
+    uniform, or by popularity as of the task's cut when ``cfg.negative_power`` (``models.core.adapt``)."""
+    if not cfg.negative_power or context is None or cfg.objective != "implicit":
+        return torch.randint(m, (batch, cfg.n_negatives), generator=gen)
+    scaled = torch.expm1(context[:, :, COUNT_FEATURE].float())  # (B, M) count x N / total
+    weights = negative_weights(scaled, cfg.negative_power)  # (B, M)
+    return torch.multinomial(weights, cfg.n_negatives, replacement=True, generator=gen)
 
 
 def _mask_seen(logits: Tensor, seen: Tensor, cand: Tensor, n_items: int) -> Tensor:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from models.data.events import EventLog
-from models.eval.coldstart.methods import ColdStartMethod, GlobalMean, TaskData, UserMedian, task_data
+from models.eval.coldstart.methods import (ColdStartMethod, GlobalMean, ItemBiasUserOffset, TaskData, UserMedian,
+                                           task_data)
 from models.eval.coldstart.metrics import scenario_metrics
 from models.eval.coldstart.report import write_results
 from models.eval.coldstart.split import SCENARIOS, ColdStartSplit, SplitConfig, coldstart_split
@@ -58,11 +59,13 @@ at 5e-5 leave the output far from the rating scale; 5e-3/1e-3 0.856; 1e-3/1e-3 0
 METHODS: dict[str, Callable[[int, bool], ColdStartMethod]] = {
     "global_mean": lambda seed, progress: GlobalMean(),
     "user_median": lambda seed, progress: UserMedian(),
+    "item_bias_user_offset": lambda seed, progress: ItemBiasUserOffset(),
     "melu_paper_lr": _melu_paper,
     "melu": _melu,
     "metarec": _metarec,
 }
-DEFAULT_METHODS: tuple[str, ...] = ("global_mean", "user_median", "melu_paper_lr", "melu", "metarec")
+DEFAULT_METHODS: tuple[str, ...] = ("global_mean", "user_median", "item_bias_user_offset", "melu_paper_lr", "melu",
+                                     "metarec")
 
 
 def training_inputs(log_: EventLog, split: ColdStartSplit) -> tuple[EventLog, list[TaskData]]:
