@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import os
 import resource
 import subprocess
 import sys
@@ -24,6 +25,10 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+CEILING_LOGS = ROOT / "var" / "bench" / "ceiling-logs"  # each Faust ceiling run's output, kept for a post-mortem
+CEILING_TIMEOUT_S = float(os.environ.get("CEILING_TIMEOUT_S", "300"))  # a run that hangs (seen: rarely) is cut
 
 PRODUCER_CONF = {
     "linger.ms": 1,
@@ -286,6 +291,7 @@ def faust_ceiling(
 ) -> dict:
     """Run :mod:`bench.faust_ceiling` on ``topic`` in a fresh process; its figures, or why it failed."""
     out = workdir / f"ceiling-{mode}.json"
+    workdir.mkdir(parents=True, exist_ok=True)  # the ceiling writes its figures here (a missing folder hung it)
     cmd = [
         sys.executable,
         "-m",
@@ -305,14 +311,16 @@ def faust_ceiling(
         "--out",
         str(out),
     ]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parent.parent
-        )
-    except subprocess.TimeoutExpired:
-        return {"mode": mode, "error": "timed out"}
+    log_path = CEILING_LOGS / f"ceiling-{mode}-{uuid.uuid4().hex[:8]}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log_file:
+        try:
+            subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, text=True, timeout=CEILING_TIMEOUT_S,
+                           cwd=Path(__file__).resolve().parent.parent)
+        except subprocess.TimeoutExpired:
+            return {"mode": mode, "error": f"timed out after {CEILING_TIMEOUT_S:.0f} s", "log": str(log_path.relative_to(ROOT))}
     if not out.exists():
-        return {"mode": mode, "error": (done.stderr or done.stdout)[-500:]}
+        return {"mode": mode, "error": log_path.read_text()[-500:], "log": str(log_path.relative_to(ROOT))}
     return json.loads(out.read_text())
 
 

@@ -26,6 +26,7 @@ from bench.worker_process import WorkerRun, scrape
 log = logging.getLogger(__name__)
 POLL_S = 0.1  # near the start and the end of a phase, where the clock is read
 FAR_POLL_S = 1.0  # in between: each scrape renders every metric in the worker, which costs it CPU
+LIST_WAIT_S = 180.0  # how long a latency phase waits for the lists it still misses; the rest count as unserved
 
 
 def _counters(worker: WorkerRun) -> tuple[float, float]:
@@ -118,7 +119,7 @@ def latency_phase(bootstrap: str, topic: str, collector: RecCollector, phase: Ev
     users = [phase.user_ids[u] for u in phase.user_of]
     produce_s = produce_all(bootstrap, topic, phase.keys, phase.values, rate=rate, on_sent=on_sent)
     _done, missing_users = collector.wait_for(
-        set(last_event_per_user(phase.event_ids, users).values()), timeout_s=900
+        set(last_event_per_user(phase.event_ids, users).values()), timeout_s=LIST_WAIT_S
     )
     lat, served = event_latencies_ms(phase.event_ids, users, produced_at, collector.arrivals)
     missing = int(np.isnan(lat).sum())

@@ -111,7 +111,10 @@ def _main_stage(frames: list[str]) -> str:
     for marker, label in (
         ("Fetcher._fetcher", "Faust consumer: fetch and drain"),
         ("Conductor._compile_message_handler.<locals>.on_message", "Faust consumer: deliver to stream"),
+        ("_drain_batches", "Faust consumer: fetch and drain"),  # the batch path of stream/faust_compat/
+        ("_deliver", "Faust consumer: fetch and drain"),
         ("Stream._passive_drainer", "Faust stream: take buffer"),
+        ("take_batches", "Faust stream: take buffer"),
         ("ProducerBuffer._handle_pending", "Faust producer: publish"),
         ("Sender._sender_routine", "aiokafka producer: send requests"),
         ("Sender._send_produce_req", "aiokafka producer: send requests"),
@@ -123,8 +126,9 @@ def _main_stage(frames: list[str]) -> str:
     return "other event-loop work"
 
 
-def summarise(raw: Path, title: str = "", top: int = 30) -> str:
-    stacks = _parse(raw)
+def summarise(raw: Path, title: str = "", top: int = 30, keep: tuple[str, ...] = ()) -> str:
+    """The summary text; with ``keep``, only the stacks with a frame naming one of those (e.g. a steady state)."""
+    stacks = [(f, c) for f, c in _parse(raw) if not keep or any(k in frame for frame in f for k in keep)]
     total = sum(c for _, c in stacks) or 1
     threads, areas, leaves, inclusive, main = Counter(), Counter(), Counter(), Counter(), Counter()
     for frames, count in stacks:

@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--cache", type=Path, default=ROOT / "var" / "bench")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra worker environment")
+    p.add_argument("--user-items", type=int, default=None, help="catalogue of the memory runs (default: the first)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep what --out already holds and add this run's points (a run split in parts)")
     return p.parse_args(argv)
 
 
@@ -102,7 +105,7 @@ def catalogue_point(args: argparse.Namespace, items: int, first: bool, tmp: Path
 
 def user_point(args: argparse.Namespace, users: int, tmp: Path) -> dict[str, Any]:
     """A worker drains a backlog touching ``users`` users (uniform activity): its RSS and RocksDB per user."""
-    items = int(args.catalogues.split(",")[0])
+    items = args.user_items or int(args.catalogues.split(",")[0])
     events = int(users * args.events_per_user)
     ns = throughput_args(args, items, users=users, events=events, user_exponent=0.0, rates="", ceilings="",
                          timeout_s=args.budget_s, label=f"scaling-users-{users}")
@@ -171,6 +174,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "users": {},
     }
     out = args.out or RESULTS / ("scaling-cuda.json" if args.device == "cuda" else "scaling.json")
+    if args.merge and out.exists():  # a run in parts: each part's command and machine kept beside the figures
+        earlier = json.loads(out.read_text())
+        parts = earlier.pop("parts", [])
+        parts.append({k: earlier.get(k) for k in ("command", "machine", "wall_s")})
+        result = {**earlier, **result, "catalogue": earlier.get("catalogue", {}), "users": earlier.get("users", {}),
+                  "parts": parts}
     with tempfile.TemporaryDirectory(prefix="metarec-scaling-") as tmp:
         for n, items in enumerate(int(x) for x in args.catalogues.split(",") if x):
             point = catalogue_point(args, items, n == 0, Path(tmp) / f"c{items}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from stream import faust_compat
 from stream.commit_watch import install_commit_watch
 from stream.faust_compat import (
     commit_finished_offsets,
@@ -67,8 +68,11 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
     use_real_highwaters(app, settings.kafka_config(), fetch_max_wait_ms=settings.fetch_max_wait_ms)
     finished = FinishedOffsets([settings.interactions_topic])
     commit_finished_offsets(app, finished)  # commits follow what the handler finished, not Faust's acks
+    if settings.faust_batch_path:  # Faust's per-event steps, batched (stream/faust_compat/, bench/faust_levers.py)
+        faust_compat.use_batch_delivery(app)
     interactions_topic = app.topic(
-        settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
+        settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw",
+        **({"schema": faust_compat.RawSchema()} if settings.faust_batch_path else {}),
     )
     # Keys and values are plain bytes (msgpack we encode ourselves). Saying so through the types, not by setting
     # serializers afterwards, is what makes the changelog topic raw too: otherwise recovery decodes it as JSON.
@@ -83,12 +87,14 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
     keep_changelog_records(app)
     output = OutputProducer(settings.kafka_config())
 
+    take = faust_compat.take_batches if settings.faust_batch_path else _take_events
+
     @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         handler = BatchHandler(settings, worker, metrics, RocksUserStore(table, output), output, stream.ack,
                                fail_stop, finished)
         try:
-            async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
+            async for events in take(stream, settings.take_max, within=settings.take_within_s):
                 try:
                     await handler.submit(events)
                 except Exception:  # noqa: BLE001 - see fail_stop: nothing may ack a batch that was not processed
@@ -102,6 +108,8 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     install_app_metrics(app, metrics, [settings.interactions_topic])
+    if settings.faust_lean_sensors:
+        faust_compat.use_lean_sensors(app)
     install_commit_watch(app, settings.kafka_config(), settings.app_id, [settings.interactions_topic], finished,
                          metrics, interval_s=settings.commit_watch_interval_s, stall_s=settings.commit_stall_s)
     follower = install_item_agent(app, settings, worker, metrics)
@@ -127,6 +135,10 @@ def _web_options(settings: Settings) -> dict[str, Any]:
         "web_graph_enabled": False,
         "web_metrics_enabled": False,
     }
+
+
+def _take_events(stream: faust.StreamT, max_: int, within: float) -> Any:
+    return stream.take_events(max_, within=within)
 
 
 def fail_stop(batch_size: int) -> None:

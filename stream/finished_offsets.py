@@ -6,7 +6,7 @@ batch's last offset is done. That offset + 1 is what may be committed, whatever 
 between messages (the embedded broker leaves such gaps) and whatever Faust's own bookkeeping holds: Faust's
 commit rule (``Consumer._new_offset``) walks its acked offsets from the committed one and stalls at a missing
 offset it has no gap record for, or steps over one it never saw acked (tests/unit/stream/test_faust_pins.py pins
-both). stream/faust_compat.py makes the consumer commit from this record instead.
+both). stream/faust_compat/ makes the consumer commit from this record instead.
 
 Keys are ``(topic, partition)`` tuples, which compare and hash like Faust's ``TP``.
 """

@@ -20,7 +20,7 @@ Why that keeps the guarantees:
   consumed message is released (``stream_wait_empty``). Batches finish in order, so after a batch the
   finisher knows each of its partitions is done up to the batch's last offset there
   (stream/finished_offsets.py): the consumer commits that, never beyond it and never stuck behind an offset
-  the broker does not have (stream/faust_compat.py, point 6).
+  the broker does not have (stream/faust_compat/, point 6).
 - **State.** A user in several in-flight batches continues from the state the earlier batch left in memory
   (``_inflight``), not from RocksDB, which has not been written yet. A state written to RocksDB may already hold a
   later in-flight batch's events: on a crash those are read again and recognised by their event ids, as any

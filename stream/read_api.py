@@ -2,7 +2,7 @@
 
 A consumer that cannot read the ``recommendations`` topic asks any worker for a user's list. The worker that
 owns the user's partition answers; any other forwards the request to it, on Faust's web server and HTTP client
-(stream/faust_compat.py, point 7). The owner answers, in order:
+(stream/faust_compat/, point 7). The owner answers, in order:
 
 - 404 for a deleted user (the state is a deletion marker), until they come back with a new event;
 - the user's freshest list as the state keeps it (the last list sent, its scores, model version and triggering

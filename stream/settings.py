@@ -61,6 +61,8 @@ class Settings:
     commit_watch_interval_s: float = 5.0
     pipeline_depth: int = 2  # begun batches that may wait for the model and the producer (stream/handler.py)
     fetch_max_wait_ms: int = 10  # longest wait on an empty Fetch; the embedded broker always waits it all out
+    faust_batch_path: bool = True  # batches from fetch to agent without Faust's per-event steps (faust_compat.py)
+    faust_lean_sensors: bool = True  # Faust's sensors only count per event; faust_* metrics copied each second
     max_event_bytes: int = 65536
     max_future_skew_s: float = 86400.0
 

@@ -36,7 +36,7 @@ class RocksUserStore:
 
     Writes are durable once :meth:`OutputProducer.flush` returned; :meth:`persist_offsets` then records, per
     changelog partition, the offset the local RocksDB is up to, which is what Faust's recovery starts from.
-    Why not ``table[key] = value``: stream/faust_compat.py, point 4.
+    Why not ``table[key] = value``: stream/faust_compat/, point 4.
     """
 
     def __init__(self, table: Any, output: OutputProducer) -> None:

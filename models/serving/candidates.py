@@ -20,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from torch import Tensor
 
 from models.features.context import ContextReader
 from models.features.item_stats import POSITION_EDGES, ItemStats
+from models.serving.encode import Encoded
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,16 @@ def excluded_keys(n: int, excluded: list[np.ndarray]) -> np.ndarray:
     rows = np.repeat(np.arange(len(excluded), dtype=np.int64), [len(e) for e in excluded])
     items = np.concatenate(excluded).astype(np.int64) if rows.size else np.zeros(0, np.int64)
     return np.sort(rows * n + items)
+
+
+def new_items_near(feats: Tensor, pool: Tensor | None, batch: Encoded, k: int) -> np.ndarray:
+    """(B, k) the newest added items nearest each user's support by their features (-1: none)."""
+    b = len(batch.sizes)
+    if pool is None or not len(pool) or k <= 0 or not feats.shape[1]:  # feats: (N, F) the items' features
+        return np.full((b, 0), -1, np.int64)
+    items, mask = batch.items.to(feats.device), batch.mask.to(feats.device)
+    profile = (feats[items] * mask[..., None]).sum(1)  # (B, F) the support's summed features
+    scores = profile @ feats[pool].T  # (B, P)
+    top = scores.topk(min(k, len(pool)), dim=1).indices  # (B, k)
+    out = pool[top].cpu().numpy()
+    return np.where(mask.any(1, keepdim=True).cpu().numpy(), out, -1)

@@ -39,7 +39,13 @@ from models.features.history import Learned
 from models.features.item_stats import ItemStats
 from models.features.rating_context import rating_context
 from models.serving.availability import Availability, allowed_mask
-from models.serving.candidates import CandidateBudget, PopularLists, excluded_keys, gather_candidates
+from models.serving.candidates import (
+    CandidateBudget,
+    PopularLists,
+    excluded_keys,
+    gather_candidates,
+    new_items_near,
+)
 from models.serving.encode import Encoded, encode, negatives, shown_negatives, user_features
 from models.serving.item_index import ItemIndex
 from models.serving.kernel import adapt_forward
@@ -339,7 +345,7 @@ class Recommender:
         taste = snap.taste.top(heads["w"][:, : snap.vecs.shape[1]].float(), budget.taste) if snap.taste else \
             np.full((b, 0), -1, np.int64)
         return gather_candidates(reader, self._popular.refresh(reader.stats), taste,
-                                 _new_items(snap, batch, budget.new), excluded_keys(n, batch.excluded), budget,
+                                 new_items_near(snap.model.item_features, snap.new_items, batch, budget.new), excluded_keys(n, batch.excluded), budget,
                                  banned)
 
     def _score(self, snap: _Snapshot, batch: Encoded, reader: ContextReader | None, heads: dict[str, Tensor],
@@ -365,21 +371,6 @@ class Recommender:
                 out |= keys[slot] == want
             scores = scores.masked_fill(torch.as_tensor(out | (cols < 0), device=self.device), float("-inf"))
         return scores
-
-
-def _new_items(snap: _Snapshot, batch: Encoded, k: int) -> np.ndarray:
-    """(B, k) the newest added items nearest each user's support by their features (-1: none)."""
-    b = len(batch.sizes)
-    pool = snap.new_items
-    if pool is None or not len(pool) or k <= 0 or not snap.model.cfg.n_item_features:
-        return np.full((b, 0), -1, np.int64)
-    feats = snap.model.item_features  # (N, F)
-    items, mask = batch.items.to(feats.device), batch.mask.to(feats.device)
-    profile = (feats[items] * mask[..., None]).sum(1)  # (B, F) the support's summed features
-    scores = profile @ feats[pool].T  # (B, P)
-    top = scores.topk(min(k, len(pool)), dim=1).indices  # (B, k)
-    out = pool[top].cpu().numpy()
-    return np.where(mask.any(1, keepdim=True).cpu().numpy(), out, -1)
 
 
 def _snapshot(model: MetaRec, item_ids: tuple[str, ...], feature_names: tuple[str, ...],

@@ -2,14 +2,14 @@
 
 Then the killed worker comes back with its stale RocksDB and takes partitions back: it must read the changelog
 tail the survivor wrote meanwhile (on the embedded broker the tail is exactly what a high watermark taken from
-ListOffsets hides; see stream/faust_compat.py). Then the survivor is killed in turn and the returned worker
+ListOffsets hides; see stream/faust_compat/). Then the survivor is killed in turn and the returned worker
 takes everything over. Every user gets new events after each takeover, so each user's final state was built on
 top of whatever each recovery restored: the changelog must equal a from-scratch computation.
 
 While both workers share the partitions, half the users are idle: their latest state was written before the
 worker that takes their partition over next started its standby replica of it, so that worker holds the state
 only if its standby kept every record it fetched. Faust dropped a standby's first fetch when the recovery of
-the active partitions ended with a fetch under way (stream/faust_compat.py, point 2), and the standby's next
+the active partitions ended with a fetch under way (stream/faust_compat/, point 2), and the standby's next
 records moved its persisted offset past the hole for good. That race is timing-bound: each of the two joins
 below gives it a chance (without the fix, the joining worker's standby lost its first fetch in most runs).
 """

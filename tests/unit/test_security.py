@@ -68,7 +68,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
     Recorder.configs = []
     monkeypatch.setattr(replay, "Producer", Recorder)
     monkeypatch.setattr(topics, "AdminClient", Recorder)
-    monkeypatch.setattr(faust_compat, "Consumer", Recorder)
+    monkeypatch.setattr(faust_compat.consumer, "Consumer", Recorder)
     return Recorder
 
 

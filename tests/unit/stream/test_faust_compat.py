@@ -50,7 +50,7 @@ def fake_consumer(true_ends: dict[int, int], assigned: list) -> type:
 
 def test_reported_ends_are_replaced_by_the_fetched_ones(monkeypatch: pytest.MonkeyPatch):
     assigned: list = []
-    monkeypatch.setattr(faust_compat, "Consumer", fake_consumer({0: 10, 1: 1}, assigned))
+    monkeypatch.setattr(faust_compat.consumer, "Consumer", fake_consumer({0: 10, 1: 1}, assigned))
     reported = {TP(CHANGELOG, 0): 1, TP(CHANGELOG, 1): 1, TP(CHANGELOG, 2): 0, TP(CHANGELOG, 3): None}
     ends = faust_compat.real_end_offsets({}, reported, timeout_s=1.0)
     assert ends == {TP(CHANGELOG, 0): 10, TP(CHANGELOG, 1): 1, TP(CHANGELOG, 2): 0, TP(CHANGELOG, 3): None}
@@ -58,7 +58,7 @@ def test_reported_ends_are_replaced_by_the_fetched_ones(monkeypatch: pytest.Monk
 
 
 def test_a_partition_that_never_answers_keeps_its_reported_end(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(faust_compat, "Consumer", fake_consumer({0: 7}, []))
+    monkeypatch.setattr(faust_compat.consumer, "Consumer", fake_consumer({0: 7}, []))
     reported = {TP(CHANGELOG, 0): 3, TP(CHANGELOG, 1): 5}
     assert faust_compat.real_end_offsets({}, reported, timeout_s=0.05) == {TP(CHANGELOG, 0): 7, TP(CHANGELOG, 1): 5}
 

@@ -1,4 +1,4 @@
-"""Pins on the Faust internals metarec relies on (stream/faust_compat.py is the only module touching them).
+"""Pins on the Faust internals metarec relies on (stream/faust_compat/ is the only module touching them).
 
 Each test fails when a faust-streaming (or aiokafka) upgrade renames, removes or reshapes one of them, so an
 upgrade is a red test here rather than a silent wrong answer in production. No broker: the objects are built

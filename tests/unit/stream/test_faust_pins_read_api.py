@@ -1,4 +1,4 @@
-"""Pins on what the read API relies on in Faust (stream/faust_compat.py, point 7, and stream/app.py's web
+"""Pins on what the read API relies on in Faust (stream/faust_compat/, point 7, and stream/app.py's web
 options): they fail when a faust-streaming upgrade changes them. No broker, no server started."""
 
 from __future__ import annotations
