@@ -78,6 +78,10 @@ class Settings:
     candidates: int = 500  # items retrieved per user and scored (0: score the whole catalogue)
     batch_max: int = 1024  # users per model call: a whole take (coalesced per user) in one call
     torch_threads: int = 1  # model intra-op threads (0 = torch's default); 1 leaves cores to the event loop
+    # RocksDB memory per users-table partition, bounded: Faust's defaults (a 2 GiB block cache and 3 x 64 MiB
+    # write buffers per partition) let a worker's RSS grow with every user read and written (bench/scaling.py)
+    rocksdb_block_cache_mib: int = 32
+    rocksdb_write_buffer_mib: int = 8
     batch_wait_ms: float = 2.0
     queue_max: int = 8192
     model_poll_s: float = 5.0
