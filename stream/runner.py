@@ -7,6 +7,7 @@ message is one line; the CLI prints it without a traceback.
 from __future__ import annotations
 
 import logging
+import sys
 
 import faust
 
@@ -59,6 +60,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     model = startup_model(settings)
     metrics = Metrics()
     metrics.serve_http(settings.metrics_host, settings.metrics_port)
+    if settings.gil_switch_ms > 0:
+        sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
     worker = ModelWorker(model, settings, metrics).start()
     app = build_app(settings, worker, metrics)
     log.info("worker %s serving model %s on %s (%s)", settings.app_id, model.version, settings.brokers,

@@ -100,6 +100,9 @@ class Settings:
     api_token: Secret = field(default_factory=lambda: Secret(""))  # bearer token required when set
     api_url: str = ""  # how other workers reach this one (default http://web_host:web_port)
     api_thread: bool = True  # serve on a thread of its own (own event loop): requests do not wait for batches
+    # how long a thread holds the GIL before another may take it (Python's default 5 ms): read-API requests wait
+    # behind the model thread's Python in slices this long (0 = leave Python's default)
+    gil_switch_ms: float = 0.0
     key_partitioner: str = "consistent"  # how producers partition ``interactions``: consistent (CRC32) or murmur2
 
     def __post_init__(self) -> None:
