@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import platform
+import re
+import sysconfig
 import subprocess
 import time
 from dataclasses import dataclass
@@ -123,9 +125,27 @@ def _git_commit() -> str | None:
 # --- results ------------------------------------------------------------------------------------------------
 def write_results(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(relative_paths(data), indent=2, sort_keys=False) + "\n")
     log.info("wrote %s", path)
     return path
+
+
+def relative_paths(value: Any) -> Any:
+    """``value`` with this machine's paths made portable: the repository's own relative to it, the shared data as
+    ``../shared/...``, temporary folders as ``$TMPDIR/...`` (a results file must be rerunnable anywhere)."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    root = str(Path(__file__).resolve().parent.parent)
+    out = value.replace(root + "/", "").replace(str(Path(root).parent / "shared"), "../shared")
+    out = out.replace(sysconfig.get_paths()["stdlib"], "$PYTHON_STDLIB")
+    return _TMP.sub("$TMPDIR/", out.replace(root, "."))
+
+
+_TMP = re.compile(r"/tmp/")
 
 
 def read_results(path: Path) -> dict[str, Any]:
