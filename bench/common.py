@@ -12,8 +12,8 @@ import logging
 import os
 import platform
 import re
-import sysconfig
 import subprocess
+import sysconfig
 import time
 from dataclasses import dataclass
 from importlib import metadata
