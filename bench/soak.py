@@ -25,7 +25,8 @@ still with work waiting while nobody disturbed the workers for ``--stall-s`` (``
 record of the changelog against the events up to the source offset it says it applied (``stale_writes``: a
 worker wrote a state built on an older one than the changelog held, even if a later record hid it). Figures go to
 ``bench/results/soak.json``, with the group's committed offsets sampled every 2 s; worker logs stay in
-``var/soak/``.
+``var/soak/``. The file keeps every earlier run's figures in ``runs`` (oldest first, this one last), so a
+run that lost something stays on record after a later one that lost nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +42,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, catalogue, machine_info, train_checkpoint, write_results, zipf_events
+from bench.common import (
+    RESULTS,
+    catalogue,
+    machine_info,
+    read_results,
+    train_checkpoint,
+    write_results,
+    zipf_events,
+)
 from bench.ground_truth import (
     changelog_topic,
     end_offsets,
@@ -62,6 +71,8 @@ from stream.state import decode_state
 log = logging.getLogger("bench.soak")
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("in_flight", "recovery", "rebalance")
+SUMMARY = ("events", "kills", "lost", "doubled", "missing_lists", "stalls", "stale_writes", "run_time_s", "seed",
+           "command")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -202,10 +213,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "worker_logs": os.path.relpath(work, ROOT),
         **result,
     }
+    out["runs"] = [*earlier_runs(args.out), run_summary(out)]
     write_results(args.out, out)
-    log.info("soak: %s", {k: out[k] for k in ("events", "kills", "lost", "doubled", "missing_lists", "stalls",
-                                                "stale_writes", "run_time_s")})
+    log.info("soak: %s", {k: out[k] for k in SUMMARY[:-2]})
     return out
+
+
+def run_summary(out: dict[str, Any]) -> dict[str, Any]:
+    """One run's headline figures, with the code and the time it ran at."""
+    return {**{k: out[k] for k in SUMMARY if k in out}, "git_commit": out["machine"].get("git_commit"),
+            "when": out["machine"].get("when"), "worker_logs": out.get("worker_logs")}
+
+
+def earlier_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs an earlier results file recorded (one from before ``runs`` existed counts as its one run)."""
+    earlier = read_results(path)
+    if not earlier:
+        return []
+    return earlier.get("runs") or [run_summary(earlier)]
 
 
 if __name__ == "__main__":

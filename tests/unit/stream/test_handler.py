@@ -4,103 +4,29 @@ and the model's item statistics learn a batch after ranking it.
 Runs the real handler, model worker and metrics against the in-memory user store and a recording producer (the
 Kafka side of both is covered by tests/integration).
 """
-
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import torch
-from prometheus_client import CollectorRegistry
 
 from models.core.config import ModelConfig
 from models.core.metalearner import MetaRec
 from models.serving.recommender import Recommender
 from schemas.decode import encode
 from schemas.records import Interaction, UserDeletion
-from stream.handler import BatchHandler
-from stream.metrics import Metrics
-from stream.model_worker import ModelWorker
 from stream.output import DeliveryError, OutputProducer
-from stream.settings import Settings
 from stream.state import decode_state
 from stream.user_store import MemoryUserStore
-
-ITEMS = [f"i{n}" for n in range(30)]
-TS = 1_700_000_000.0
-
-
-@dataclass
-class FakeMessage:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
-    refs: int = 1
-
-    def incref(self) -> None:
-        self.refs += 1
-
-
-@dataclass
-class FakeEvent:
-    key: bytes
-    value: bytes
-    message: FakeMessage
-
-
-@dataclass
-class RecordingOutput:
-    """Queues messages; a flush moves them to ``delivered`` (or fails, when told to)."""
-
-    queued: list[tuple[str, bytes | None]] = field(default_factory=list)
-    delivered: list[tuple[str, bytes | None]] = field(default_factory=list)
-    sent: list[tuple[str, bytes | None, bytes | None, Any]] = field(default_factory=list)  # whole, in order
-    fail: bool = False
-
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None,
-                partition: int | None = None, track: bool = False) -> None:
-        self.queued.append((topic, key))
-        self.sent.append((topic, key, value, headers))
-
-    async def flush(self) -> None:
-        await asyncio.sleep(0)  # a real flush yields to the loop while the broker answers
-        if self.fail:
-            raise DeliveryError("planted")
-        self.delivered += self.queued
-        self.queued = []
-
-
-def event(user: str, n: int, offset: int) -> FakeEvent:
-    rec = Interaction(event_id=f"{user}-{n}", user_id=user, item_id=ITEMS[n % len(ITEMS)], type="click",
-                      ts=TS + n)
-    return FakeEvent(user.encode(), encode(rec), FakeMessage("in", 0, offset, TS + n))
-
-
-@pytest.fixture
-def parts():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8)
-    settings = Settings(topic_prefix="t-", pipeline_depth=2)
-    metrics = Metrics(CollectorRegistry())
-    worker = ModelWorker(Recommender(MetaRec(cfg), ITEMS, version="v1"), settings, metrics).start()
-    yield settings, worker, metrics
-    worker.stop()
-    torch.set_num_threads(threads)
-
-
-def make_handler(parts, store, output, acked, failures):
-    settings, worker, metrics = parts
-
-    async def ack(ev: FakeEvent) -> None:
-        ev.message.refs -= 1
-        acked.append(ev.message.offset)
-
-    return BatchHandler(settings, worker, metrics, store, output, ack, failures.append)
+from tests.unit.stream.handler_fakes import (
+    ITEMS,
+    TS,
+    FakeEvent,
+    FakeMessage,
+    RecordingOutput,
+    event,
+    make_handler,
+)
 
 
 def test_a_later_batch_continues_from_an_unfinished_earlier_one(parts):
@@ -290,128 +216,3 @@ def test_a_deletion_withdraws_the_list_and_the_state_and_bad_events_are_dead_let
     assert headers["metarec-reason"] == b"not_json" and headers["metarec-source-offset"] == b"6"
     assert headers["metarec-source-topic"] == b"in" and headers["metarec-source-partition"] == b"0"
     assert store.persisted == 2 and store.unpersisted == 0
-
-
-class Poisoned(Recommender):
-    """A model that cannot rank any user who has an item named ``poison...``, and records what it learns."""
-
-    learned: list[tuple[str, tuple[str, ...], tuple[str, ...]]]
-
-    def recommend(self, requests, k, **kw):
-        if any(item.startswith("poison") for r in requests for item in r.history):
-            raise RuntimeError("planted: the model cannot rank poison")
-        return super().recommend(requests, k, **kw)
-
-    def learn(self, records):
-        self.learned.extend((r.user_id, r.history_before, tuple(e[0] for e in r.events)) for r in records)
-        super().learn(records)
-
-
-def poisoned(worker: ModelWorker) -> Poisoned:
-    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
-    model = Poisoned(MetaRec(cfg), ITEMS, version="v-poison")
-    model.learned = []
-    worker.swap(model)
-    return model
-
-
-def on_item(user: str, n: int, offset: int, item: str) -> FakeEvent:
-    rec = Interaction(event_id=f"{user}-{n}", user_id=user, item_id=item, type="click", ts=TS + n)
-    return FakeEvent(user.encode(), encode(rec), FakeMessage("in", 0, offset, TS + n))
-
-
-def dead_letters(output: RecordingOutput) -> list[tuple[bytes, str, str]]:
-    """(key, reason, source offset) of every dead letter sent."""
-    return [(key, dict(headers)["metarec-reason"].decode(), dict(headers)["metarec-source-offset"].decode())
-            for topic, key, _value, headers in output.sent if topic == "t-dead-letters"]
-
-
-def lists_sent(output: RecordingOutput) -> dict[bytes, list]:
-    from schemas.decode import decode_recommendation
-    out: dict[bytes, list] = {}
-    for topic, key, value, _headers in output.sent:
-        if topic == "t-recommendations" and value is not None:
-            out.setdefault(key, []).append(decode_recommendation(value))
-    return out
-
-
-def test_a_poison_event_dead_letters_its_user_s_events_and_the_rest_of_the_batch_goes_on(parts):
-    """The model fails on one user's request: that user's events of the batch go to dead-letters with reason
-    model_error and leave their state as it was, the other users are served, nobody exits, and the user's next
-    event is processed normally (the poison is not in their state)."""
-    _settings, worker, metrics = parts
-    model = poisoned(worker)
-    store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
-    handler = make_handler(parts, store, output, acked, failures)
-
-    async def run():
-        await handler.finish(handler.begin([event("u", 0, 0), on_item("v", 1, 1, "poison"), event("v", 2, 2),
-                                            event("w", 3, 3)]))
-        await handler.finish(handler.begin([event("v", 5, 4)]))
-        await worker.settled()
-
-    asyncio.run(run())
-    assert not failures, "a poison event never stops the worker"
-    assert dead_letters(output) == [(b"v", "model_error", "1"), (b"v", "model_error", "2")]
-    sample = metrics.registry.get_sample_value
-    assert sample("metarec_dead_letters_total", {"reason": "model_error"}) == 2
-    lists = lists_sent(output)
-    assert [r.event_id for r in lists[b"u"]] == ["u-0"] and [r.event_id for r in lists[b"w"]] == ["w-3"]
-    assert [(r.event_id, r.seq) for r in lists[b"v"]] == [("v-5", 1)], "no list for the failed batch"
-    v = decode_state(store.get(0, b"v"))
-    assert v.recent_ids == ["v-5"] and v.seen == ["i5"], "the failed events never reached the state"
-    assert acked == [0, 1, 2, 3, 4] and handler.finished.next_offset(("in", 0)) == 5
-    assert [(user, events) for user, _history, events in model.learned] == [
-        ("u", ("i0",)), ("w", ("i3",)), ("v", ("i5",))], "the statistics never learn the dead-lettered events"
-
-
-def test_a_later_unfinished_batch_of_the_user_is_planned_again_without_the_poison(parts):
-    """Pipelined: the user's next batch began from the state that held the poison. It is planned again on the
-    state without it and ranked again: its event is served and learned once, and the poison is nowhere."""
-    _settings, worker, _metrics = parts
-    model = poisoned(worker)
-    store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
-    handler = make_handler(parts, store, output, acked, failures)
-
-    async def run():
-        first = handler.begin([on_item("v", 0, 0, "poison"), event("u", 1, 1)])
-        second = handler.begin([event("v", 2, 2)])  # begun before the first's answer is known
-        third = handler.begin([event("v", 3, 3), event("u", 4, 4)])
-        for flight in (first, second, third):
-            await handler.finish(flight)
-        await worker.settled()
-
-    asyncio.run(run())
-    assert not failures
-    assert dead_letters(output) == [(b"v", "model_error", "0")]
-    lists = lists_sent(output)
-    assert [(r.event_id, r.first_event_id, r.seq) for r in lists[b"v"]] == [("v-2", "v-2", 1), ("v-3", "v-3", 2)]
-    assert [r.event_id for r in lists[b"u"]] == ["u-1", "u-4"]
-    v = decode_state(store.get(0, b"v"))
-    assert v.seen == ["i2", "i3"] and v.recent_ids == ["v-2", "v-3"] and v.seq == 2
-    learned_v = [(history, events) for user, history, events in model.learned if user == "v"]
-    assert learned_v == [((), ("i2",)), (("i2",), ("i3",))], "each event once, with a history without poison"
-    assert not handler._inflight and not handler._flights
-
-
-def test_two_poison_batches_in_flight_leave_the_third_planned_on_neither(parts):
-    """The user's first two unfinished batches each hold a poison item: the third is planned again twice, served
-    from a state with neither, and its event is learned exactly once."""
-    _settings, worker, _metrics = parts
-    model = poisoned(worker)
-    store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
-    handler = make_handler(parts, store, output, acked, failures)
-
-    async def run():
-        flights = [handler.begin([on_item("v", 0, 0, "poison-1")]), handler.begin([on_item("v", 1, 1, "poison-2")]),
-                   handler.begin([event("v", 3, 2)])]
-        for flight in flights:
-            await handler.finish(flight)
-        await worker.settled()
-
-    asyncio.run(run())
-    assert not failures
-    assert dead_letters(output) == [(b"v", "model_error", "0"), (b"v", "model_error", "1")]
-    assert [(r.event_id, r.seq) for r in lists_sent(output)[b"v"]] == [("v-3", 1)]
-    assert decode_state(store.get(0, b"v")).seen == ["i3"]
-    assert [(user, events) for user, _history, events in model.learned] == [("v", ("i3",))]
