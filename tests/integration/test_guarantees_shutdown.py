@@ -40,8 +40,10 @@ def test_sigterm_mid_replay_leaves_offsets_state_and_output_in_step(broker, topi
                                                                      checkpoint):
     spec = WorkerSpec(broker.bootstrap, topic_prefix, checkpoint, tmp_path / "state").create_topics()
     settings = spec.settings()
-    log = generate(seed=31, n_users=60, n_items=200, mean_events=100).sorted_by_time()
-    events = list(interactions(log, id_prefix="sd"))[:6000]
+    # Enough events that the worker cannot finish them between the signal and its stop: the batch path drains
+    # what it has fetched (up to a few thousand) before it ends.
+    log = generate(seed=31, n_users=240, n_items=200, mean_events=100).sorted_by_time()
+    events = list(interactions(log, id_prefix="sd"))[:24000]
     produce(broker.bootstrap, settings.interactions_topic, [(e.user_id.encode(), encode(e)) for e in events])
     stored = read_to_end(broker.bootstrap, settings.interactions_topic)  # where each event landed
     assert len(stored) == len(events)
