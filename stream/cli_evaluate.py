@@ -7,6 +7,7 @@ method, a missing dataset, a protocol not built yet) are click usage errors: one
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -35,8 +36,25 @@ def _dataset(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     return value
 
 
+def portable_path(arg: str) -> str:
+    """A path as the results file records it: a shared data set as ``../shared/data/<name>`` (as seen from
+    the repository root, whatever checkout ran it), anything else relative to the working directory."""
+    path = Path(arg).expanduser()
+    if arg == "synthetic" or not path.exists():
+        return arg
+    parts = path.resolve().parts
+    for n in range(len(parts) - 1):
+        if parts[n: n + 2] == ("shared", "data"):
+            return "/".join(("..", *parts[n:]))
+    return os.path.relpath(path.resolve())
+
+
 def _command_line() -> str:
-    return "metarec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command as typed, with paths made portable (no absolute paths in committed results)."""
+    args = sys.argv[1:]
+    paths = {n + 1 for n, a in enumerate(args) if a == "--dataset"}
+    paths |= {n + d for n, a in enumerate(args) if a == "--transfer" for d in (1, 2)}
+    return "metarec " + " ".join(shlex.quote(portable_path(a) if n in paths else a) for n, a in enumerate(args))
 
 
 @click.command("evaluate")
@@ -48,13 +66,17 @@ def _command_line() -> str:
               help="stream: test-then-train replay in time order; coldstart: MeLU-style new-user splits.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/results"),
               show_default=True, help="Folder for the result files.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="The first seed.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeds seed .. seed + N - 1, each with its own tie order and model seeds (stream protocol).")
+@click.option("--tune/--no-tune", default=True, show_default=True,
+              help="Choose every method's settings on the warm-up (stream protocol); --no-tune: defaults.")
 @click.option("--methods", help="Comma list of methods (default: all).")
 @click.option("--max-events", type=click.IntRange(min=10), help="Only the earliest N events (quick runs).")
 @click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
               help="Share of the stream given to every method before scoring starts (stream protocol).")
 def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
-             methods: str | None, max_events: int | None, warmup: float) -> None:
+             seeds: int, tune: bool, methods: str | None, max_events: int | None, warmup: float) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
     from models.data.registry import DatasetError, load_dataset
@@ -83,8 +105,8 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
         else:
             from models.eval.stream_runner import run_stream
 
-            result = run_stream(dataset, out=out, seed=seed, methods=_stream_methods(methods),
-                                max_events=max_events, warmup_fraction=warmup, progress=True,
+            result = run_stream(dataset, out=out, seed=seed, seeds=seeds, methods=_stream_methods(methods),
+                                max_events=max_events, warmup_fraction=warmup, tuned=tune, progress=True,
                                 command=_command_line())
     except (DatasetError, EventFileError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="--dataset") from None

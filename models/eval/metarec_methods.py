@@ -30,7 +30,7 @@ import logging
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ import torch
 from models.core.metalearner import MetaRec
 from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
-from models.eval.methods import Pending, Query
+from models.eval.methods import Pending, Query, retrain_period
 from models.serving.recommender import AdaptRequest, Recommender
 from models.training.train import default_config, meta_train
 
@@ -62,6 +62,28 @@ class Schedule:
     stats_every: int = 32  # learned events between updates of the item statistics
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
+    overrides: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields of the ranking model (chosen settings)
+    rating_overrides: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
+
+
+SETTINGS_GRID: tuple[dict[str, Any], ...] = tuple(  # the ranking model, chosen by validation HR@10
+    {"adapt_taste": taste, "id_dropout": dropout, "support_prior": prior}
+    for taste in (False, True) for dropout in (0.5, 0.95) for prior in (4.0, 16.0)
+)
+RATING_GRID: tuple[dict[str, Any], ...] = tuple(  # the rating model, chosen by validation MAE
+    {"rating_loss": loss, "weight_decay": decay, "support_prior": prior}
+    for loss in ("l1", "mse") for decay in (1e-5, 1e-2) for prior in (4.0, 16.0)
+)
+
+
+def schedule_for(settings: dict[str, Any], base: Schedule | None = None) -> Schedule:
+    """The schedule serving chosen ``settings``: ``adapt_taste`` and ``ModelConfig`` fields of the ranking
+    model, and under "rating" those of the rating model. Chosen settings are never re-chosen inside."""
+    base = base or Schedule()
+    ranking = {k: v for k, v in settings.items() if k not in ("adapt_taste", "rating")}
+    return replace(base, adapt_taste=settings.get("adapt_taste", base.adapt_taste), choose_taste=False,
+                   overrides=tuple(sorted(ranking.items())),
+                   rating_overrides=tuple(sorted(settings.get("rating", {}).items())))
 
 
 class TrainingCache:
@@ -78,19 +100,26 @@ class TrainingCache:
 
     def get(self, events: EventLog, steps: int, seed: int, init: Recommender | None,
             init_key: tuple | None, objective: str | None = None,
-            adapt_taste: bool | None = None) -> tuple[Recommender, tuple]:
-        key = (*digest(events), steps, seed, init_key, objective, adapt_taste)
+            overrides: tuple[tuple[str, Any], ...] = ()) -> tuple[Recommender, tuple]:
+        """The model meta-trained on ``events``; ``overrides`` replace fields of the default config (a model
+        continued from ``init`` keeps the config it has)."""
+        key = (*digest(events), steps, seed, init_key, objective, overrides)
         if key not in self._models:
             cfg = None
             if init is None and objective is not None:
                 cfg = default_config(events, seed, objective)
-                if adapt_taste is not None:
-                    cfg = replace(cfg, adapt_taste=adapt_taste)
+                if overrides:
+                    cfg = replace(cfg, **dict(overrides))
             self._models[key] = meta_train(events, cfg, steps=steps, seed=seed, init=init)
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
         self._models.move_to_end(key)
         return self._models[key], key
+
+    def clear(self) -> None:
+        """Forget every trained model and choice (between seeds: nothing is shared across them)."""
+        self._models.clear()
+        self.choices.clear()
 
 
 CACHE = TrainingCache()
@@ -159,7 +188,7 @@ class MetarecMethod:
     # --- training -------------------------------------------------------------------------------------------
     def fit_prefix(self, log_: EventLog) -> None:
         self.template = log_
-        self.period = self.schedule.retrain_every or max(1, len(log_) // 2)
+        self.period = retrain_period(len(log_), self.schedule.retrain_every)
         self.since = 0
         self.unobserved: list[tuple[str, str, float, float | None]] = []  # learned, not yet in the statistics
         self.columns: list[list[float]] = [[] for _ in range(5)]  # users, items, ts, values, types
@@ -181,8 +210,11 @@ class MetarecMethod:
     def _train(self, steps: int, init: Recommender | None) -> None:
         previous = getattr(self, "key", None)
         events = self._seen_log()
+        overrides = self.schedule.overrides
+        if self.adapt_taste is not None:
+            overrides = tuple(sorted({**dict(overrides), "adapt_taste": self.adapt_taste}.items()))
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
-                                           self.schedule.objective, self.adapt_taste)
+                                           self.schedule.objective, overrides)
         self.trained = trained
         self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
         self.unobserved = []  # the new model's statistics hold every event learned so far
@@ -193,7 +225,8 @@ class MetarecMethod:
             before = getattr(self, "rater_key", None)
             rater_init = getattr(self, "rater_trained", None) if init is not None else None
             self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
-                                                                rater_init, before, "rating")
+                                                                rater_init, before, "rating",
+                                                                self.schedule.rating_overrides)
             self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr)
         self.rounds += 1
         log.info("%s: model round %d on %d events", self.name, self.rounds, len(self.columns[0]))
@@ -292,6 +325,16 @@ class MetarecMethod:
 def build_metarec(variant: str, seed: int = 0, schedule: Schedule | None = None) -> MetarecMethod:
     """A fresh metarec method; the schedule defaults to ``Schedule()``."""
     return MetarecMethod(variant, seed, schedule or Schedule())
+
+
+def rating_trial(seed: int, settings: dict[str, Any]) -> MetarecMethod:
+    """The rating model alone with ``settings`` (``RATING_GRID``), for choosing them on validation MAE: it
+    ranks nothing (``ranks = False``), so a trial costs its training and its rating predictions only."""
+    schedule = Schedule(objective="rating", rating_model=False, choose_taste=False,
+                        overrides=tuple(sorted(settings.items())))
+    method = MetarecMethod("metarec", seed, schedule)
+    method.ranks = False  # type: ignore[attr-defined]
+    return method
 
 
 def choose_taste(log_: EventLog, seed: int, schedule: Schedule, cache: TrainingCache) -> bool:

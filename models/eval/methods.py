@@ -75,6 +75,12 @@ class BatchRanker(Protocol):
         """Events that can still be learned before the shared state changes (None: never)."""
 
 
+def retrain_period(prefix_events: int, every: int | None = None) -> int:
+    """Learned events between re-trainings: ``every``, or half the warm-up (metarec's schedule, which the
+    re-trained peers share)."""
+    return every or max(1, prefix_events // 2)
+
+
 def top_k(scores: np.ndarray, k: int, exclude: set[int], priority: np.ndarray) -> list[int]:
     """The ``k`` best-scoring items not in ``exclude``; equal scores go by ``priority`` (higher first).
 

@@ -1,68 +1,97 @@
-"""Methods by name, so the CLI, the report and the tests agree on what "isgd" or "metarec" means.
+"""Methods by name, so the CLI, the report, the tuning step and the tests agree on what "ease" or "metarec" means.
 
-Each factory takes the seed and returns a fresh method; the metarec ones are imported lazily, because they
-need the meta-learner (torch) and the baselines do not.
+Each entry builds a fresh method from a seed and a setting (one dict of its ``grid``), and says how the
+validation step (``models.eval.tuning``) chooses that setting: by HR@10, or by MAE for the rating predictors on
+explicit data. A method with no settings has a grid of one empty setting. Each grid is declared beside its
+model (``GRID`` in the peer's file, ``SETTINGS_GRID``/``RATING_GRID`` in ``metarec_methods``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from models.eval.methods import StreamMethod
 
-Factory = Callable[[int], StreamMethod]
+Setting = dict[str, Any]
+Builder = Callable[[int, Setting], StreamMethod]
 
 
-def _popularity(seed: int) -> StreamMethod:
-    from models.eval.baselines import Popularity
+@dataclass(frozen=True)
+class Entry:
+    """How to build a method and choose its settings."""
 
-    return Popularity(seed)
-
-
-def _decayed(seed: int) -> StreamMethod:
-    from models.eval.baselines import DecayedPopularity
-
-    return DecayedPopularity(seed)
-
-
-def _knn(seed: int) -> StreamMethod:
-    from models.eval.baselines import ItemKNN
-
-    return ItemKNN(seed)
+    build: Builder
+    grid: tuple[Setting, ...] = ({},)
+    criterion: str = "hr"  # "hr": HR@10; "mae": MAE on explicit data (HR@10 on implicit data)
+    fallback: bool = False  # takes the position popularity's chosen setting as its cold fallback
+    explicit_only: bool = False  # needs ratings (skipped on implicit data)
+    peer: bool = True  # a peer of metarec (the ablations are not)
+    settings_of: str | None = None  # an ablation serves the settings chosen for this method
+    rating_grid: tuple[Setting, ...] = ()  # a second model predicting the ratings, chosen by MAE
+    rating_trial: Builder | None = None  # builds that model alone for a rating_grid trial
 
 
-def _isgd(seed: int) -> StreamMethod:
-    from models.eval.isgd import ISGD
-
-    return ISGD(seed)
-
-
-def _river(seed: int) -> StreamMethod:
-    from models.eval.river_mf import RiverBiasedMF
-
-    return RiverBiasedMF(seed)
-
-
-def _metarec(variant: str) -> Factory:
-    def build(seed: int) -> StreamMethod:
-        from models.eval.metarec_methods import build_metarec
-
-        return build_metarec(variant, seed)
+def _lazy(module: str, cls: str, **fixed: Any) -> Builder:
+    def build(seed: int, setting: Setting) -> StreamMethod:
+        return getattr(importlib.import_module(module), cls)(seed=seed, **fixed, **setting)
 
     return build
 
 
-BASELINES: dict[str, Factory] = {
-    "popularity": _popularity,
-    "decayed-popularity": _decayed,
-    "item-knn": _knn,
-    "isgd": _isgd,
-    "river-biasedmf": _river,
-}
-METAREC: dict[str, Factory] = {
-    name: _metarec(name) for name in ("metarec", "metarec-no-adapt", "metarec-finetune")
-}
-METHODS: dict[str, Factory] = {**BASELINES, **METAREC}
+def _grid(module: str) -> tuple[Setting, ...]:
+    return importlib.import_module(module).GRID
+
+
+def _metarec(variant: str) -> Builder:
+    def build(seed: int, setting: Setting) -> StreamMethod:
+        from models.eval.metarec_methods import build_metarec, schedule_for
+
+        return build_metarec(variant, seed, schedule_for(setting) if setting else None)
+
+    return build
+
+
+def _metarec_rating_trial(seed: int, setting: Setting) -> StreamMethod:
+    from models.eval.metarec_methods import rating_trial
+
+    return rating_trial(seed, setting)
+
+
+def _entries() -> dict[str, Entry]:
+    from models.eval.metarec_methods import RATING_GRID, SETTINGS_GRID
+
+    peers = "models.eval.peers."
+    decays = tuple({"half_life_days": d} for d in (0.5, 1.0, 3.0, 7.0, 14.0, 30.0, 90.0, 365.0))
+    isgd = tuple({"factors": f, "lr": lr, "reg": reg}
+                 for f in (10, 50) for lr in (0.05, 0.1) for reg in (0.01, 0.1))
+    river = tuple({"factors": f, "latent_lr": lr, "l2": l2}
+                  for f in (10, 50) for lr in (0.01, 0.05) for l2 in (0.0, 0.01))
+    return {
+        "popularity": Entry(_lazy("models.eval.baselines", "Popularity")),
+        "decayed-popularity": Entry(_lazy("models.eval.baselines", "DecayedPopularity"), decays),
+        "item-knn": Entry(_lazy("models.eval.baselines", "ItemKNN")),
+        "isgd": Entry(_lazy("models.eval.isgd", "ISGD"), isgd),
+        "river-biasedmf": Entry(_lazy("models.eval.river_mf", "RiverBiasedMF"), river, criterion="mae"),
+        "position-popularity": Entry(_lazy(peers + "position_popularity", "PositionPopularity"),
+                                     _grid(peers + "position_popularity")),
+        "item-knn-pos": Entry(_lazy(peers + "item_knn", "ItemKNNFallback"), _grid(peers + "item_knn"),
+                              fallback=True),
+        "session-knn": Entry(_lazy(peers + "session_knn", "SessionKNN"), _grid(peers + "session_knn"),
+                             fallback=True),
+        "ease": Entry(_lazy(peers + "ease", "EASE"), _grid(peers + "ease"), fallback=True),
+        "sasrec": Entry(_lazy(peers + "sasrec", "SASRec"), _grid(peers + "sasrec"), fallback=True),
+        "item-cf": Entry(_lazy(peers + "item_cf", "ItemCF"), _grid(peers + "item_cf"), criterion="mae",
+                         explicit_only=True),
+        "metarec": Entry(_metarec("metarec"), SETTINGS_GRID, peer=False, rating_grid=RATING_GRID,
+                         rating_trial=_metarec_rating_trial),
+        "metarec-no-adapt": Entry(_metarec("metarec-no-adapt"), peer=False, settings_of="metarec"),
+        "metarec-finetune": Entry(_metarec("metarec-finetune"), peer=False, settings_of="metarec"),
+    }
+
+
+METHODS: dict[str, Entry] = _entries()
 
 
 def parse_methods(spec: str | None) -> list[str]:
@@ -76,5 +105,5 @@ def parse_methods(spec: str | None) -> list[str]:
     return names
 
 
-def build(name: str, seed: int) -> StreamMethod:
-    return METHODS[name](seed)
+def build(name: str, seed: int, setting: Setting | None = None) -> StreamMethod:
+    return METHODS[name].build(seed, setting or {})

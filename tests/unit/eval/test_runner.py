@@ -91,3 +91,25 @@ def test_cli_coldstart_missing_is_one_line(monkeypatch):
     result = invoke("--dataset", "synthetic", "--protocol", "coldstart")
     assert result.exit_code == 2
     assert "coldstart is not available" in result.output
+
+
+def test_seeds_pool_into_one_file_with_the_choices_and_the_protocol(event_file):
+    result = run_stream(event_file, out=None, seed=0, seeds=2, methods=["popularity", "position-popularity"],
+                        max_events=400)
+    assert result["seeds"] == 2 and result["seed_list"] == [0, 1]
+    assert "read once, at the end" in result["protocol"] and "never decided anything" in result["protocol"]
+    tried = result["tuning"]["position-popularity"]
+    assert len(tried["grid"]) == 8 and [s["seed"] for s in tried["by_seed"]] == [0, 1]
+    assert all(len(s["scores"]) == 8 and s["picked"] in tried["grid"] for s in tried["by_seed"])
+    by_seed = [s["hr@10"]["position-popularity"] for s in result["by_seed"]]
+    assert result["methods"]["position-popularity"]["hr@10"]["all"] == pytest.approx(sum(by_seed) / 2)
+    assert result["settings"]["1"]["position-popularity"] == tried["by_seed"][1]["picked"]
+
+
+def test_the_command_records_shared_data_relative_to_the_repository(tmp_path):
+    from stream.cli_evaluate import portable_path
+
+    data = tmp_path / "work" / "shared" / "data" / "ml-100k"
+    data.mkdir(parents=True)
+    assert portable_path(str(data)) == "../shared/data/ml-100k"
+    assert portable_path("synthetic") == "synthetic"
