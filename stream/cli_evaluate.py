@@ -49,12 +49,27 @@ def portable_path(arg: str) -> str:
     return os.path.relpath(path.resolve())
 
 
+def _code_version() -> str | None:
+    """The checkout's commit (with "+dirty" for uncommitted changes), recorded with every stream outcome."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def _command_line() -> str:
     """The command as typed, with paths made portable (no absolute paths in committed results)."""
     args = sys.argv[1:]
     paths = {n + 1 for n, a in enumerate(args) if a == "--dataset"}
     paths |= {n + d for n, a in enumerate(args) if a == "--transfer" for d in (1, 2)}
-    return "metarec " + " ".join(shlex.quote(portable_path(a) if n in paths else a) for n, a in enumerate(args))
+    return "metarec " + " ".join(shlex.quote(portable_path(a) if n in paths else a)
+                                 for n, a in enumerate(args))
 
 
 @click.command("evaluate")
@@ -68,15 +83,19 @@ def _command_line() -> str:
               show_default=True, help="Folder for the result files.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The first seed.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Seeds seed .. seed + N - 1, each with its own tie order and model seeds (stream protocol).")
+              help="Seeds seed .. seed + N - 1, each with its own tie order and model seeds (stream).")
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="Choose every method's settings on the warm-up (stream protocol); --no-tune: defaults.")
 @click.option("--methods", help="Comma list of methods (default: all).")
 @click.option("--max-events", type=click.IntRange(min=10), help="Only the earliest N events (quick runs).")
+@click.option("--parts", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep each (seed, method) outcome here and reuse saved ones: resume a long stream run, or "
+                   "run methods in separate processes and combine them with a run naming them all.")
 @click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
               help="Share of the stream given to every method before scoring starts (stream protocol).")
 def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
-             seeds: int, tune: bool, methods: str | None, max_events: int | None, warmup: float) -> None:
+             seeds: int, tune: bool, methods: str | None, max_events: int | None, parts: Path | None,
+             warmup: float) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
     from models.data.registry import DatasetError, load_dataset
@@ -107,7 +126,7 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
 
             result = run_stream(dataset, out=out, seed=seed, seeds=seeds, methods=_stream_methods(methods),
                                 max_events=max_events, warmup_fraction=warmup, tuned=tune, progress=True,
-                                command=_command_line())
+                                parts=parts, code_version=_code_version(), command=_command_line())
     except (DatasetError, EventFileError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="--dataset") from None
     click.echo(f"wrote {protocol} results for {result.get('dataset', dataset)} to {out}")

@@ -1,8 +1,8 @@
-"""Methods by name, so the CLI, the report, the tuning step and the tests agree on what "ease" or "metarec" means.
+"""Methods by name, so the CLI, the report, the tuning step and the tests agree on what "ease" means.
 
 Each entry builds a fresh method from a seed and a setting (one dict of its ``grid``), and says how the
-validation step (``models.eval.tuning``) chooses that setting: by HR@10, or by MAE for the rating predictors on
-explicit data. A method with no settings has a grid of one empty setting. Each grid is declared beside its
+validation step (``models.eval.tuning``) chooses that setting: by HR@10, or by MAE for the rating predictors
+on explicit data. A method with no settings has a grid of one empty setting. Each grid is declared beside its
 model (``GRID`` in the peer's file, ``SETTINGS_GRID``/``RATING_GRID`` in ``metarec_methods``).
 """
 

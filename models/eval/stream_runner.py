@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -24,7 +24,8 @@ from models.eval.metrics import Accumulator
 from models.eval.report import write_results
 from models.eval.stream_protocol import StreamPlan, plan_stream, shuffle_ties, timed_replay
 from models.eval.stream_summary import summarise
-from models.eval.tuning import chosen_setting, tune
+from models.eval.stream_parts import Parts
+from models.eval.tuning import FALLBACK, chosen_setting, tune_method, tuned_names, validation_plan
 from models.eval.uncertainty import UserSums, user_sums
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,9 @@ class SeedRun:
     choices: dict[str, dict[str, Any]]
     settings: dict[str, dict[str, Any]]
     seconds: dict[str, float]
-    tuning_seconds: float
+    tuning_seconds: dict[str, float]
     notes: dict[str, Any] = field(default_factory=dict)
+    code_versions: dict[str, str | None] = field(default_factory=dict)
 
 
 class UserIndex:
@@ -102,29 +104,78 @@ class UserIndex:
         return np.array([self.ids.setdefault(u, len(self.ids)) for u in user_ids], np.int64)
 
 
-def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIndex, *, max_events: int | None,
-             warmup_fraction: float, k: int, tuned: bool, progress: bool) -> SeedRun:
-    """One seed: its event order, its choices on the warm-up, then one replay of the scored part."""
+def _order(names: Sequence[str]) -> list[str]:
+    """Replay order: position popularity first (the fallbacks take its pick), an ablation right after its
+    source (metarec's variants share its trained models through the cache)."""
+    ranked = sorted(names, key=lambda n: (n != FALLBACK, registry.METHODS[n].settings_of is not None))
+    return ranked
+
+
+def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIndex, *,
+             max_events: int | None, warmup_fraction: float, k: int, tuned: bool, progress: bool,
+             parts: Parts | None = None, code_version: str | None = None) -> SeedRun:
+    """One seed: its event order; per method its choice on the warm-up, then one replay of the scored part.
+
+    With ``parts``, each method's outcome is saved as it finishes and a saved one is read instead of run
+    again, so a long run can resume, and methods run in separate processes combine into one file.
+    """
     events = first_events(shuffle_ties(load_dataset(dataset, seed=seed), seed), max_events)
     plan = plan_stream(events, warmup_fraction)
     runnable = [n for n in names if events.explicit or not registry.METHODS[n].explicit_only]
     log.info("seed %d: %d events, %d warm-up, %d evaluation points", seed, len(events), plan.start,
              int(plan.scored.sum()))
-    began = time.monotonic()
-    choices = tune(plan.prefix, runnable, seed, k) if tuned else {}
-    tuning_seconds = time.monotonic() - began
-    _forget_trained_models(runnable)  # the trial models are not reused: free them
-    settings = {n: chosen_setting(n, choices) for n in runnable}
-    accs, seconds, notes = evaluate_methods(plan, runnable, seed, settings, k, progress, f"seed {seed} ")
+    val = validation_plan(plan.prefix)
+    outcomes: dict[str, dict[str, Any]] = {}
+    choices: dict[str, dict[str, Any]] = {}
+    for name in _order(runnable):
+        saved = parts.load(seed, name) if parts is not None else None
+        if saved is not None:
+            outcomes[name] = saved
+            choices.update(saved["choices"])
+            continue
+        began = time.monotonic()
+        missing = [s for s in tuned_names([name]) if s not in choices and
+                   (events.explicit or not registry.METHODS[s].explicit_only)] if tuned else []
+        for source in missing:
+            fallback = choices[FALLBACK]["picked"] if FALLBACK in choices else None
+            choices[source] = tune_method(source, val, seed, fallback, k)
+        if missing:
+            _forget_trained_models([name])  # the trial models are not reused (an ablation's source's are)
+        tuning_seconds = time.monotonic() - began
+        setting = chosen_setting(name, choices)
+        accs, seconds, notes = evaluate_methods(plan, [name], seed, {name: setting}, k, progress,
+                                                f"seed {seed} ")
+        outcomes[name] = {"summary": accs[name].summary(), "setting": setting, "seconds": seconds[name],
+                          "tuning_seconds": round(tuning_seconds, 1), "notes": notes.get(name),
+                          "user_ids": list(events.user_ids), "code_version": code_version,
+                          "sums": user_sums(accs[name], np.arange(events.n_users), events.n_users),
+                          "choices": {s: choices[s] for s in tuned_names([name]) if s in choices}}
+        if parts is not None:
+            parts.save(seed, name, outcomes[name])
     _forget_trained_models(runnable)
-    index = users.of(events.user_ids)
-    n_users = len(users.ids)
     facts = {"warmup_events": plan.start, "evaluation_points": int(plan.scored.sum()),
              "repeats_skipped": int(plan.repeat[plan.start:].sum()), "bucket_events": plan.bucket_events(),
              "explicit": bool(events.explicit)}
-    return SeedRun(seed, len(events), facts, {n: a.summary() for n, a in accs.items()},
-                   {n: user_sums(a, index, n_users) for n, a in accs.items()}, choices, settings, seconds,
-                   tuning_seconds, notes)
+    sums = {}
+    for name in runnable:
+        index = users.of(outcomes[name]["user_ids"])
+        pooled = UserSums.zeros(len(users.ids))
+        pooled.add(_reindexed(outcomes[name]["sums"], index, len(users.ids)))
+        sums[name] = pooled
+    return SeedRun(seed, len(events), facts, {n: outcomes[n]["summary"] for n in runnable}, sums, choices,
+                   {n: outcomes[n]["setting"] for n in runnable},
+                   {n: outcomes[n]["seconds"] for n in runnable},
+                   {n: outcomes[n]["tuning_seconds"] for n in runnable},
+                   {n: outcomes[n]["notes"] for n in runnable if outcomes[n]["notes"]},
+                   {n: outcomes[n]["code_version"] for n in runnable})
+
+
+def _reindexed(sums: UserSums, index: np.ndarray, n_users: int) -> UserSums:
+    """``sums`` over a run's users moved to the pooled index ``index`` (U_run,)."""
+    out = UserSums.zeros(n_users)
+    for f in fields(UserSums):
+        np.add.at(getattr(out, f.name), index, getattr(sums, f.name)[: len(index)])
+    return out
 
 
 def _forget_trained_models(names: Sequence[str]) -> None:
@@ -146,17 +197,23 @@ def run_stream(
     k: int = 10,
     tuned: bool = True,
     progress: bool = False,
+    parts: Path | None = None,
+    code_version: str | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset`` with seeds ``seed .. seed + seeds - 1``; write
-    stream-<dataset>.{json,md,png} to ``out``. ``tuned=False`` serves every method's defaults (quick runs)."""
+    stream-<dataset>.{json,md,png} to ``out``. ``tuned=False`` serves every method's defaults (quick runs);
+    ``parts`` keeps each (seed, method) outcome there and reuses it (``models.eval.stream_parts``);
+    ``code_version`` (e.g. a git commit) is recorded with each outcome."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     began = time.monotonic()
     names = list(methods) if methods else list(registry.METHODS)
     users = UserIndex()
+    store = None if parts is None else Parts(parts, dataset_name(dataset), max_events, warmup_fraction, tuned)
     runs = [run_seed(dataset, s, names, users, max_events=max_events, warmup_fraction=warmup_fraction, k=k,
-                     tuned=tuned, progress=progress) for s in range(seed, seed + seeds)]
+                     tuned=tuned, progress=progress, parts=store, code_version=code_version)
+            for s in range(seed, seed + seeds)]
     result = summarise(runs, len(users.ids), k)
     result = {"dataset": dataset_name(dataset), **result, "warmup_fraction": warmup_fraction,
               "max_events": max_events, "tuned": tuned,

@@ -1,8 +1,8 @@
 """Pool the seeds of a stream run into the results file: averaged metrics, choices, and paired intervals.
 
 ``methods`` keeps the shape of a single run (``Accumulator.summary``), each number the mean over seeds. The
-intervals (``models.eval.uncertainty``) compare per-user sums pooled over seeds. The best peer is the peer with
-the highest mean HR@10 over all points; ``ci95_by_peer`` holds metarec against every peer, so a claim
+intervals (``models.eval.uncertainty``) compare per-user sums pooled over seeds. The best peer is the peer
+with the highest mean HR@10 over all points; ``ci95_by_peer`` holds metarec against every peer, so a claim
 "against all peers" can be read from the file.
 """
 
@@ -20,9 +20,9 @@ from models.eval.uncertainty import RESAMPLES, PairedBootstrap, UserSums, compar
 if TYPE_CHECKING:
     from models.eval.stream_runner import SeedRun
 
-PROTOCOL = ("Every setting was chosen per seed on the warm-up alone (its first 75% warms each method, its last 25% "
-            "is scored test-then-train); the scored events were read once, at the end, with the chosen settings, "
-            "and never decided anything.")
+PROTOCOL = ("Every setting was chosen per seed on the warm-up alone (its first 75% warms each method, its "
+            "last 25% is scored test-then-train); the scored events were read once, at the end, with the "
+            "chosen settings, and never decided anything.")
 METAREC, NO_ADAPT, FINETUNE = "metarec", "metarec-no-adapt", "metarec-finetune"
 
 
@@ -125,7 +125,8 @@ def summarise(runs: list[SeedRun], n_users: int, k: int = 10) -> dict[str, Any]:
         "tuning": _tuning(runs),
         "settings": {str(r.seed): r.settings for r in runs},
         "seconds": {n: round(float(np.mean([r.seconds[n] for r in runs])), 2) for n in names},
-        "tuning_seconds": {str(r.seed): round(r.tuning_seconds, 1) for r in runs},
+        "tuning_seconds": {n: round(float(np.mean([r.tuning_seconds[n] for r in runs])), 1) for n in names},
+        "code_versions": {n: sorted({str(r.code_versions.get(n)) for r in runs}) for n in names},
         "training_notes": {str(r.seed): r.notes for r in runs if r.notes},
         "machine": machine(),
     }

@@ -59,43 +59,44 @@ def choose(build: Callable[[Setting], StreamMethod], grid: Sequence[Setting], pl
 
 
 def tuned_names(names: Sequence[str]) -> list[str]:
-    """The methods whose grids are tried for ``names``: an ablation's source instead of the ablation,
-    position popularity first (the fallbacks take its choice)."""
+    """The methods whose grids are tried for ``names``: an ablation's source instead of the ablation, and
+    position popularity first whenever a peer falls back on it (they take its choice)."""
     wanted = list(dict.fromkeys(METHODS[n].settings_of or n for n in names))
+    if any(METHODS[n].fallback for n in wanted) and FALLBACK not in wanted:
+        wanted.append(FALLBACK)  # its pick is their fallback, chosen on validation like everything else
     return sorted(wanted, key=lambda n: n != FALLBACK)
 
 
+def tune_method(name: str, plan: StreamPlan, seed: int, fallback: Setting | None = None,
+                k: int = 10) -> dict[str, Any]:
+    """Choose ``name``'s setting on the validation ``plan``; the record of ``choose``, plus its rating
+    model's (``rating``) and the fallback setting it was tried with (``fixed``)."""
+    entry = METHODS[name]
+    explicit = plan.log.explicit
+    fixed = {"fallback": dict(fallback or FALLBACK_DEFAULT)} if entry.fallback else {}
+
+    def build(setting: Setting) -> StreamMethod:
+        return entry.build(seed, {**setting, **fixed})
+
+    record = choose(build, entry.grid, plan, entry.criterion == "mae" and explicit, k, name)
+    if fixed:
+        record["fixed"] = fixed
+    if entry.rating_grid and entry.rating_trial is not None and explicit:
+        trial = entry.rating_trial
+        record["rating"] = choose(lambda setting: trial(seed, setting), entry.rating_grid, plan, True, k,
+                                  f"{name} (ratings)")
+    return record
+
+
 def tune(prefix: EventLog, names: Sequence[str], seed: int, k: int = 10) -> dict[str, dict[str, Any]]:
-    """Choose every setting of ``names`` on ``prefix`` (the warm-up); per method, the record of ``choose``.
-
-    A peer with a fallback also records the fallback setting it was tried with (``fixed``).
-    """
+    """Choose every setting of ``names`` on ``prefix`` (the warm-up); per method, ``tune_method``'s record."""
     plan = validation_plan(prefix)
-    explicit = prefix.explicit
     choices: dict[str, dict[str, Any]] = {}
-    fallback = dict(FALLBACK_DEFAULT)
     for name in tuned_names(names):
-        entry = METHODS[name]
-        if entry.explicit_only and not explicit:
+        if METHODS[name].explicit_only and not prefix.explicit:
             continue
-        fixed = {"fallback": fallback} if entry.fallback else {}
-
-        def build(setting: Setting, entry: Any = entry, fixed: Setting = fixed) -> StreamMethod:
-            return entry.build(seed, {**setting, **fixed})
-
-        record = choose(build, entry.grid, plan, entry.criterion == "mae" and explicit, k, name)
-        if fixed:
-            record["fixed"] = fixed
-        if entry.rating_grid and entry.rating_trial is not None and explicit:
-            trial = entry.rating_trial
-
-            def rate(setting: Setting, trial: Any = trial) -> StreamMethod:
-                return trial(seed, setting)
-
-            record["rating"] = choose(rate, entry.rating_grid, plan, True, k, f"{name} (ratings)")
-        if name == FALLBACK:
-            fallback = record["picked"]
-        choices[name] = record
+        fallback = choices[FALLBACK]["picked"] if FALLBACK in choices else None
+        choices[name] = tune_method(name, plan, seed, fallback, k)
     return choices
 
 

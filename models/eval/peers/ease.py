@@ -1,16 +1,16 @@
 """EASE (Steck, "Embarrassingly shallow autoencoders for sparse data", WWW 2019), refit as the stream goes.
 
 B = I - P diag(1 / diag(P)), P = (X^T X + lambda I)^-1, with X the binary user x item matrix of every event
-learned so far: a closed form with a zero diagonal. A user's scores are x_u B, from their items as of now (so a
+learned so far: a closed form with a zero diagonal. A user's scores are x_u B, from their items as of now (a
 new event counts at once), while B is refit every ``retrain_period`` learned events: metarec's re-training
 schedule. ``lambda`` is ``l2`` times the mean diagonal of X^T X (the mean item's user count), so a choice made
 on the small warm-up carries over as the counts grow.
 
 Only items seen so far enter the fit: an unseen item's row and column of B are zero, so leaving it out changes
-no score. Above ``max_items`` seen items the fit keeps the most popular ``max_items`` (the inverse is O(n^3) in
-time and n^2 in memory: Last.fm's 17.6k artists would take 2.5 GB per float64 matrix and, measured at 4,000
-items and scaled by n^3, about 25 minutes of refits per seed on this machine). Items outside the fit rank below
-every fitted one; ties, every item for a user without history, go in position-popularity order.
+no score. Above ``max_items`` seen items the fit keeps the most popular ``max_items`` (the inverse is O(n^3)
+in time and n^2 in memory: Last.fm's 17.6k artists would take 2.5 GB per float64 matrix and, measured at
+4,000 items and scaled by n^3, about 25 minutes of refits per seed on this machine). Items outside the fit
+rank below every fitted one; ties, every item for a user without history, go in position-popularity order.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scipy.linalg import lapack
 
 from models.data.events import EventLog
 from models.eval.methods import retrain_period, top_k
-from models.eval.peers.position_popularity import DEFAULT, PositionCounts, fallback_order
+from models.eval.peers.position_popularity import DEFAULT, PositionCounts
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ GRID: tuple[dict[str, Any], ...] = tuple({"l2": l2} for l2 in (1.0, 2.0, 5.0, 10
 
 
 def ease_weights(x: sparse.spmatrix | np.ndarray, lam: float) -> np.ndarray:
-    """(n, n) EASE's B for the binary (users, n) matrix ``x``: argmin ||X - XB||^2 + lam ||B||^2, diag(B) = 0."""
+    """(n, n) EASE's B for the binary (users, n) ``x``: argmin ||X - XB||^2 + lam ||B||^2 with diag(B) = 0."""
     gram = np.asarray((x.T @ x).todense() if sparse.issparse(x) else x.T @ x, np.float64)  # (n, n)
     gram[np.diag_indices_from(gram)] += lam
     factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)  # gram = U^T U (SPD: lam > 0)
@@ -111,7 +111,7 @@ class EASE:
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
         pop = self.fallback.scores(self.fallback.position(user))
-        return top_k(self.scores(user), k, exclude, fallback_order(pop, self.priority))
+        return top_k(self.scores(user), k, exclude, self.priority, pop)
 
     def predict_rating(self, user: int, item: int) -> float | None:
         return None

@@ -1,4 +1,4 @@
-"""Online item-based collaborative filtering of ratings: a rating peer for the stream MAE (explicit data only).
+"""Online item-based collaborative filtering of ratings: a rating peer for the stream MAE (explicit data).
 
 prediction = mean + item bias + user offset + pull, with shrunk biases (``bias_shrink`` prior counts) and the
 pull the user's residuals averaged by adjusted-cosine similarity to the item: similarities of user-centred
@@ -29,7 +29,8 @@ class ItemCF:
 
     def __init__(self, seed: int = 0, bias_shrink: float = 5.0, corated_shrink: float = 25.0,
                  damping: float = 1.0) -> None:
-        self.seed, self.bias_shrink, self.corated_shrink, self.damping = seed, bias_shrink, corated_shrink, damping
+        self.seed, self.bias_shrink, self.corated_shrink = seed, bias_shrink, corated_shrink
+        self.damping = damping
 
     def fit_prefix(self, log_: EventLog) -> None:
         n = log_.n_items

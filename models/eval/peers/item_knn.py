@@ -4,7 +4,7 @@ score(u, i) = sum over the user's last ``window`` items j of C[i, j] / (n_i^alph
 co-occurrence counts (users who have both) and n_i the users who have i: alpha = 0.5 is the cosine, a larger
 alpha favours rarer candidates (the asymmetric cosine of Aiolli 2013). The scores are divided by their
 maximum and ``blend`` times the position popularity (also divided by its maximum) is added; items still
-tied, every item for a user with no history, go in position-popularity order (``fallback_order``). All
+tied, every item for a user with no history, go in position-popularity order (``top_k``'s ``fallback``). All
 neighbours count (no top-k pruning), which keeps the update exact and O(history).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from models.data.events import EventLog
 from models.eval.methods import top_k
-from models.eval.peers.position_popularity import DEFAULT, PositionCounts, fallback_order
+from models.eval.peers.position_popularity import DEFAULT, PositionCounts
 from models.features.cooccurrence import Cooccurrence, make_cooccurrence
 
 GRID: tuple[dict[str, Any], ...] = tuple(
@@ -71,7 +71,7 @@ class ItemKNNFallback:
         score = normalised(self.scores(user))
         if self.blend:
             score = score + self.blend * normalised(pop)
-        return top_k(score, k, exclude, fallback_order(pop, self.priority))
+        return top_k(score, k, exclude, self.priority, pop)
 
     def predict_rating(self, user: int, item: int) -> float | None:
         return None

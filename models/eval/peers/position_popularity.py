@@ -6,7 +6,8 @@ position bucket (the user's distinct items before the event, exact up to ``cap``
 decayed with a half-life (what is taken at step n *now*), and smoothed towards the item's overall (equally
 decayed) popularity with ``smooth`` pseudo-counts, so a sparse bucket still ranks every item.
 
-``PositionCounts`` is the state alone; it is also the cold fallback of the other peers (``fallback_order``).
+``PositionCounts`` is the state alone; it is also the cold fallback of the other peers (``top_k``'s
+``fallback``: it orders the items their own model scores alike).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ DEFAULT: dict[str, Any] = {"cap": 30, "half_life_days": None}
 class PositionCounts:
     """Decayed counts of first-time events per (position bucket, item), and each user's distinct items.
 
-    Weights are exp((t - t_ref)/tau) against a moving reference time, rescaled before they overflow, so a learn
-    costs O(1) (as ``DecayedPopularity``); without a half-life every event weighs 1.
+    Weights are exp((t - t_ref)/tau) against a moving reference time, rescaled before they overflow, so a
+    learn costs O(1) (as ``DecayedPopularity``); without a half-life every event weighs 1.
     """
 
     def __init__(self, n_items: int, cap: int = 30, half_life_days: float | None = None,
@@ -75,18 +76,6 @@ class PositionCounts:
         total = self.overall.sum()
         prior = self.overall / total if total > 0 else np.zeros(self.n_items)
         return self.by_position[min(position, self.cap)] + self.smooth * prior
-
-
-def fallback_order(scores: np.ndarray, priority: np.ndarray) -> np.ndarray:
-    """(N,) a strict priority for ``top_k`` from fallback ``scores``: higher score first, then ``priority``.
-
-    A peer passes it as ``top_k``'s tie-break, so items its own model scores alike (every item, for a user
-    without history) come in the fallback's order.
-    """
-    order = np.lexsort((priority, scores))  # ascending: the best item last
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(len(scores), dtype=np.float64)
-    return ranks
 
 
 class PositionPopularity:

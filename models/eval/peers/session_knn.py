@@ -23,7 +23,7 @@ import numpy as np
 from models.data.events import EventLog
 from models.eval.methods import top_k
 from models.eval.peers.item_knn import normalised
-from models.eval.peers.position_popularity import DEFAULT, PositionCounts, fallback_order
+from models.eval.peers.position_popularity import DEFAULT, PositionCounts
 from models.features.cooccurrence import Cooccurrence, make_cooccurrence
 
 TRANSITION_WINDOW = 5
@@ -88,7 +88,7 @@ class SessionKNN:
 
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
         pop = self.fallback.scores(self.fallback.position(user))
-        return top_k(self.scores(user), k, exclude, fallback_order(pop, self.priority))
+        return top_k(self.scores(user), k, exclude, self.priority, pop)
 
     def predict_rating(self, user: int, item: int) -> float | None:
         return None

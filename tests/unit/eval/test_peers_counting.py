@@ -11,7 +11,8 @@ import pytest
 from models.data.events import EventLog
 from models.eval.methods import StreamMethod
 from models.eval.peers.item_knn import ItemKNNFallback
-from models.eval.peers.position_popularity import PositionCounts, PositionPopularity, fallback_order
+from models.eval.methods import top_k
+from models.eval.peers.position_popularity import PositionCounts, PositionPopularity
 from models.eval.peers.session_knn import SessionKNN
 from models.eval.stream_protocol import plan_stream, replay
 from tests.unit.eval.conftest import make_log, planted_stream
@@ -75,9 +76,11 @@ def test_position_counts_cap_pools_late_steps_and_ignore_repeats():
     assert counts.by_position[:, :4].tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]
 
 
-def test_fallback_order_ranks_by_score_then_priority():
-    ranks = fallback_order(np.array([1.0, 3.0, 3.0, 0.0]), np.array([0.1, 0.2, 0.9, 0.5]))
-    assert np.argsort(-ranks).tolist() == [2, 1, 0, 3]
+def test_top_k_breaks_ties_by_the_fallback_then_the_priority():
+    scores, fallback = np.array([1.0, 0.0, 0.0, 0.0, 0.0]), np.array([0.0, 3.0, 3.0, 5.0, 0.0])
+    priority = np.array([0.1, 0.2, 0.9, 0.5, 0.7])
+    assert top_k(scores, 5, set(), priority, fallback) == [0, 3, 2, 1, 4]
+    assert top_k(scores, 3, {3}, priority, fallback) == [0, 2, 1]
 
 
 def test_item_knn_gives_a_cold_user_the_position_fallback_not_overall_popularity():

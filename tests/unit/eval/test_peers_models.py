@@ -101,7 +101,8 @@ def test_item_cf_pulls_a_prediction_towards_the_users_residuals_on_similar_items
     rows = []
     for u in range(12):  # a middling 3 for item 2, then items 0 and 1 alike: high (even users) or low (odd)
         high = 5.0 if u % 2 == 0 else 1.0
-        rows += [(f"u{u}", "i2", 3.0 * u, 3.0), (f"u{u}", "i0", 3.0 * u + 1, high), (f"u{u}", "i1", 3.0 * u + 2, high)]
+        rows += [(f"u{u}", "i2", 3.0 * u, 3.0), (f"u{u}", "i0", 3.0 * u + 1, high),
+                 (f"u{u}", "i1", 3.0 * u + 2, high)]
     rows += [("u20", "i0", 100.0, 5.0), ("u21", "i0", 101.0, 1.0)]
     log = make_log(rows, explicit=True)
     fan, critic, item = log.user_ids.index("u20"), log.user_ids.index("u21"), log.item_ids.index("i1")

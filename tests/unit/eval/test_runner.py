@@ -113,3 +113,23 @@ def test_the_command_records_shared_data_relative_to_the_repository(tmp_path):
     data.mkdir(parents=True)
     assert portable_path(str(data)) == "../shared/data/ml-100k"
     assert portable_path("synthetic") == "synthetic"
+
+
+def test_parts_resume_a_run_without_replaying_and_give_the_same_file(event_file, tmp_path, monkeypatch):
+    from models.eval import registry
+
+    args = dict(out=None, seed=0, seeds=2, methods=["popularity", "position-popularity"], max_events=300,
+                parts=tmp_path / "parts", code_version="abc")
+    first = run_stream(event_file, **args)
+    assert (tmp_path / "parts" / "planted" / "seed1" / "position-popularity.json").exists()
+
+    def no_build(*_: object) -> None:
+        raise AssertionError("a saved part was replayed again")
+
+    monkeypatch.setattr(registry, "build", no_build)
+    again = run_stream(event_file, **args)
+    for key in ("methods", "by_seed", "tuning", "settings", "ci95"):
+        assert again[key] == first[key]
+    assert again["code_versions"] == {"popularity": ["abc"], "position-popularity": ["abc"]}
+    with pytest.raises(AssertionError, match="replayed again"):  # another key: nothing is reused
+        run_stream(event_file, **{**args, "max_events": 250})

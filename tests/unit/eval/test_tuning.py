@@ -1,4 +1,4 @@
-"""Settings are chosen on the warm-up alone: what is tried and picked, and that the scored events decide nothing."""
+"""Settings are chosen on the warm-up alone: what is tried and picked; the scored events decide nothing."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def test_choose_by_mae_picks_the_lowest_error():
             return self.value
 
     log = make_log([(f"u{n % 3}", f"i{n}", float(n), 4.0) for n in range(20)], explicit=True)
-    record = choose(lambda s: Constant(s["v"]), [{"v": 1.0}, {"v": 4.0}, {"v": 3.0}], plan_stream(log, 0.5), True)
+    grid = [{"v": 1.0}, {"v": 4.0}, {"v": 3.0}]
+    record = choose(lambda s: Constant(s["v"]), grid, plan_stream(log, 0.5), True)
     assert record["picked"] == {"v": 4.0} and record["criterion"] == "mae" and record["scores"][1] == 0.0
 
 
@@ -90,6 +91,7 @@ def test_peers_with_a_fallback_get_the_position_popularity_pick_and_ablations_me
     names = ["item-knn-pos", "position-popularity", "popularity"]
     assert tuned_names(["metarec-no-adapt", *names]) == ["position-popularity", "metarec", "item-knn-pos",
                                                          "popularity"]
+    assert tuned_names(["ease"]) == ["position-popularity", "ease"]  # tuned for its pick, though not listed
     choices = tune(prefix, names, seed=0)
     picked = choices["position-popularity"]["picked"]
     assert choices["item-knn-pos"]["fixed"] == {"fallback": picked}
@@ -104,7 +106,8 @@ def test_shuffle_ties_reorders_only_events_of_the_same_second():
     orders = [shuffle_ties(log, seed).users.tolist() for seed in (0, 1, 0)]
     assert orders[0] == orders[2] and orders[0] != orders[1]
     for order in orders:
-        assert [sorted(order[s: s + 4]) for s in range(0, 40, 4)] == [list(range(s, s + 4)) for s in range(0, 40, 4)]
+        seconds = range(0, 40, 4)
+        assert [sorted(order[s: s + 4]) for s in seconds] == [list(range(s, s + 4)) for s in seconds]
     assert np.all(np.diff(shuffle_ties(log, 5).ts) >= 0)
 
 
@@ -126,7 +129,8 @@ def test_overrides_reach_the_trained_config_and_the_rating_trial_only_rates():
     events = planted_stream(seed=4, users=10)
     trained, _ = TrainingCache().get(events, 1, 0, None, None, "implicit",
                                      (("adapt_taste", True), ("id_dropout", 0.5), ("support_prior", 4.0)))
-    assert (trained.config.id_dropout, trained.config.support_prior, trained.config.adapt_taste) == (0.5, 4.0, True)
+    cfg = trained.config
+    assert (cfg.id_dropout, cfg.support_prior, cfg.adapt_taste) == (0.5, 4.0, True)
     trial = rating_trial(0, {"rating_loss": "mse", "weight_decay": 1e-5})
     assert trial.ranks is False and trial.schedule.objective == "rating"
     assert dict(trial.schedule.overrides) == {"rating_loss": "mse", "weight_decay": 1e-5}
