@@ -180,11 +180,12 @@ def zipf_events(
     seed: int = 0,
     id_prefix: str = "b",
     start_ts: float | None = None,
+    first_user: int = 0,
 ) -> EventStream:
     """Interactions whose users (and items) follow Zipf activity: a few very busy users, a long rare tail.
 
     Events are interleaved at random, as many independent users would produce them; timestamps start an hour
-    before now so no event looks like it comes from the future.
+    before now so no event looks like it comes from the future. Users are named ``user-<first_user + u>``.
     """
     rng = np.random.default_rng(seed)
     users = rng.choice(n_users, n_events, p=zipf_weights(n_users, user_exponent, rng))  # (E,)
@@ -192,7 +193,7 @@ def zipf_events(
     types = rng.choice(len(EVENT_TYPES), n_events, p=EVENT_TYPE_P)  # (E,)
     ratings = rng.integers(1, 6, n_events)  # (E,)
     t0 = (time.time() - 3600.0) if start_ts is None else start_ts
-    user_ids = [f"user-{u}" for u in range(n_users)]
+    user_ids = [f"user-{first_user + u}" for u in range(n_users)]
     keys, values, event_ids = [], [], []
     for i in range(n_events):
         kind = EVENT_TYPES[types[i]]

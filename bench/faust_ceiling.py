@@ -18,11 +18,23 @@ import resource
 import signal
 import tempfile
 import time
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import faust
+from faust.streams import _current_event  # Faust's own table path needs it (stream/faust_compat.py, point 1)
 
-from stream.faust_compat import event_context
+
+@contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event in the block, as ``table[key] = ...`` needs inside a batch."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,10 +1,10 @@
 """CPU per event of metarec's own hot path, without Kafka: the agent's batch handler, stage by stage.
 
-The same work as ``stream.app.BatchHandler`` minus Faust: decode and apply a batch (``plan_batch`` with states
-read from a dict of msgpack bytes, as RocksDB hands them over), build the adaptation requests, run the model
-(``Recommender.recommend``), then write back (state, recommendation encode). CPU time per event per stage
-(``time.process_time``, robust on a shared machine) tells which of our stages a speed-up must target, and
-what is left to Faust and the Kafka clients (see bench/results/throughput.json for the whole).
+The same work as ``stream.handler.BatchHandler`` minus Faust: decode and plan a batch (``decode``, states
+read from a dict of msgpack bytes as RocksDB hands them over, ``plan``, which also builds the adaptation
+requests), run the model (``Recommender.recommend``), then settle (state and recommendation encode). CPU time
+per event per stage (``time.process_time``, robust on a shared machine) tells which of our stages a speed-up
+must target, and what is left to Faust and the Kafka clients (bench/results/throughput.json has the whole).
 
     .venv/bin/python -m bench.hotpath --batches 1,10,100,1000
 """
@@ -21,10 +21,10 @@ import torch
 
 from bench.common import RESULTS, catalogue, machine_info, train_checkpoint, write_results, zipf_events
 from models.serving.recommender import Recommender
-from schemas.decode import encode
 from stream import versions
-from stream.pipeline import RawMessage, Rules, adapt_request, plan_batch, recommendation
-from stream.state import decode_state, encode_state
+from stream.model_worker import Served
+from stream.pipeline import RawMessage, Rules, decode, plan, settle
+from stream.state import decode_state
 
 log = logging.getLogger("bench.hotpath")
 
@@ -68,21 +68,17 @@ def run_batch(
 ) -> int:
     """One batch through the handler's steps; returns the number of recommendations produced."""
     now = time.time()
-    plan = plan_batch(messages, lambda user, _m: decode_state(store.get(user.encode())), rules, now)
-    stages.lap("plan (decode + state)")
-    wanted = [w for w in plan.users.values() if w.trigger is not None]
-    requests = [adapt_request(w.user_id, w.state, model.config.objective) for w in wanted]
-    stages.lap("adapt_request")
-    results = model.recommend(requests, k)
+    decoded = decode(messages, rules, now)
+    states = {user: decode_state(store.get(user.encode())) for user in decoded.users}
+    batch = plan(decoded, states, rules, model.config.objective)
+    stages.lap("plan (decode + state + requests)")
+    results = model.recommend(batch.requests, k)
     stages.lap("model.recommend")
-    for work, res in zip(wanted, results):
-        work.state.head = res.head.tobytes()
-        work.state.model_version = model.version
-        work.state.last_recs = list(res.items)
-        store[work.user_id.encode()] = encode_state(work.state)
-        assert work.trigger is not None
-        encode(recommendation(work.user_id, res.items, res.scores, model.version, work.trigger, now))
-    stages.lap("write (state + rec encode)")
+    done = settle(batch, [Served(r, model.version) for r in results], now)
+    for write in done.writes:
+        if write.value is not None:
+            store[write.key] = write.value
+    stages.lap("settle (state + rec encode)")
     return len(results)
 
 

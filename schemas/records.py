@@ -136,3 +136,16 @@ DEAD_LETTER_HEADERS = (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_OFFSET,
 )
+DETAIL_MAX_CHARS = 1000  # the free-text error header is cut here: a header is not a log
+
+
+def dead_letter_headers(reason: str, detail: str, topic: str, partition: int,
+                        offset: int) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter: why it was refused and where it came from (all writers')."""
+    return [
+        (HEADER_REASON, reason.encode()),
+        (HEADER_ERROR, detail[:DETAIL_MAX_CHARS].encode("utf-8", "replace")),
+        (HEADER_SOURCE_TOPIC, topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(offset).encode()),
+    ]

@@ -18,13 +18,14 @@ from typing import Any
 import faust
 
 from stream.commit_watch import install_commit_watch
-from stream.faust_compat import UserTable, use_real_highwaters
+from stream.faust_compat import use_real_highwaters
 from stream.handler import BatchHandler
 from stream.items import install_item_agent
 from stream.metrics import Metrics, install_app_metrics
 from stream.model_worker import ModelWorker
 from stream.output import OutputProducer
 from stream.settings import Settings
+from stream.user_store import RocksUserStore
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
 
     @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
-        handler = BatchHandler(settings, worker, metrics, UserTable(table, output), output, stream.ack, fail_stop)
+        handler = BatchHandler(settings, worker, metrics, RocksUserStore(table, output), output, stream.ack,
+                               fail_stop)
         try:
             async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
                 try:

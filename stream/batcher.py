@@ -8,7 +8,10 @@ Guarantees the worker relies on:
 - requests are processed in submission order (one thread, FIFO), so one user's results come back in order;
 - nothing is dropped: if a whole batch fails, each request is retried alone, and a request that still fails
   gets its exception, so its caller decides (e.g. dead-letter) instead of silently losing it;
-- the number of requests waiting is bounded (``queue_max``): submitters wait, which is the backpressure.
+- the number of requests waiting is bounded (``queue_max``): submitters wait, which is the backpressure;
+- a job (``call_soon``) runs on the same thread after every request queued before it and before any queued
+  after it, and no batch spans it: the worker learns a batch's events right after ranking it, so the next
+  batch is ranked with statistics that hold them (test, then train, and nothing in between).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ Req = TypeVar("Req")
 Res = TypeVar("Res")
 BatchFn = Callable[[Sequence[Req]], Sequence[Res]]
 Pending = tuple[Any, asyncio.Future, asyncio.AbstractEventLoop]  # a request, its future, the loop awaiting it
+_JOB = object()  # marks a queued job: (_JOB, the callable, None)
 
 
 class BatcherClosed(RuntimeError):
@@ -95,6 +99,16 @@ class MicroBatcher(Generic[Req, Res]):
             self._push(group, seal=True)
         return list(await asyncio.gather(*futures))
 
+    def enqueue(self, requests: Sequence[Req]) -> asyncio.Future:
+        """Queue ``requests`` as one group now, without waiting for queue slots; a future of their results
+        (raises the first request's error). For a caller that bounds its own in-flight work (the handler's
+        pipeline depth) and needs its group queued before whatever it queues next (``call_soon``)."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        if futures:
+            self._push([(r, f, loop) for r, f in zip(requests, futures)], seal=True)
+        return asyncio.gather(*futures)
+
     async def submit(self, request: Req) -> Res:
         loop = asyncio.get_running_loop()
         await self._slots_for_loop().acquire()
@@ -102,6 +116,29 @@ class MicroBatcher(Generic[Req, Res]):
         future.add_done_callback(self._release_slot)
         self._push([(request, future, loop)], seal=False)
         return await future
+
+    def call_soon(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the compute thread after the requests queued so far and before any queued later.
+
+        A job that raises is logged (with its traceback) and the thread goes on; nothing waits for a job.
+        """
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("model worker stopped")
+            self._pending.append((_JOB, job, None))  # type: ignore[arg-type]
+            self._sealed = True
+            self._cond.notify()
+
+    def barrier(self) -> asyncio.Future:
+        """A future that resolves once everything queued so far (requests and jobs) has run."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def resolve() -> None:
+            _hand_back([(done, loop, None, None)])
+
+        self.call_soon(resolve)
+        return done
 
     def _slots_for_loop(self) -> asyncio.Semaphore:
         if self._slots is None:
@@ -130,7 +167,10 @@ class MicroBatcher(Generic[Req, Res]):
             batch = self._next_batch()
             if batch is None:
                 return
-            self._execute(batch)
+            if batch[0][0] is _JOB:
+                _run_job(batch[0][1])
+            else:
+                self._execute(batch)
 
     def _next_batch(self) -> list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]] | None:
         with self._cond:
@@ -144,8 +184,12 @@ class MicroBatcher(Generic[Req, Res]):
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            n = min(self._max_size, len(self._pending))
-            batch = [self._pending.popleft() for _ in range(n)]
+            if self._pending[0][0] is _JOB:
+                batch = [self._pending.popleft()]
+            else:  # requests up to the next job
+                batch = []
+                while self._pending and len(batch) < self._max_size and self._pending[0][0] is not _JOB:
+                    batch.append(self._pending.popleft())
             if not self._pending:
                 self._sealed = False
             return batch
@@ -174,6 +218,13 @@ class MicroBatcher(Generic[Req, Res]):
             else:
                 outcomes.append((future, loop, result, None))
         _hand_back(outcomes)
+
+
+def _run_job(job: Callable[[], None]) -> None:
+    try:
+        job()
+    except Exception:  # noqa: BLE001 - a job's failure is its own; requests keep being served
+        log.exception("model-thread job failed")
 
 
 Outcome = tuple[asyncio.Future, asyncio.AbstractEventLoop, object, "BaseException | None"]

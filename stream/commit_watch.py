@@ -3,10 +3,10 @@
 Faust commits a partition up to the first offset it has not seen acked (``Consumer._new_offset``). One event that
 is never acked (lost between the fetcher and the agent, or held by a batch that never finishes) therefore holds
 the partition's commit where it is forever, silently: the worker keeps processing, and only a restart re-reads
-everything after the hole. This watch makes that visible. It reads Faust's offset bookkeeping (``_acked``,
-``_gap``, ``_read_offset``, ``_committed_offset``: private, like everything in stream/faust_compat.py) and,
-when a partition has acked offsets beyond its committed one but its commit has not moved for ``stall_s``, logs
-one warning with what it saw and counts it in ``metarec_commit_stalls_total``.
+everything after the hole. This watch makes that visible. It reads Faust's offset bookkeeping (private: read
+through stream/faust_compat.py) and, when a partition has acked offsets beyond its committed one but its
+commit has not moved for ``stall_s``, logs one warning with what it saw and counts it in
+``metarec_commit_stalls_total``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
+
+from stream.faust_compat import commit_bookkeeping, unacked_offsets
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +40,21 @@ class CommitView:
 
 
 def view(consumer: Any, tp: Any) -> CommitView:
-    """Faust's bookkeeping for ``tp``, read without changing it (the attributes are defaultdicts)."""
-    acked = consumer._acked.get(tp) or ()
-    gap_tree = consumer._gap.get(tp)
-    gaps = tuple(sorted((iv.begin, iv.end) for iv in gap_tree)) if gap_tree else ()
+    """Faust's bookkeeping for ``tp``, read without changing it."""
+    committed, read, acked, gaps = commit_bookkeeping(consumer, tp)
     return CommitView(
-        committed=consumer._committed_offset.get(tp),
-        read=consumer._read_offset.get(tp),
+        committed=committed,
+        read=read,
         acked_min=min(acked) if acked else None,
         acked=len(acked),
-        gaps=gaps[:8],
+        gaps=tuple(sorted(gaps))[:8],
     )
 
 
 def unacked(consumer: Any, tp: Any) -> list[int]:
     """The lowest offsets of ``tp`` handed to the streams and not acked yet: read only for a stalled partition
     (it walks every message in flight)."""
-    return sorted(m.offset for m in list(consumer._unacked_messages) if m.tp == tp)[:8]
+    return sorted(unacked_offsets(consumer, tp))[:8]
 
 
 class CommitWatch:

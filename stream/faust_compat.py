@@ -1,10 +1,9 @@
 """The one place metarec reaches into Faust's internals, and why.
 
 1. Faust tables pick the RocksDB partition and the changelog partition of a write from the *current event*, a
-   context variable that the stream sets while an agent iterates event by event. ``Stream.take_events`` fills
-   its buffer from a background task, so inside a batching agent that variable is unset (or stale). Batching is
-   what makes the worker fast, so each table read and write runs inside the context of the event it belongs to
-   (:func:`event_context`).
+   context variable that the stream sets while an agent iterates event by event; inside a batching agent
+   (``Stream.take_events``) it is unset or stale. So the worker does not write through ``table[key]``: the
+   users table is read and written partition by partition (point 4), through :func:`partition_db`.
 
 2. Faust's table recovery reads a changelog partition up to the high watermark that a ListOffsets request
    reports, then stops. The embedded broker (Tansu) reports the base offset of the partition's last record
@@ -20,12 +19,19 @@
    the worker even saw it (bench/fetch_wait.py: p50 360 ms at 1500, 3.5 ms at 10). The same consumer class sets the
    wait from Settings (``fetch_max_wait_ms``).
 
-4. :class:`UserTable` reads and writes the users table's RocksDB partitions directly and sends its changelog
+4. The users store (stream/user_store.py) reads and writes the users table's RocksDB partitions directly
+   (:func:`partition_db`), reports to Faust's table sensors (:func:`table_sensors`) and sends its changelog
    through the worker's librdkafka producer (stream/output.py), one persisted-offset write per partition and
-   batch. Faust's own ``table[key] = value`` costs ~0.4 ms of event-loop CPU per write with its send (an aiokafka send with
-   its futures, and a RocksDB write of the persisted offset per message: bench/faust_ceiling.py ``table``).
-   The bytes are the ones Faust would write (the table's keys and values are raw bytes), so Faust's recovery,
-   standbys and rebalancing work on them unchanged.
+   batch (:func:`persist_offset`). Faust's own ``table[key] = value`` costs ~0.4 ms of event-loop CPU per
+   write with its send (an aiokafka send with its futures, and a RocksDB write of the persisted offset per
+   message: bench/faust_ceiling.py ``table``). The bytes are the ones Faust would write (the table's keys and
+   values are raw bytes), so Faust's recovery, standbys and rebalancing work on them unchanged.
+
+5. The commit watch (stream/commit_watch.py) reads the consumer's offset bookkeeping
+   (:func:`commit_bookkeeping`, :func:`unacked_offsets`) to tell a stalled commit from an idle partition.
+
+Each use is pinned by tests/unit/stream/test_faust_pins.py, which fails when a faust-streaming upgrade changes
+what it relies on.
 """
 
 from __future__ import annotations
@@ -34,31 +40,16 @@ import asyncio
 import logging
 import time
 import uuid
-import weakref
-from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import faust
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from faust.streams import _current_event
 from faust.types import TP
-
-from stream.output import OutputProducer
 
 log = logging.getLogger(__name__)
 
 END_PROBE_TIMEOUT_S = 30.0
 _LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
-
-
-@contextmanager
-def event_context(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event for the duration of the block."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def use_real_highwaters(app: faust.App, kafka_config: Mapping[str, Any],
@@ -151,39 +142,43 @@ def _read_to_eof(consumer: Consumer, pending: set[TP], deadline: float) -> dict[
     return ends
 
 
-class UserTable:
-    """A Faust table of raw bytes, read and written partition by partition, its changelog sent by ``output``.
+# --- 4. the users table, partition by partition ------------------------------------------------------------
+def partition_db(table: Any, partition: int) -> Any:
+    """The RocksDB database (a ``rocksdict.Rdict``) of ``table``'s ``partition``.
 
-    Writes are durable once :meth:`OutputProducer.flush` returned; :meth:`persist_offsets` then records, per
-    changelog partition, the offset the local RocksDB is up to, which is what Faust's recovery starts from.
+    Looked up on every call: Faust closes and reopens partitions' databases on rebalances.
     """
+    return table.data._db_for_partition(partition)
 
-    def __init__(self, table: Any, output: OutputProducer) -> None:
-        self._table = table
-        self._output = output
-        self.changelog_topic: str = table.changelog_topic.get_topic_name()
-        self._sensors = table.app.sensors
 
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        self._sensors.on_table_get(self._table, key)  # what Faust's own table reports (the dashboard's panel)
-        return self._table.data._db_for_partition(partition).get(key)
+def table_sensors(table: Any) -> Any:
+    """Faust's sensors, which report table reads and writes (``on_table_get/set/del(table, key, ...)``)."""
+    return table.app.sensors
 
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Write (``None``: delete) the key in the partition's RocksDB and queue its changelog record.
 
-        The database is looked up on every call: Faust closes and reopens partitions' databases on rebalances.
-        """
-        db = self._table.data._db_for_partition(partition)
-        if value is None:
-            db.delete(key)
-            self._sensors.on_table_del(self._table, key)
-        else:
-            db.put(key, value)
-            self._sensors.on_table_set(self._table, key, value)
-        self._output.produce(self.changelog_topic, key, value, partition=partition, track=True)
+def changelog_topic_name(table: Any) -> str:
+    return table.changelog_topic.get_topic_name()
 
-    def persist_offsets(self) -> None:
-        """After a flush: remember the last acknowledged changelog offset of each partition written."""
-        store = self._table.data
-        for (topic, partition), offset in self._output.take_acked().items():
-            store.set_persisted_offset(TP(topic, partition), offset)
+
+def persist_offset(table: Any, topic: str, partition: int, offset: int) -> None:
+    """Record that the local RocksDB holds the changelog up to ``offset``: where Faust's recovery starts."""
+    table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
+# --- 5. the consumer's commit bookkeeping ------------------------------------------------------------------
+def commit_bookkeeping(consumer: Any,
+                       tp: Any) -> tuple[int | None, int | None, list[int], list[tuple[int, int]]]:
+    """(committed offset, highest offset read, acked offsets waiting, offset gaps [begin, end)) of ``tp``.
+
+    Faust commits a partition up to the first offset it has not seen acked (``Consumer._new_offset``). Its
+    fields are defaultdicts: read with ``get`` so that looking does not create entries.
+    """
+    acked = consumer._acked.get(tp) or ()
+    gap_tree = consumer._gap.get(tp)
+    gaps = [(iv.begin, iv.end) for iv in gap_tree] if gap_tree else []
+    return consumer._committed_offset.get(tp), consumer._read_offset.get(tp), list(acked), gaps
+
+
+def unacked_offsets(consumer: Any, tp: Any) -> list[int]:
+    """Offsets of ``tp`` handed to the streams and not acked yet (walks every message in flight)."""
+    return [m.offset for m in list(consumer._unacked_messages) if m.tp == tp]

@@ -1,10 +1,17 @@
-"""What the agent does with a batch, in two stages that overlap: plan now, finish when the model has answered.
+"""What the agent does with a batch, in two stages that overlap: plan now, settle when the model has answered.
 
 Faust's ``take_events`` stops filling its buffer while the agent holds a batch, so a handler that awaits the model
 before returning leaves the consumer idle for the whole model call (measured: 20% of the event loop idle, batches
-of ~100 events). Here the agent only *begins* a batch (decode, apply to state, hand the requests to the model
-thread) and returns; a finishing task, one batch at a time and in order, waits for the model, writes state,
-produces the lists, flushes the producer and only then acks the batch's events.
+of ~100 events). Here the agent only *begins* a batch and returns; a finishing task, one batch at a time and
+in order, waits for the model, settles the batch, flushes the producer and only then acks the batch's events.
+What a batch means is decided by the pure functions of stream/pipeline.py; this module carries out what they
+return:
+
+- begin: ``decode`` -> load the users' states -> ``plan`` -> dead letters out, requests to the model worker,
+  then the batch's forgets and learned records (enqueued behind its ranking: a batch is ranked before the item
+  statistics learn it, and learned before the next batch is ranked);
+- finish: the answers -> ``settle`` -> state writes, tombstones and lists to the producer -> flush -> persist
+  the store's offsets -> ack.
 
 Why that keeps the guarantees:
 
@@ -23,28 +30,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from schemas import records
-from schemas.decode import encode
-from stream.faust_compat import UserTable
+from schemas.records import dead_letter_headers
 from stream.metrics import Metrics
 from stream.model_worker import ModelWorker, Served
 from stream.output import OutputProducer
-from stream.pipeline import (
-    BatchPlan,
-    DeadLetter,
-    RawMessage,
-    Rules,
-    UserWork,
-    adapt_request,
-    finish_user,
-    plan_batch,
-    recommendation,
-)
+from stream.pipeline import BatchPlan, DeadLetter, RawMessage, Rules, decode, plan, settle
 from stream.settings import Settings
 from stream.state import Limits, UserState, decode_state
+from stream.user_store import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +55,25 @@ class _Shared:
 
 @dataclass
 class Flight:
-    """One begun batch: its events (to ack), its plan, the users it asked the model about, the pending answer."""
+    """One begun batch: its events (to ack), its plan, the model's pending answer to the plan's requests."""
 
     events: Sequence[Any]
     plan: BatchPlan
-    wanted: list[UserWork] = field(default_factory=list)
     served: asyncio.Future | None = None
 
 
 class BatchHandler:
     """Turns batches of consumed events into state writes, dead letters and recommendations, two stages deep.
 
-    State goes through the users table (RocksDB + changelog, stream.faust_compat.UserTable); lists and dead
-    letters through our own librdkafka producer, flushed before a batch is acked (stream/output.py).
+    State goes through a :class:`stream.user_store.UserStore` (in the worker: RocksDB + changelog); lists and
+    dead letters through our own librdkafka producer, flushed before a batch is acked (stream/output.py).
     """
 
-    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, table: UserTable,
+    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics, store: UserStore,
                  output: OutputProducer, ack: Callable[[Any], Any], on_failure: Callable[[int], None]) -> None:
         self._worker = worker
         self._metrics = metrics
-        self._table = table
+        self._store = store
         self._output = output
         self._ack = ack
         self._on_failure = on_failure
@@ -90,7 +85,6 @@ class BatchHandler:
             max_future_skew_s=settings.max_future_skew_s,
         )
         self._inflight: dict[str, _Shared] = {}
-        self._rec_counters: dict[str, Any] = {}
         self._serial = settings.pipeline_depth < 1  # 0: finish each batch before taking the next
         self._queue: asyncio.Queue[Flight] = asyncio.Queue(maxsize=max(1, settings.pipeline_depth))
         self._finisher: asyncio.Task | None = None
@@ -111,32 +105,33 @@ class BatchHandler:
     def begin(self, events: Sequence[Any]) -> Flight:
         messages = [
             RawMessage(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,
-                       e.message.timestamp, e)
+                       e.message.timestamp)
             for e in events
         ]
-        plan = plan_batch(messages, self._load, self._rules, time.time())
-        for work in plan.users.values():
+        decoded = decode(messages, self._rules, time.time())
+        states = {user_id: self._load(user_id, partition) for user_id, partition in decoded.users.items()}
+        batch = plan(decoded, states, self._rules, self._worker.objective)
+        for work in batch.users.values():
             shared = self._inflight.get(work.user_id)
             if shared is None:
                 shared = self._inflight[work.user_id] = _Shared(work.state)
             shared.state = work.state  # a deletion in this batch replaced it
             shared.batches += 1
-        for dead in plan.dead:
+        for dead in batch.dead:
             self._send_dead_letter(dead)
-        self._metrics.observe_plan(plan)
-        flight = Flight(events, plan)
-        flight.wanted = [w for w in plan.users.values() if w.trigger is not None]
-        if flight.wanted:
-            objective = self._worker.model.config.objective
-            requests = [adapt_request(w.user_id, w.state, objective) for w in flight.wanted]
-            flight.served = asyncio.ensure_future(self._worker.recommend(requests))
+        self._metrics.observe_plan(batch)
+        flight = Flight(events, batch)
+        if batch.requests:
+            flight.served = self._worker.recommend(batch.requests)
+        self._worker.forget(batch.forget)  # enqueued behind the ranking just submitted, in this order
+        self._worker.learn(batch.learned)
         return flight
 
-    def _load(self, user_id: str, msg: RawMessage) -> UserState:
+    def _load(self, user_id: str, partition: int) -> UserState:
         shared = self._inflight.get(user_id)
         if shared is not None:
             return shared.state
-        return decode_state(self._table.get(msg.partition, user_id.encode()))
+        return decode_state(self._store.get(partition, user_id.encode()))
 
     # --- stage 2: the finishing task ------------------------------------------------------------------------
     async def _finish_all(self) -> None:
@@ -160,70 +155,32 @@ class BatchHandler:
 
     async def finish(self, flight: Flight) -> None:
         served: list[Served] = await flight.served if flight.served is not None else []
-        self._learn(flight.plan)
-        if served:
-            self._worker.observe_losses(served)
-            self._metrics.observe_served([w.state for w in flight.wanted], [s.result for s in served],
-                                         self._worker.version)
-        by_user = {w.user_id: s for w, s in zip(flight.wanted, served)}
-        for work in flight.plan.users.values():
-            key = work.user_id.encode()
-            if work.deleted:
-                self._output.produce(self._recs_topic, key, None)  # tombstone: forget the old list
-                self._metrics.deletions.inc()
-            result = by_user.get(work.user_id)
-            value = finish_user(work, None if result is None else result.result,
-                                "" if result is None else result.version)
-            self._table.put(work.ref.message.partition, key, value)  # None deletes and tombstones
-            if result is not None:
-                self._send_recommendation(work, result)
+        done = settle(flight.plan, served, time.time())
+        for key in done.tombstones:
+            self._output.produce(self._recs_topic, key, None)  # forget the old list, before any new one
+        for write in done.writes:
+            if write.value is None:
+                self._store.delete(write.partition, write.key)
+            else:
+                self._store.put(write.partition, write.key, write.value)
+        for key, value in done.lists:
+            self._output.produce(self._recs_topic, key, value)
+        self._metrics.observe_settled(done.observations)
         await self._output.flush()  # every output of the batch acknowledged before its offsets are
-        self._table.persist_offsets()
+        self._store.persist_offsets()
         self._release(flight.plan)
         for event in flight.events:
             await self._ack(event)
 
-    def _learn(self, plan: BatchPlan) -> None:
-        """Count the batch's new interactions into the model's item statistics, after ranking for them (test,
-        then train, as in the evaluation), ratings included (a rating model's context reads the item means);
-        deleted users' item histories are dropped from them first. A no-op for a model without context."""
-        model = self._worker.model
-        for work in plan.users.values():
-            if work.deleted:
-                model.forget(work.user_id)
-        events = [(w.user_id, item, ts, rating) for w in plan.users.values() for item, ts, rating in w.learned]
-        if events:
-            events.sort(key=lambda e: e[2])
-            model.observe(events)
-
-    def _release(self, plan: BatchPlan) -> None:
-        for user_id in plan.users:
+    def _release(self, batch: BatchPlan) -> None:
+        for user_id in batch.users:
             shared = self._inflight[user_id]
             shared.batches -= 1
             if shared.batches == 0:
                 del self._inflight[user_id]
 
-    def _send_recommendation(self, work: UserWork, served: Served) -> None:
-        assert work.trigger is not None
-        now = time.time()
-        rec = recommendation(work.user_id, served.result.items, served.result.scores, served.version,
-                             work.trigger, now)
-        self._output.produce(self._recs_topic, work.user_id.encode(), encode(rec))
-        counter = self._rec_counters.get(served.version)
-        if counter is None:  # labels() is a locked lookup: once per model version, not once per list
-            counter = self._rec_counters[served.version] = self._metrics.recommendations.labels(
-                model_version=served.version)
-        counter.inc()
-        self._metrics.latency.observe(max(0.0, now - work.trigger_timestamp))
-
     def _send_dead_letter(self, dead: DeadLetter) -> None:
         msg = dead.message
-        headers = [
-            (records.HEADER_REASON, dead.reason.encode()),
-            (records.HEADER_ERROR, dead.detail[:1000].encode("utf-8", "replace")),
-            (records.HEADER_SOURCE_TOPIC, msg.topic.encode()),
-            (records.HEADER_SOURCE_PARTITION, str(msg.partition).encode()),
-            (records.HEADER_SOURCE_OFFSET, str(msg.offset).encode()),
-        ]
+        headers = dead_letter_headers(dead.reason, dead.detail, msg.topic, msg.partition, msg.offset)
         self._output.produce(self._dead_topic, msg.key, msg.value, headers)
         self._metrics.dead_letters.labels(reason=dead.reason).inc()

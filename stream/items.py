@@ -214,13 +214,8 @@ class ItemFollower:
         self._synced = model.version
 
     def _dead_letter(self, producer: Any, msg: Message, exc: DecodeError) -> None:
-        headers = [
-            (records.HEADER_REASON, exc.reason.encode()),
-            (records.HEADER_ERROR, exc.detail[:1000].encode("utf-8", "replace")),
-            (records.HEADER_SOURCE_TOPIC, msg.topic().encode()),
-            (records.HEADER_SOURCE_PARTITION, str(msg.partition()).encode()),
-            (records.HEADER_SOURCE_OFFSET, str(msg.offset()).encode()),
-        ]
+        headers = records.dead_letter_headers(exc.reason, exc.detail, msg.topic(), msg.partition(),
+                                              msg.offset())
         producer.produce(self._settings.dead_letters_topic, key=msg.key(), value=msg.value(), headers=headers)
         producer.poll(0)
         self._metrics.items.labels(result="dead_letter").inc()

@@ -4,7 +4,7 @@ Label values come from small fixed sets (event results, dead-letter reasons, his
 app's own topics and partitions, model versions that are actually loaded), so cardinality stays bounded whatever
 the input. Children of fixed label sets are created at zero up front: a rate over them is 0, not "no data".
 
-Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_served`; they push into the
+Per batch the handler calls :meth:`Metrics.observe_plan` and :meth:`Metrics.observe_settled`; they push into
 bounded windows of :class:`stream.monitoring.Monitor` (numpy, O(batch)) and recompute the window gauges (coverage,
 Gini, drift) at most once per ``refresh_s``. Framework figures (Faust's own sensor) and consumer lag need the app:
 :func:`install_app_metrics` wires them.
@@ -13,6 +13,7 @@ Gini, drift) at most once per ``refresh_s``. Framework figures (Faust's own sens
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter as PyCounter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import faust
 
     from models.serving.recommender import AdaptResult
-    from stream.pipeline import BatchPlan
+    from stream.pipeline import BatchPlan, Observations
     from stream.state import UserState
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Metrics:
         self._clock = clock
         self._last_refresh = -float("inf")
         self._lag_labels: set[tuple[str, str]] = set()
+        self._rec_counters: dict[str, Any] = {}  # recommendations' child per model version
         for result in EVENT_RESULTS:
             self.events.labels(result=result)
         for reason in sorted(REASONS):
@@ -165,6 +167,29 @@ class Metrics:
         for (bucket, version), n in counts.items():
             if n:
                 counter.labels(bucket=bucket, model_version=version).inc(n)
+
+    def observe_settled(self, observed: "Observations") -> None:
+        """What one settled batch sent: lists, their latency and adaptation losses, under the version that
+        served each list (a batch can straddle a model swap), and deletions."""
+        if observed.deletions:
+            self.deletions.inc(observed.deletions)
+        for version, (states, results) in observed.served.items():
+            counter = self._rec_counters.get(version)
+            if counter is None:  # labels() is a locked lookup: once per model version, not once per list
+                counter = self._rec_counters[version] = self.recommendations.labels(model_version=version)
+            counter.inc(len(results))
+            self._observe_losses(results, version)
+            self.observe_served(states, results, version)
+        for seconds in observed.latencies:
+            self.latency.observe(seconds)
+
+    def _observe_losses(self, results: Sequence["AdaptResult"], version: str) -> None:
+        before = self.adaptation_loss.labels(stage="before", model_version=version)
+        after = self.adaptation_loss.labels(stage="after", model_version=version)
+        for r in results:
+            if not math.isnan(r.loss_before):  # nan: an empty support set, nothing to adapt on
+                before.observe(r.loss_before)
+                after.observe(r.loss_after)
 
     def observe_served(self, states: Sequence["UserState"], results: Sequence["AdaptResult"], version: str) -> None:
         """What was recommended in one batch (states are after the batch's events)."""

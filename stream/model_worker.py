@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from models.serving.recommender import AdaptRequest, AdaptResult, Recommender
+from models.serving.candidates import CandidateBudget
+from models.serving.recommender import AdaptResult, Recommender
+from models.serving.requests import AdaptRequest, LearnedUser
 from stream import versions
 from stream.batcher import MicroBatcher
 from stream.metrics import Metrics
@@ -44,6 +45,8 @@ class ModelWorker:
     """Micro-batches adaptation requests onto one compute thread and swaps model versions whole."""
 
     def __init__(self, model: Recommender, settings: Settings, metrics: Metrics) -> None:
+        self._candidates = CandidateBudget.of_size(settings.candidates)
+        model.candidates = self._candidates
         self._model = model
         self._settings = settings
         self._metrics = metrics
@@ -70,6 +73,11 @@ class ModelWorker:
     def version(self) -> str:
         return self._model.version
 
+    @property
+    def objective(self) -> str:
+        """What the serving model's requests are mapped for (``event_target``'s objective)."""
+        return self._model.config.objective
+
     def start(self) -> "ModelWorker":
         self._batcher.start()
         return self
@@ -77,8 +85,32 @@ class ModelWorker:
     def stop(self) -> None:
         self._batcher.stop()
 
-    async def recommend(self, requests: Sequence[AdaptRequest]) -> list[Served]:
-        return await self._batcher.submit_many(requests)
+    def recommend(self, requests: Sequence[AdaptRequest]) -> asyncio.Future[list[Served]]:
+        """Queue ``requests`` for ranking now, as one group behind everything queued before; the future
+        resolves with the answers. Queued at once (no await), so a ``learn`` called right after runs after
+        them on the model thread."""
+        return self._batcher.enqueue(requests)
+
+    def learn(self, records: Sequence[LearnedUser]) -> None:
+        """Count these users' new interactions into the item statistics, on the model thread, after every
+        ranking queued so far and before any queued later.
+
+        So a batch is ranked before it is learned (test, then train), and the next batch is ranked with
+        statistics that hold it: each request's ``fresh`` count says exactly which of its user's items the
+        statistics have not counted. Each record carries the user's history, so nothing per user is kept here.
+        """
+        if records:
+            self._batcher.call_soon(lambda: self._model.learn(records))
+
+    async def settled(self) -> None:
+        """Wait until every ranking, learn and forget queued so far has run (tests, shutdown)."""
+        await self._batcher.barrier()
+
+    def forget(self, user_ids: Sequence[str]) -> None:
+        """Deleted users: the statistics keep nothing per user in the stream, so only an offline model's
+        history book has anything to drop; queued like ``learn`` (the handler forgets before it learns)."""
+        if user_ids:
+            self._batcher.call_soon(lambda: [self._model.forget(u) for u in user_ids])
 
     def _run_batch(self, requests: Sequence[AdaptRequest]) -> list[Served]:
         model = self._model  # one version for the whole batch
@@ -89,18 +121,11 @@ class ModelWorker:
         self._metrics.batch_size.observe(size)
         self._metrics.adaptation_time.observe(seconds)
 
-    def observe_losses(self, served: Sequence[Served]) -> None:
-        before = self._metrics.adaptation_loss.labels(stage="before", model_version=self.version)
-        after = self._metrics.adaptation_loss.labels(stage="after", model_version=self.version)
-        for s in served:
-            if not math.isnan(s.result.loss_before):
-                before.observe(s.result.loss_before)
-                after.observe(s.result.loss_after)
-
     # --- versions ---------------------------------------------------------------------------------------------
     def swap(self, model: Recommender) -> None:
         """Serve ``model`` from the next batch on."""
         old = self._model.version
+        model.candidates = self._candidates
         self._model = model
         self._metrics.serving(model.version)
         self._metrics.catalogue_size.set(len(model.item_ids))

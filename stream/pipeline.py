@@ -1,7 +1,19 @@
-"""What one batch of raw ``interactions`` messages does to user state, as pure functions.
+"""What one batch of raw ``interactions`` messages does, as pure functions: plan it, then settle it.
 
-The agent hands over raw messages and a way to read a user's stored state; it gets back the dead letters, and per
-user the new state and what to recommend. Nothing here touches Kafka, so every rule is a unit test away.
+A batch visits this module twice, and the model answers in between (stream/handler.py carries it):
+
+1. :func:`decode` the messages (dead letters out; which users the batch touches), then :func:`plan` the
+   batch on those users' loaded states: the per-user work, the adaptation requests
+   (models/serving/requests.py), what the model's item statistics learn (``LearnedUser``) and forget, and the
+   dead letters;
+2. :func:`settle` it with the model's answers: the state bytes to write (or delete), the lists and tombstones
+   to send, and what the metrics observe.
+
+Nothing here touches Kafka, Faust, a store, the clock or the model, so every rule is a unit test away. One
+thing is deliberately not copied: :func:`plan` applies events to the states it is given, in place, and
+:func:`settle` stores the adapted head and list in them. The handler shares one state object between the
+in-flight batches of a user, so a later batch continues from where the earlier one left it before anything
+reached the store.
 """
 
 from __future__ import annotations
@@ -9,14 +21,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Protocol, Sequence
 
-from models.core.targets import event_target
-from models.serving.recommender import AdaptRequest, AdaptResult
-from schemas.decode import DecodeError, decode_user_event
-from schemas.records import Interaction, Recommendation, ScoredItem, UserAttributes, UserDeletion
+from models.serving.recommender import AdaptResult
+from models.serving.requests import AdaptRequest, LearnedUser, build_request, target
+from schemas.decode import DecodeError, decode_user_event, encode
+from schemas.records import Interaction, Recommendation, ScoredItem, UserAttributes, UserDeletion, UserEvent
 from stream.state import (
     EVENT_TYPE_NAMES,
+    Applied,
     Limits,
     UserState,
     apply_attributes,
@@ -29,7 +42,7 @@ from stream.state import (
 
 
 class RawMessage(NamedTuple):
-    """One consumed message, as the pipeline needs it; ``ref`` carries the framework's event through.
+    """One consumed message, as the pipeline needs it.
 
     A named tuple, not a frozen dataclass: one is built per consumed event, and a tuple builds ~5x faster.
     """
@@ -40,7 +53,6 @@ class RawMessage(NamedTuple):
     partition: int
     offset: int
     timestamp: float  # Kafka message timestamp, seconds
-    ref: Any = None
 
 
 @dataclass(frozen=True)
@@ -50,27 +62,53 @@ class DeadLetter:
     detail: str
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What a valid event must satisfy beyond its schema, and the bounds of every state."""
+
+    limits: Limits = Limits()
+    max_event_bytes: int = 65536
+    max_future_skew_s: float = 86400.0
+
+
+@dataclass
+class Decoded:
+    """A batch's valid events in message order, its dead letters, and whose states it needs."""
+
+    events: list[tuple[RawMessage, UserEvent]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    users: dict[str, int] = field(default_factory=dict)  # user id -> partition of their first message
+
+
 @dataclass
 class UserWork:
     """The outcome of a batch for one user."""
 
     user_id: str
+    partition: int  # of the user's last message: where their state is written
     state: UserState
-    ref: Any  # the user's last message's framework event: table writes happen in its context
     trigger: Interaction | None = None  # the latest interaction (also if it was a redelivered duplicate)
     trigger_timestamp: float = 0.0  # Kafka timestamp of the trigger's message
     deleted: bool = False  # a deletion happened in this batch (state restarts empty after it)
     applied: int = 0  # interactions newly counted into state
-    # (item, ts, rating or None) of each of those, in order: what the model's item statistics count
-    learned: list[tuple[str, float, float | None]] = field(default_factory=list)
     duplicates: int = 0
     hits: list[tuple[str, bool]] = field(default_factory=list)  # (history bucket, hit) per new interaction
+    # (item, ts, rating or None) of each newly counted interaction, in order: what the item statistics learn
+    learned: list[tuple[str, float, float | None]] = field(default_factory=list)
+    history_before: tuple[str, ...] | None = None  # ``state.seen`` before the first of them (None: no event)
+    fresh: int = 0  # items that first arrived in this batch (since a deletion in it): the tail of ``seen``
 
 
 @dataclass
 class BatchPlan:
+    """Everything the handler carries out before the model answers."""
+
     dead: list[DeadLetter] = field(default_factory=list)
     users: dict[str, UserWork] = field(default_factory=dict)
+    wanted: list[UserWork] = field(default_factory=list)  # users to rank, in the order of ``requests``
+    requests: list[AdaptRequest] = field(default_factory=list)
+    learned: list[LearnedUser] = field(default_factory=list)  # for the item statistics, after the ranking
+    forget: list[str] = field(default_factory=list)  # users deleted in this batch: forget before ``learned``
 
     @property
     def processed(self) -> int:
@@ -81,38 +119,84 @@ class BatchPlan:
         return sum(w.duplicates for w in self.users.values())
 
 
-@dataclass(frozen=True)
-class Rules:
-    """What a valid event must satisfy beyond its schema."""
+class Answer(Protocol):
+    """What the model worker answers per request (``stream.model_worker.Served``)."""
 
-    limits: Limits = Limits()
-    max_event_bytes: int = 65536
-    max_future_skew_s: float = 86400.0
+    @property
+    def result(self) -> AdaptResult: ...
+
+    @property
+    def version(self) -> str: ...
 
 
-def plan_batch(
-    messages: Iterable[RawMessage],
-    load_state: Callable[[str, RawMessage], UserState],
-    rules: Rules,
-    now: float,
-) -> BatchPlan:
-    """Decode, validate and apply a batch in message order; users' states are loaded once each."""
-    plan = BatchPlan()
+class StateWrite(NamedTuple):
+    partition: int
+    key: bytes
+    value: bytes | None  # None: delete the key (and tombstone its changelog)
+
+
+@dataclass
+class Observations:
+    """What the metrics record of a settled batch, by the model version that served each list."""
+
+    served: dict[str, tuple[list[UserState], list[AdaptResult]]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # event timestamp to list, seconds, per list
+    deletions: int = 0
+
+
+@dataclass
+class Settlement:
+    """Everything the handler carries out once the model answered, before the batch is acked."""
+
+    writes: list[StateWrite] = field(default_factory=list)
+    tombstones: list[bytes] = field(default_factory=list)  # keys whose standing list is withdrawn (first)
+    lists: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, encoded Recommendation)
+    observations: Observations = field(default_factory=Observations)
+
+
+# --- stage 1 ------------------------------------------------------------------------------------------------
+def decode(messages: Iterable[RawMessage], rules: Rules, now: float) -> Decoded:
+    """Decode and validate a batch in message order; refused messages become dead letters with a reason."""
+    out = Decoded()
     for msg in messages:
         try:
             event = _decode(msg, rules, now)
         except DecodeError as err:
-            plan.dead.append(DeadLetter(msg, err.reason, err.detail))
+            out.dead.append(DeadLetter(msg, err.reason, err.detail))
             continue
-        work = plan.users.get(event.user_id)
+        out.events.append((msg, event))
+        out.users.setdefault(event.user_id, msg.partition)
+    return out
+
+
+def plan(decoded: Decoded, states: Mapping[str, UserState], rules: Rules, objective: str) -> BatchPlan:
+    """Apply the decoded events to the users' ``states`` (one per user of ``decoded.users``, updated in place)
+    and say what to ask the model, what it learns and forgets."""
+    out = BatchPlan(dead=list(decoded.dead))
+    for msg, event in decoded.events:
+        work = out.users.get(event.user_id)
         if work is None:
-            work = plan.users[event.user_id] = UserWork(event.user_id, load_state(event.user_id, msg), msg.ref)
-        work.ref = msg.ref
+            work = out.users[event.user_id] = UserWork(event.user_id, msg.partition, states[event.user_id])
+        work.partition = msg.partition
         _apply(work, event, msg, rules.limits)
-    return plan
+    for work in out.users.values():
+        if work.deleted:
+            out.forget.append(work.user_id)
+        if work.learned:
+            out.learned.append(LearnedUser(work.user_id, work.history_before or (), tuple(work.learned)))
+        if work.trigger is not None:
+            out.wanted.append(work)
+            out.requests.append(adapt_request(work.user_id, work.state, objective, work.fresh))
+    return out
 
 
-def _decode(msg: RawMessage, rules: Rules, now: float) -> Interaction | UserAttributes | UserDeletion:
+def adapt_request(user_id: str, state: UserState, objective: str, fresh: int = 0) -> AdaptRequest:
+    """What the model adapts on for a stored state: its support set, its seen items in arrival order."""
+    support = [(s.item_id, EVENT_TYPE_NAMES[s.type_code], s.value, s.ts) for s in state.support]
+    return build_request(user_id, support, objective, seen=state.seen, fresh=fresh)
+
+
+def _decode(msg: RawMessage, rules: Rules, now: float) -> UserEvent:
     if msg.value is None:
         raise DecodeError("invalid", "message has no value (null payload)")
     event = decode_user_event(msg.value, max_bytes=rules.max_event_bytes)
@@ -131,8 +215,7 @@ def _source(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, msg: RawMessage,
-           limits: Limits) -> None:
+def _apply(work: UserWork, event: UserEvent, msg: RawMessage, limits: Limits) -> None:
     """Apply one event to the user's state, unless its offset says it was applied before (a redelivery).
 
     The offset check is exact for events redelivered by Kafka after a crash; the event-id window in the state
@@ -145,6 +228,8 @@ def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, m
             work.state = UserState(offsets=work.state.offsets)
             mark_applied(work.state, source, msg.offset)
             work.learned.clear()  # nothing from before the deletion may reach the item statistics either
+            work.history_before = ()  # the user starts over: the statistics forget them before learning
+            work.fresh = 0
             work.deleted = True
             work.trigger = None
         return
@@ -153,58 +238,66 @@ def _apply(work: UserWork, event: Interaction | UserAttributes | UserDeletion, m
             apply_attributes(work.state, event, limits)
             mark_applied(work.state, source, msg.offset)
         return
+    _apply_interaction(work, event, msg, redelivered, limits)
+    mark_applied(work.state, source, msg.offset)
+
+
+def _apply_interaction(work: UserWork, event: Interaction, msg: RawMessage, redelivered: bool,
+                       limits: Limits) -> None:
     before = work.state.interactions
     last_recs = work.state.last_recs
-    if redelivered:
-        work.duplicates += 1
-    elif apply_interaction(work.state, event, limits):
+    if work.history_before is None:
+        work.history_before = tuple(work.state.seen)  # the user's items before this batch taught anything
+    applied = Applied.DUPLICATE if redelivered else apply_interaction(work.state, event, limits)
+    if applied:
         work.applied += 1
-        work.learned.append((event.item_id, event.ts, event_target(event.type, event.value, "rating")))
+        work.fresh += applied is Applied.NEW_ITEM
+        work.learned.append((event.item_id, event.ts, target(event.type, event.value, "rating")))
         if last_recs:
             work.hits.append((history_bucket(before), event.item_id in last_recs))
     else:
         work.duplicates += 1
-    mark_applied(work.state, source, msg.offset)
     work.trigger = event
     work.trigger_timestamp = msg.timestamp
 
 
-_TARGETS: dict[tuple[int, float | None, str], float | None] = {}
-_TARGETS_MAX = 4096  # distinct (type, value) pairs remembered; a stream repeats a few (ratings, weights)
+# --- stage 2 ------------------------------------------------------------------------------------------------
+def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlement:
+    """What to write and send for a planned batch, given the model's answers to ``batch.requests`` in order.
 
-
-def _target(type_code: int, value: float | None, objective: str) -> float | None:
-    """``event_target``, memoised: it runs for every support event of every served user (50 per user)."""
-    key = (type_code, value, objective)
-    try:
-        return _TARGETS[key]
-    except KeyError:
-        if len(_TARGETS) >= _TARGETS_MAX:
-            _TARGETS.clear()
-        target = _TARGETS[key] = event_target(EVENT_TYPE_NAMES[type_code], value, objective)
-        return target
-
-
-def adapt_request(user_id: str, state: UserState, objective: str) -> AdaptRequest:
-    """What the model adapts on: the bounded support set mapped to targets, and the seen items to exclude."""
-    support = []
-    for s in state.support:
-        target = _target(s.type_code, s.value, objective)
-        if target is not None:
-            support.append((s.item_id, target))
-    return AdaptRequest(user_id=user_id, support=support, exclude=frozenset(state.seen))
-
-
-def finish_user(work: UserWork, result: AdaptResult | None, version: str) -> bytes | None:
-    """What to store for a user after the batch: their state bytes, or None to delete the key.
-
-    A served user keeps the adapted head and the list just sent (the next batch measures hits against it). A user
-    deleted in this batch with nothing after the deletion leaves no state at all.
+    A served user keeps the adapted head and the list just sent (the next batch measures hits against it); a
+    user deleted in this batch gets a tombstone on the lists topic, and no state at all if nothing came after
+    the deletion. Metrics are attributed to the version that served each list.
     """
-    if result is not None:
-        work.state.head = result.head.tobytes()
-        work.state.model_version = version
-        work.state.last_recs = list(result.items)
+    if len(answers) != len(batch.wanted):
+        raise ValueError(f"{len(answers)} answers for {len(batch.wanted)} requests")
+    out = Settlement()
+    by_user = {work.user_id: answer for work, answer in zip(batch.wanted, answers)}
+    for work in batch.users.values():
+        key = work.user_id.encode()
+        if work.deleted:
+            out.tombstones.append(key)
+            out.observations.deletions += 1
+        answer = by_user.get(work.user_id)
+        out.writes.append(StateWrite(work.partition, key, _state_after(work, answer)))
+        if answer is not None:
+            assert work.trigger is not None  # only triggered users were asked about
+            rec = recommendation(work.user_id, answer.result.items, answer.result.scores, answer.version,
+                                 work.trigger, now)
+            out.lists.append((key, encode(rec)))
+            states, results = out.observations.served.setdefault(answer.version, ([], []))
+            states.append(work.state)
+            results.append(answer.result)
+            out.observations.latencies.append(max(0.0, now - work.trigger_timestamp))
+    return out
+
+
+def _state_after(work: UserWork, answer: Answer | None) -> bytes | None:
+    """A user's state bytes after the batch, or None to delete the key."""
+    if answer is not None:
+        work.state.head = answer.result.head.tobytes()
+        work.state.model_version = answer.version
+        work.state.last_recs = list(answer.result.items)
     elif work.deleted and not work.state.recent_ids:
         return None
     return encode_state(work.state)

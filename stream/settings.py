@@ -71,6 +71,7 @@ class Settings:
     checkpoint: str = ""
     device: str = "auto"
     top_k: int = 10
+    candidates: int = 500  # items retrieved per user and scored (0: score the whole catalogue)
     batch_max: int = 1024  # users per model call: a whole take (coalesced per user) in one call
     torch_threads: int = 1  # model intra-op threads (0 = torch's default); 1 leaves cores to the event loop
     batch_wait_ms: float = 2.0

@@ -6,18 +6,23 @@ reads a state, calls these functions, and writes the result back, so all the log
 Effectively-once into state: a state remembers the ids of its most recent events (bounded), and an event whose
 id it has seen is not counted again. Redelivery after a crash or rebalance is the only way an id repeats, and it
 repeats within the window of events not yet committed, which is far smaller than the remembered window.
+
+``seen`` keeps the user's items in first-arrival order: it is the item statistics' view of the user's history
+(they pair each new item with the items the user had before it, ``LearnedUser.history_before``), and the
+worker keeps no other copy of it. So a re-seen item keeps its place, and when full the oldest arrivals go.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import msgspec
 
+from models.core.targets import EVENT_TYPE_CODES, EVENT_TYPES
 from schemas.records import Interaction, UserAttributes
 
-EVENT_TYPE_CODES: dict[str, int] = {"view": 0, "click": 1, "cart": 2, "purchase": 3, "rating": 4, "play": 5}
-EVENT_TYPE_NAMES: tuple[str, ...] = tuple(EVENT_TYPE_CODES)
+EVENT_TYPE_NAMES: tuple[str, ...] = EVENT_TYPES  # by the code a SupportEvent stores (one table, in models)
 
 
 class SupportEvent(msgspec.Struct, array_like=True, frozen=True):
@@ -33,7 +38,7 @@ class UserState(msgspec.Struct, array_like=True):
     """Everything metarec keeps about one user (msgpack, positional fields: append new fields at the end)."""
 
     support: list[SupportEvent] = msgspec.field(default_factory=list)  # oldest first, bounded
-    seen: list[str] = msgspec.field(default_factory=list)  # items interacted with, oldest first, bounded
+    seen: list[str] = msgspec.field(default_factory=list)  # distinct items, first arrival first, bounded
     recent_ids: list[str] = msgspec.field(default_factory=list)  # ids of the latest events, bounded
     interactions: int = 0  # interactions counted into state (duplicates excluded)
     first_ts: float = 0.0
@@ -95,25 +100,34 @@ def _remember_id(state: UserState, event_id: str, limits: Limits) -> None:
         del state.recent_ids[: len(state.recent_ids) - limits.recent_ids]
 
 
-def apply_interaction(state: UserState, event: Interaction, limits: Limits) -> bool:
-    """Count ``event`` into ``state`` in place; False (and no change) if it was already counted."""
+class Applied(IntEnum):
+    """What :func:`apply_interaction` did; falsy when it changed nothing."""
+
+    DUPLICATE = 0  # already counted: no change
+    KNOWN_ITEM = 1  # counted; the item was already in ``seen``
+    NEW_ITEM = 2  # counted; the item joined the end of ``seen``
+
+
+def apply_interaction(state: UserState, event: Interaction, limits: Limits) -> Applied:
+    """Count ``event`` into ``state`` in place; ``Applied.DUPLICATE`` (no change) if already counted."""
     if is_duplicate(state, event.event_id):
-        return False
+        return Applied.DUPLICATE
     _remember_id(state, event.event_id, limits)
     state.support.append(SupportEvent(event.item_id, EVENT_TYPE_CODES[event.type], event.value, event.ts))
     if len(state.support) > limits.support_size:
         del state.support[: len(state.support) - limits.support_size]
-    if event.item_id in state.seen:
-        state.seen.remove(event.item_id)  # keep recency order: re-seen items move to the end
-    state.seen.append(event.item_id)
-    if len(state.seen) > limits.seen_max:
-        del state.seen[: len(state.seen) - limits.seen_max]
+    applied = Applied.KNOWN_ITEM
+    if event.item_id not in state.seen:  # first arrival order: a re-seen item keeps its place
+        applied = Applied.NEW_ITEM
+        state.seen.append(event.item_id)
+        if len(state.seen) > limits.seen_max:
+            del state.seen[: len(state.seen) - limits.seen_max]  # the oldest arrivals go
     if state.interactions == 0:
         state.first_ts = event.ts
     state.interactions += 1
     state.last_ts = max(state.last_ts, event.ts)
     state.last_event_id = event.event_id
-    return True
+    return applied
 
 
 def apply_attributes(state: UserState, event: UserAttributes, limits: Limits) -> bool:

@@ -1,12 +1,21 @@
-"""What an interaction teaches the inner loop: one mapping from (type, value) to an adaptation target.
+"""What an interaction teaches the inner loop: the event types, one mapping from (type, value) to a target.
 
 The stream worker and the trainer both call ``event_target`` so a user adapts online on exactly what tasks
 were built from offline. ``None`` means "remember that the user saw it, but do not adapt on it".
+
+``EVENT_TYPES`` is the one table of interaction types: a type's index in it is its code wherever a code is
+stored (``EventLog.types``, the stream's per-user state). ``schemas.records.InteractionType`` spells the same
+names for decoding (schemas may not import models); tests/unit/models/test_requests.py ties them together.
 """
 
 from __future__ import annotations
 
 import math
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "play")
+"""Interaction types, by code. Stored states hold the codes: append new types, never reorder."""
+
+EVENT_TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
 
 IMPLICIT_WEIGHTS: dict[str, float] = {"view": 0.25, "click": 0.5, "cart": 0.75, "purchase": 1.0, "play": 1.0}
 """Confidence that an implicit interaction means "likes it": stronger commitment, stronger positive."""

@@ -11,8 +11,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "play")
-"""Interaction types; the index in this tuple is the code stored in ``EventLog.types``."""
+from models.core.targets import EVENT_TYPE_CODES, EVENT_TYPES
+
+__all__ = ["EVENT_TYPES", "EventLog", "build_log"]  # EVENT_TYPES: the code stored in ``EventLog.types``
 
 
 @dataclass
@@ -97,7 +98,7 @@ def build_log(
     items = np.fromiter((item_index.setdefault(i, len(item_index)) for i in item_keys), np.int64, len(item_keys))
     n = len(users)
     vals = np.full(n, np.nan, np.float32) if values is None else np.asarray(values, np.float32)
-    codes = {t: i for i, t in enumerate(EVENT_TYPES)}
+    codes = EVENT_TYPE_CODES
     kinds = np.zeros(n, np.int8) if types is None else np.fromiter((codes[t] for t in types), np.int8, n)
     return EventLog(
         users=users,

@@ -7,7 +7,9 @@ Three variants share one training schedule (and, through ``TrainingCache``, one 
 - ``metarec-no-adapt``: the same model served with ``steps=0``: the meta-init alone, to show what adaptation
   adds;
 - ``metarec-finetune``: the same item tower and head, but the head starts from zero and takes the same number
-  of plain gradient steps with one fixed learning rate: no meta-learned init or step sizes.
+  of plain gradient steps with one fixed learning rate: no meta-learned init or step sizes;
+- ``metarec-full``: ``metarec`` scoring every catalogue item instead of the retrieved candidates: the reference
+  the retrieval's cost in quality is measured against (not in the default method list).
 
 Ranking uses the implicit ("will interact") model with stream context features, on explicit data too; on
 explicit data a second model, meta-trained on the rating objective with the same schedule and served by the
@@ -36,15 +38,15 @@ import numpy as np
 import torch
 
 from models.core.metalearner import MetaRec
-from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query, retrain_period
-from models.serving.recommender import AdaptRequest, Recommender
+from models.serving.recommender import CandidateBudget, Recommender
+from models.serving.requests import AdaptRequest, Support, build_request, support_targets
 from models.training.train import default_config, meta_train
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("metarec", "metarec-no-adapt", "metarec-finetune")
+VARIANTS = ("metarec", "metarec-no-adapt", "metarec-finetune", "metarec-full")
 RATING = EVENT_TYPES.index("rating")
 
 
@@ -62,6 +64,7 @@ class Schedule:
     stats_every: int = 32  # learned events between updates of the item statistics
     adapt_taste: bool | None = None  # adapt the taste vector w (None: the trainer's default, or chosen)
     choose_taste: bool = True  # choose adapt_taste on the warm-up: train on its first 80%, replay the rest
+    candidates: CandidateBudget = CandidateBudget()  # retrieve-then-rank, as the worker serves
     overrides: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields of the ranking model (chosen settings)
     rating_overrides: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
 
@@ -147,14 +150,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Recommender:
+def variant_model(trained: Recommender, variant: str, finetune_lr: float,
+                  candidates: CandidateBudget = CandidateBudget()) -> Recommender:
     """The Recommender a variant serves: the trained meta-parameters, or a copy with its head init/step sizes
     replaced; always a Recommender of its own, with its own copy of the trained item statistics (the variants
     share trained models through the cache, and each feeds its statistics the events it learns)."""
     stats = None if trained.stats is None else copy.deepcopy(trained.stats)
-    if variant in ("metarec", "metarec-no-adapt"):  # no-adapt serves the same model with steps=0
+    if variant in ("metarec", "metarec-no-adapt", "metarec-full"):  # no-adapt serves it with steps=0
         return Recommender(trained.model, trained.item_ids, version=trained.version,
-                           item_feature_names=trained.item_feature_names, stats=stats)
+                           item_feature_names=trained.item_feature_names, stats=stats,
+                           candidates=None if variant == "metarec-full" else candidates)
     cfg = trained.config
     state = {k: v.detach().clone().cpu() for k, v in trained.model.state_dict().items()}
     if variant == "metarec-finetune":
@@ -169,7 +174,7 @@ def variant_model(trained: Recommender, variant: str, finetune_lr: float) -> Rec
     model = MetaRec(cfg)
     model.load_state_dict(state)
     return Recommender(model, trained.item_ids, version=f"{trained.version}-{variant}",
-                       item_feature_names=trained.item_feature_names, stats=stats)
+                       item_feature_names=trained.item_feature_names, stats=stats, candidates=candidates)
 
 
 class MetarecMethod:
@@ -182,7 +187,6 @@ class MetarecMethod:
         self.name, self.seed, self.schedule, self.cache = variant, seed, schedule, cache
         self.rounds = 0
         self.steps = 0 if variant == "metarec-no-adapt" else None  # None: the model's own inner steps
-        self._targets: dict[tuple[int, float | None], float | None] = {}
         self._chunk: tuple[Sequence[Query], list[AdaptRequest]] | None = None
 
     # --- training -------------------------------------------------------------------------------------------
@@ -216,7 +220,7 @@ class MetarecMethod:
         trained, self.key = self.cache.get(events, steps, self.seed + self.rounds, init, previous,
                                            self.schedule.objective, overrides)
         self.trained = trained
-        self.model = variant_model(trained, self.name, self.schedule.finetune_lr)
+        self.model = variant_model(trained, self.name, self.schedule.finetune_lr, self.schedule.candidates)
         self.unobserved = []  # the new model's statistics hold every event learned so far
         self.index = {item: n for n, item in enumerate(self.model.item_ids)}
         self.objective = self.model.config.objective
@@ -227,7 +231,8 @@ class MetarecMethod:
             self.rater_trained, self.rater_key = self.cache.get(events, steps, self.seed + self.rounds,
                                                                 rater_init, before, "rating",
                                                                 self.schedule.rating_overrides)
-            self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr)
+            self.rater = variant_model(self.rater_trained, self.name, self.schedule.finetune_lr,
+                                       self.schedule.candidates)
         self.rounds += 1
         log.info("%s: model round %d on %d events", self.name, self.rounds, len(self.columns[0]))
 
@@ -256,41 +261,29 @@ class MetarecMethod:
         return min(self.period - self.since, self.schedule.stats_every - len(self.unobserved))
 
     # --- serving --------------------------------------------------------------------------------------------
-    def _target(self, type_code: int, value: float) -> float | None:
-        """``event_target``, memoised: a stream repeats the same few (type, value) pairs."""
-        key = (type_code, None if math.isnan(value) else value)  # NaN never equals itself: key it as None
-        if key not in self._targets:
-            self._targets[key] = event_target(EVENT_TYPES[type_code], key[1], self.objective)
-        return self._targets[key]
-
-    def _request(self, query: Query) -> AdaptRequest:
-        """What the worker would send for this user: recent events mapped to targets, seen items excluded."""
+    def _support(self, query: Query) -> list[Support]:
+        """The user's most recent events (learned, then pending), as the worker's state keeps them."""
         recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
         ids = self.template.item_ids
-        support = []
-        for ev in recent:
-            target = self._target(ev.type_code, ev.value)
-            if target is not None:
-                support.append((ids[ev.item], target))
+        return [(ids[ev.item], EVENT_TYPES[ev.type_code], ev.value, ev.ts) for ev in recent]
+
+    def _request(self, query: Query) -> AdaptRequest:
+        """What the worker would send for this user (``build_request``, as the worker's), seen items excluded.
+
+        The evaluation keeps seen items as a set, without their arrival order, so ``history`` stays empty."""
+        ids = self.template.item_ids
         feats = self.template.user_features
-        return AdaptRequest(
-            user_id=self.template.user_ids[query.user],
-            support=support,
+        return build_request(
+            self.template.user_ids[query.user],
+            self._support(query),
+            self.objective,
             exclude=frozenset(map(ids.__getitem__, query.exclude)),
             user_features=None if feats is None else feats[query.user].tolist(),
         )
 
     def _rating_request(self, query: Query, request: AdaptRequest) -> AdaptRequest:
         """``request`` with the support mapped by the rating objective (the ratings themselves)."""
-        recent = [*self.support.get(query.user, ()), *query.pending][-self.schedule.support_size:]
-        ids = self.template.item_ids
-        support = []
-        for ev in recent:
-            key = None if math.isnan(ev.value) else ev.value
-            target = event_target(EVENT_TYPES[ev.type_code], key, "rating")
-            if target is not None:
-                support.append((ids[ev.item], target))
-        return replace(request, support=support)
+        return replace(request, support=support_targets(self._support(query), "rating"))
 
     def _requests(self, queries: Sequence[Query]) -> list[AdaptRequest]:
         """Requests for a chunk, built once for both ``rank_many`` and ``predict_many`` of the same chunk."""
@@ -299,8 +292,12 @@ class MetarecMethod:
         return self._chunk[1]
 
     def rank_many(self, queries: Sequence[Query], k: int) -> list[list[int]]:
+        """Each query's top ``k``; ``last_candidates`` keeps the items each one was ranked among, so the
+        protocol can record the candidate stage's recall."""
+        proposed: list[np.ndarray] = []
         with one_thread():
-            results = self.model.recommend(self._requests(queries), k, steps=self.steps)
+            results = self.model.recommend(self._requests(queries), k, steps=self.steps, proposed=proposed)
+        self.last_candidates = [set(cols[cols >= 0].tolist()) for cols in proposed] if proposed else None
         return [[self.index[i] for i in r.items] for r in results]
 
     def predict_many(self, queries: Sequence[Query], items: Sequence[int]) -> list[float | None]:

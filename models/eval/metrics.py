@@ -77,6 +77,9 @@ class Accumulator:
     # per scored point, in stream order, for intervals over users (models.eval.uncertainty)
     points: list[tuple[int, int, float]] = field(default_factory=list)  # (user, bucket index, hit)
     pair_users: list[int] = field(default_factory=list)  # the user of each rating pair
+    # a retrieving method's candidate stage: points ranked among candidates, and those whose item was one
+    candidate_trials: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
+    candidate_hits: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
 
     def add_ranking(self, bucket: str, ranked: list[int], item: int, user: int = -1) -> None:
         hit, gain = hit_and_ndcg(ranked, item, self.k)
@@ -85,17 +88,22 @@ class Accumulator:
         self.ndcg[bucket] += gain
         self.points.append((user, BUCKETS.index(bucket), hit))
 
+    def add_candidates(self, bucket: str, hit: bool) -> None:
+        self.candidate_trials[bucket] += 1
+        self.candidate_hits[bucket] += float(hit)
+
     def add_rating(self, predicted: float | None, actual: float, user: int = -1) -> None:
         if predicted is None or math.isnan(actual):
             return
         self.pairs.append((float(predicted), float(actual)))
         self.pair_users.append(user)
 
-    def _rates(self, sums: dict[str, float]) -> dict[str, float | None]:
-        total = sum(self.count.values())
+    def _rates(self, sums: dict[str, float], counts: dict[str, int] | None = None) -> dict[str, float | None]:
+        counts = self.count if counts is None else counts
+        total = sum(counts.values())
         out: dict[str, float | None] = {"all": sum(sums.values()) / total if total else None}
         for b in BUCKETS:
-            out[b] = sums[b] / self.count[b] if self.count[b] else None
+            out[b] = sums[b] / counts[b] if counts[b] else None
         return out
 
     def summary(self) -> dict[str, object]:
@@ -111,6 +119,9 @@ class Accumulator:
             "rmse": _root_mean_sq(predicted, actual),
             "mae_on_scale": None if on_scale is None else _mean_abs(on_scale, actual),
             "rmse_on_scale": None if on_scale is None else _root_mean_sq(on_scale, actual),
+            # share of scored items inside the candidate set they were ranked among (None: no retrieval)
+            "candidate_recall": self._rates(self.candidate_hits, self.candidate_trials)
+            if sum(self.candidate_trials.values()) else None,
         }
 
     def pooled_hr(self, buckets: tuple[str, ...] = FIRST_TEN) -> float | None:

@@ -31,6 +31,7 @@ class Entry:
     settings_of: str | None = None  # an ablation serves the settings chosen for this method
     rating_grid: tuple[Setting, ...] = ()  # a second model predicting the ratings, chosen by MAE
     rating_trial: Builder | None = None  # builds that model alone for a rating_grid trial
+    default: bool = True  # in the method list when none is named
 
 
 def _lazy(module: str, cls: str, **fixed: Any) -> Builder:
@@ -88,6 +89,8 @@ def _entries() -> dict[str, Entry]:
                          rating_trial=_metarec_rating_trial),
         "metarec-no-adapt": Entry(_metarec("metarec-no-adapt"), peer=False, settings_of="metarec"),
         "metarec-finetune": Entry(_metarec("metarec-finetune"), peer=False, settings_of="metarec"),
+        # metarec scoring the whole catalogue instead of its retrieved candidates (only when named)
+        "metarec-full": Entry(_metarec("metarec-full"), peer=False, settings_of="metarec", default=False),
     }
 
 
@@ -95,14 +98,20 @@ METHODS: dict[str, Entry] = _entries()
 
 
 def parse_methods(spec: str | None) -> list[str]:
-    """A comma list of method names (None or "all": every method), validated; order kept, no duplicates."""
+    """A comma list of method names (None or "all": every default method), validated; order kept, no
+    duplicates."""
     if spec is None or spec.strip() in ("", "all"):
-        return list(METHODS)
+        return default_methods()
     names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     return names
+
+
+def default_methods() -> list[str]:
+    """Every method but the ablations that run only when named."""
+    return [name for name, entry in METHODS.items() if entry.default]
 
 
 def build(name: str, seed: int, setting: Setting | None = None) -> StreamMethod:

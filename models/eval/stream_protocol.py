@@ -168,6 +168,9 @@ def _replay_chunks(method: BatchRanker, plan: StreamPlan, seen: dict[int, set[in
                 for m, ranked in zip(points, lists):
                     acc.add_ranking(history_bucket(int(plan.n_before[m])), ranked, int(ev.items[m]),
                                     int(ev.users[m]))
+                proposed = getattr(method, "last_candidates", None)  # a retrieving method's candidate sets
+                for m, candidates in zip(points, proposed or ()):
+                    acc.add_candidates(history_bucket(int(plan.n_before[m])), int(ev.items[m]) in candidates)
             if explicit:
                 items = [int(ev.items[m]) for m in points]
                 for m, predicted in zip(points, method.predict_many(queries, items)):

@@ -208,7 +208,7 @@ def run_stream(
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     began = time.monotonic()
-    names = list(methods) if methods else list(registry.METHODS)
+    names = list(methods) if methods else registry.default_methods()
     users = UserIndex()
     store = None if parts is None else Parts(parts, dataset_name(dataset), max_events, warmup_fraction, tuned)
     runs = [run_seed(dataset, s, names, users, max_events=max_events, warmup_fraction=warmup_fraction, k=k,

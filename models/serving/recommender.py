@@ -1,14 +1,20 @@
-"""What the stream worker calls: adapt a batch of users on their recent events and rank the catalogue.
+"""What the stream worker calls: adapt a batch of users on their recent events, retrieve candidates, rank them.
 
 One ``Recommender`` is one model version. Its meta-parameters never change while it serves; the catalogue can
 grow (``add_items``), which builds a new snapshot beside the old one and swaps a single reference, so
 concurrent ``recommend`` calls from worker threads each see one consistent catalogue without taking a lock.
 
-A model with stream context features (``ModelConfig.n_context``) also owns an ``ItemStats``: item counts,
-decayed counts, co-occurrences and transitions that ``observe`` updates with the events the caller sees, and
-that ``recommend`` turns into each user's context features. ``meta_train`` hands back a Recommender whose
-statistics already hold its training log; a caller that never calls ``observe`` still gets lists, from
-statistics that stop at that log.
+Retrieve, then rank: a user's head is adapted on their support set, then only a bounded set of candidates
+(``models.serving.candidates``: item-kNN and next-item neighbours, position and decayed popularity, the top of
+the adapted head's inner product, the newest items nearest the user's taste) is scored with context features,
+so the cost per user does not grow with the catalogue. ``candidates=None`` scores every item (the reference
+the retrieval is measured against).
+
+A model with stream context features (``ModelConfig.n_context``) also owns an ``ItemStats``: per-item counts and
+neighbours that ``learn`` updates with the users' events (each with the user's history, which the stream reads
+from the user's state: nothing per user is kept here) and that ``recommend`` turns into features. ``meta_train``
+hands back a Recommender whose statistics already hold its training log; offline callers feed events through
+``observe``, which keeps their users' histories in the statistics' history book.
 """
 
 from __future__ import annotations
@@ -17,35 +23,32 @@ import logging
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from models.core.adapt import Adapted, flatten_heads, score_in_context, with_context
+from models.core.adapt import Adapted, flatten_heads, with_context
 from models.core.checkpoint import load_checkpoint, save_checkpoint
 from models.core.config import ModelConfig
 from models.core.metalearner import MetaRec
+from models.features.context import ContextReader
+from models.features.history import Learned
 from models.features.item_stats import ItemStats
+from models.features.rating_context import rating_context
+from models.serving.candidates import CandidateBudget, PopularLists, excluded_keys, gather_candidates
+from models.serving.encode import Encoded, encode, negatives, user_features
+from models.serving.item_index import ItemIndex
 from models.serving.kernel import adapt_forward
+from models.serving.requests import AdaptRequest, LearnedUser
+
+__all__ = ["AdaptRequest", "AdaptResult", "CandidateBudget", "Recommender", "new_version", "resolve_device"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AdaptRequest:
-    """One user to adapt and rank for."""
-
-    user_id: str
-    support: Sequence[tuple[str, float]]  # (item_id, target) oldest first, already mapped by event_target
-    exclude: Collection[str]  # items the user has seen: never recommended
-    user_features: Sequence[float] | None = None  # (G,) when the model was trained with user features
+NEW_ITEMS_POOL = 256  # the newest added items whose features are matched against a user's support
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class _Snapshot:
     cold_vec: Tensor  # (H,) an item known by nothing (used by predict for unknown ids)
     cold_bias: Tensor  # ()
     feature_names: tuple[str, ...] = field(default=())
+    taste: ItemIndex | None = None  # top-k of the adapted taste over the catalogue
+    new_items: Tensor | None = None  # (P,) the newest added items' indices
 
 
 def new_version() -> str:
@@ -96,15 +101,18 @@ class Recommender:
         item_feature_names: Sequence[str] = (),
         device: str | torch.device = "cpu",
         stats: ItemStats | None = None,
+        candidates: CandidateBudget | None = CandidateBudget(),
     ) -> None:
         if len(item_ids) != model.cfg.n_items:
             raise ValueError(f"{len(item_ids)} item ids for a model of {model.cfg.n_items} items")
         self.version = version or new_version()
         self.device = resolve_device(device)
+        self.candidates = candidates
         model = model.to(self.device).eval().requires_grad_(False)
         self._grow_lock = threading.Lock()
         self._snap = _snapshot(model, tuple(item_ids), tuple(item_feature_names))
         self._stats: ItemStats | None = None
+        self._popular = PopularLists(max(candidates.position, candidates.popular) if candidates else 0)
         if model.cfg.n_context:
             self.use_stats(stats or ItemStats(model.cfg.n_items))
 
@@ -137,14 +145,26 @@ class Recommender:
             stats.grow(self.config.n_items - stats.n_items)
         self._stats = stats
 
+    # --- learning the stream --------------------------------------------------------------------------------
+    def learn(self, records: Sequence[LearnedUser]) -> None:
+        """Count users' new events into the item statistics: each record carries the user's distinct items
+        before them (first-arrival order) and the events (item id, seconds, rating or None) in order. The
+        stream calls this after ranking a batch (test, then train); items outside the catalogue are skipped.
+        A no-op for a model without context.
+        """
+        if self._stats is None or not records:
+            return
+        index = self._snap.index
+        self._stats.learn([
+            Learned(r.user_id, [index.get(i, -1) for i in r.history_before],
+                    [(index.get(i, -1), t, v) for i, t, v in r.events])
+            for r in records
+        ])
+
     def observe(self, events: Sequence[tuple[str, str, float] | tuple[str, str, float, float | None]],
                 ) -> None:
-        """Count events (user id, item id, seconds[, rating]) into the item statistics, in time order.
-
-        Call it with every interaction the caller learns (after ranking for it, as the stream does: test then
-        train); items outside the catalogue are skipped. A no-op for a model without context features. The
-        optional fourth field (None/NaN: not a rating) feeds the item means a rating model's context reads.
-        """
+        """Offline callers: count time-ordered events (user id, item id, seconds[, rating]) into the item
+        statistics, which keep these users' histories in their history book. The worker calls ``learn``."""
         if self._stats is None or not events:
             return
         index = self._snap.index
@@ -153,17 +173,18 @@ class Recommender:
                             [e[2] for e in events], values)
 
     def forget(self, user_id: str) -> None:
-        """Drop a deleted user's item history from the statistics (a no-op for a model without context)."""
+        """Drop an offline caller's history of a deleted user (the stream keeps none; counts stay)."""
         if self._stats is not None:
             self._stats.forget(user_id)
 
     # --- persistence ----------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Recommender":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu",
+             candidates: CandidateBudget | None = CandidateBudget()) -> "Recommender":
         """Load a checkpoint folder; raises ``models.core.checkpoint.CheckpointError`` if it is unusable."""
         ckpt = load_checkpoint(path)
-        return cls(ckpt.model, ckpt.item_ids, version=ckpt.version,
-                   item_feature_names=ckpt.item_feature_names, device=device, stats=ckpt.stats)
+        return cls(ckpt.model, ckpt.item_ids, version=ckpt.version, item_feature_names=ckpt.item_feature_names,
+                   device=device, stats=ckpt.stats, candidates=candidates)
 
     def save(self, path: str | Path, version: str | None = None) -> None:
         """Save to ``path``; a given ``version`` names the saved model and, from now on, this one too."""
@@ -174,37 +195,39 @@ class Recommender:
 
     # --- serving --------------------------------------------------------------------------------------------
     def recommend(
-        self, requests: Sequence[AdaptRequest], k: int, *, steps: int | None = None
+        self, requests: Sequence[AdaptRequest], k: int, *, steps: int | None = None,
+        proposed: list[np.ndarray] | None = None,
     ) -> list[AdaptResult]:
         """Adapt each user on their support set and return their top-``k`` unseen items, best first.
 
-        Fewer than ``k`` items come back only when the user has excluded nearly the whole catalogue. ``steps``
-        overrides the number of inner steps (0 = the meta-init alone), for ablations.
+        Fewer than ``k`` items come back only when few items are left to propose. ``steps`` overrides the
+        number of inner steps (0 = the meta-init alone), for ablations. ``proposed``, when given, receives each
+        user's candidate item indices (-1 padded; every item when the whole catalogue is scored).
         """
         if not requests:
             return []
         snap = self._snap  # one catalogue for the whole call
-        context = self._context(snap, requests)  # (B, N, C) or None
-        out, sizes = self._adapt(snap, requests, steps, context)
+        batch, reader = self._encode(snap, requests)
+        out = self._adapt(snap, requests, batch, reader, steps)
+        cols = self._columns(snap, batch, reader, out.heads)  # (B, M)
+        if proposed is not None:
+            proposed.extend(cols)
         with torch.inference_mode():
-            scores = score_in_context(out.heads, snap.vecs, snap.bias, context)  # (B, N)
-            if context is not None:
-                scores = scores + snap.model.context_offset(context)
-            rows, cols = _excluded(snap.index, requests)
-            scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
+            scores = self._score(snap, batch, reader, out.heads, cols)  # (B, M)
             top = scores.topk(min(k, scores.shape[1]), dim=1)
-        values, indices = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        values, slots = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        picked = np.take_along_axis(cols, slots, 1)  # (B, k) item indices
         heads = flatten_heads(out.heads).cpu().numpy().astype(np.float32)
         before, after = out.loss_before.cpu().numpy(), out.loss_after.cpu().numpy()
         results = []
         for b in range(len(requests)):
             keep = np.isfinite(values[b])
             results.append(AdaptResult(
-                items=[snap.item_ids[i] for i in indices[b][keep]],
+                items=[snap.item_ids[i] for i in picked[b][keep]],
                 scores=values[b][keep].tolist(),
                 head=heads[b].copy(),
-                loss_before=float(before[b]) if sizes[b] else float("nan"),
-                loss_after=float(after[b]) if sizes[b] else float("nan"),
+                loss_before=float(before[b]) if batch.sizes[b] else float("nan"),
+                loss_after=float(after[b]) if batch.sizes[b] else float("nan"),
             ))
         return results
 
@@ -213,24 +236,18 @@ class Recommender:
     ) -> np.ndarray:
         """Scores (B, len(item_ids)) after adaptation: ratings on the rating objective (clipped to the scale).
 
-        Ids outside the catalogue get the vector of an item known by nothing. ``steps`` overrides the number
-        of inner steps (0 = the meta-init alone), for ablations.
+        Ids outside the catalogue get the vector of an item known by nothing, and no context. ``steps``
+        overrides the number of inner steps (0 = the meta-init alone), for ablations.
         """
         snap = self._snap
         if not requests:
             return np.zeros((0, len(item_ids)), np.float32)
-        context = self._context(snap, requests)  # (B, N, C) or None
-        out, _sizes = self._adapt(snap, requests, steps, context)
-        idx = torch.tensor([snap.index.get(i, -1) for i in item_ids], dtype=torch.long, device=self.device)
-        known = idx >= 0  # (M,)
+        batch, reader = self._encode(snap, requests)
+        out = self._adapt(snap, requests, batch, reader, steps)
+        idx = np.fromiter((snap.index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        cols = np.ascontiguousarray(np.broadcast_to(idx, (len(requests), len(idx))))  # (B, M)
         with torch.inference_mode():
-            vecs = torch.where(known[:, None], snap.vecs[idx.clamp(min=0)], snap.cold_vec)  # (M, H)
-            bias = torch.where(known, snap.bias[idx.clamp(min=0)], snap.cold_bias)  # (M,)
-            if context is not None:  # unknown items have no statistics: zero context
-                context = context[:, idx.clamp(min=0)] * known[None, :, None]  # (B, M, C)
-            scores = score_in_context(out.heads, vecs, bias, context)  # (B, M)
-            if context is not None:
-                scores = scores + snap.model.context_offset(context)
+            scores = self._score(snap, batch, reader, out.heads, cols, exclude=False)  # (B, M)
             if self.config.objective == "rating":
                 scores = scores.clamp(self.config.rating_min, self.config.rating_max)
         return scores.cpu().numpy().astype(np.float32)
@@ -245,9 +262,7 @@ class Recommender:
             if not fresh:
                 return
             n_feat = snap.model.cfg.n_item_features
-            feats = np.zeros((len(item_ids), n_feat), np.float32)
-            if features is not None:
-                feats = np.asarray(features)
+            feats = np.zeros((len(item_ids), n_feat), np.float32) if features is None else np.asarray(features)
             if feats.shape != (len(item_ids), n_feat):
                 raise ValueError(f"features must be ({len(item_ids)}, {n_feat}), got {feats.shape}")
             rows = torch.as_tensor(feats[[n for n, _ in fresh]], dtype=torch.float32, device=self.device)
@@ -255,117 +270,116 @@ class Recommender:
             ids = snap.item_ids + tuple(i for _, i in fresh)
             if self._stats is not None:
                 self._stats.grow(len(ids) - self._stats.n_items)
-            self._snap = _snapshot(grown, ids, snap.feature_names)
+            self._snap = _snapshot(grown, ids, snap.feature_names, snap)
         log.info("catalogue grew by %d items to %d", len(fresh), len(ids))
 
     # --- internals ------------------------------------------------------------------------------------------
-    def _context(self, snap: _Snapshot, requests: Sequence[AdaptRequest]) -> Tensor | None:
-        """Each user's context features (B, N, C) from the item statistics: seen items, then the support's
-        items in order (most recent last; each support item's transitions as at its arrival); a rating model's
-        come from item means and the user's support ratings (``rating_context``). None without context."""
-        if self._stats is None:
-            return None
-        index = snap.index
-        if snap.model.cfg.objective == "rating":  # item means, and the user's ratings spread by similarity
-            supports = [[(index[i], t) for i, t in r.support if i in index] for r in requests]
-            context = torch.as_tensor(self._stats.rating_context(supports), device=self.device)  # (B, N', R)
-            n = len(snap.item_ids)
-            return F.pad(context, (0, 0, 0, max(0, n - context.shape[1])))[:, :n]  # (B, N, R)
-        seen = [[c for c in map(index.get, r.exclude) if c is not None] for r in requests]
-        support = [[index[i] for i, _ in r.support if i in index] for r in requests]
-        recent = [items[-8:] for items in support]
-        users = [r.user_id for r in requests]  # the keys ``observe`` fed: the users' own pairs are left out
-        context = torch.as_tensor(self._stats.context(seen, recent, users, support), device=self.device)
-        n = len(snap.item_ids)
-        if context.shape[1] < n:  # items added to the catalogue after the statistics were last grown
-            context = F.pad(context, (0, 0, 0, n - context.shape[1]))
-        return context[:, :n]
+    def _encode(self, snap: _Snapshot, requests: Sequence[AdaptRequest]) -> tuple[Encoded, ContextReader | None]:
+        stats = self._stats
+        batch = encode(snap.index, requests, snap.model.cfg, stats is not None,
+                       stats.book if stats is not None else None)
+        reader = ContextReader(stats, batch.views) if stats is not None and batch.views is not None else None
+        return batch, reader
 
-    def _adapt(
-        self, snap: _Snapshot, requests: Sequence[AdaptRequest], steps: int | None,
-        context: Tensor | None = None,
-    ) -> tuple[Adapted, list[int]]:
-        cfg = snap.model.cfg
-        items, targets, mask, sizes = _pad_support(snap.index, requests, cfg.max_support)
-        dev = self.device
-        items, targets, mask = items.to(dev), targets.to(dev), mask.to(dev)
+    def _context(self, snap: _Snapshot, batch: Encoded, reader: ContextReader | None,
+                 cols: np.ndarray) -> Tensor | None:
+        """(B, M, C) context features of items ``cols`` (B, M) (-1: none) for each user; None without context."""
+        if reader is None:
+            return None
+        if snap.model.cfg.objective == "rating":
+            feats = rating_context(reader.stats, batch.ratings, cols)
+        else:
+            feats = reader.at(cols)
+        return torch.as_tensor(feats, device=self.device)
+
+    def _adapt(self, snap: _Snapshot, requests: Sequence[AdaptRequest], batch: Encoded,
+               reader: ContextReader | None, steps: int | None) -> Adapted:
+        cfg, dev = snap.model.cfg, self.device
+        items, targets, mask = batch.items.to(dev), batch.targets.to(dev), batch.mask.to(dev)
+        cols = np.where(batch.mask.numpy(), batch.items.numpy(), -1)  # (B, S)
+        if cfg.objective == "implicit":
+            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed).to(dev)  # (B, K)
+            items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
+            cols = np.concatenate([cols, neg.cpu().numpy()], axis=1)
+        context = self._context(snap, batch, reader, cols)  # (B, S + K, C) or None
         with torch.inference_mode():
-            if cfg.objective == "implicit":
-                neg = _negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed).to(dev)  # (B, K)
-                items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
             vecs, bias = snap.vecs[items], snap.bias[items]  # (B, S + K, H), (B, S + K)
             if context is not None:
-                rows = torch.arange(len(requests), device=dev)[:, None]
-                vecs = with_context(vecs, context[rows, items])  # (B, S + K, H + C)
-                bias = bias + snap.model.context_offset(context[rows, items])
-            out = adapt_forward(
-                snap.model.head_init(len(requests), _user_features(requests, cfg, dev)),
+                vecs = with_context(vecs, context)  # (B, S + K, H + C)
+                bias = bias + snap.model.context_offset(context)
+            return adapt_forward(
+                snap.model.head_init(len(requests), user_features(requests, cfg, dev)),
                 snap.model.step_sizes(),
                 vecs, bias, targets, mask,
                 steps=cfg.inner_steps if steps is None else steps, objective=cfg.objective,
                 prior=cfg.support_prior,
             )
-        return out, sizes
+
+    def _columns(self, snap: _Snapshot, batch: Encoded, reader: ContextReader | None,
+                 heads: dict[str, Tensor]) -> np.ndarray:
+        """(B, M) the items to score per user: the retrieved candidates, or every item (-1: none)."""
+        n, b = len(snap.item_ids), len(batch.sizes)
+        budget = self.candidates
+        if budget is None or not budget.total or n <= budget.total or reader is None:
+            return np.ascontiguousarray(np.broadcast_to(np.arange(n), (b, n)))
+        taste = snap.taste.top(heads["w"][:, : snap.vecs.shape[1]].float(), budget.taste) if snap.taste else \
+            np.full((b, 0), -1, np.int64)
+        return gather_candidates(reader, self._popular.refresh(reader.stats), taste,
+                                 _new_items(snap, batch, budget.new), excluded_keys(n, batch.excluded), budget)
+
+    def _score(self, snap: _Snapshot, batch: Encoded, reader: ContextReader | None, heads: dict[str, Tensor],
+               cols: np.ndarray, exclude: bool = True) -> Tensor:
+        """(B, M) scores of items ``cols`` (-inf where padding or, with ``exclude``, excluded)."""
+        context = self._context(snap, batch, reader, cols)  # (B, M, C) or None
+        idx = torch.as_tensor(np.where(cols >= 0, cols, 0), device=self.device)  # (B, M)
+        known = torch.as_tensor(cols >= 0, device=self.device)
+        vecs = torch.where(known[..., None], snap.vecs[idx], snap.cold_vec)  # (B, M, H)
+        bias = torch.where(known, snap.bias[idx], snap.cold_bias)  # (B, M)
+        taste = heads["w"][:, : vecs.shape[-1]]
+        scores = torch.einsum("bmh,bh->bm", vecs, taste) + heads["b"][:, None] + bias
+        if context is not None:
+            scores = scores + torch.einsum("bmc,bc->bm", context, heads["w"][:, vecs.shape[-1]:])
+            scores = scores + snap.model.context_offset(context)
+        if exclude:
+            banned = np.zeros(cols.shape, bool)
+            if any(len(e) for e in batch.excluded):
+                n = len(snap.item_ids)
+                keys = excluded_keys(n, batch.excluded)
+                want = np.where(cols >= 0, np.arange(len(cols))[:, None] * n + cols, -1)
+                slot = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+                banned = keys[slot] == want
+            scores = scores.masked_fill(torch.as_tensor(banned | (cols < 0), device=self.device), float("-inf"))
+        return scores
 
 
-def _snapshot(model: MetaRec, item_ids: tuple[str, ...], feature_names: tuple[str, ...]) -> _Snapshot:
+def _new_items(snap: _Snapshot, batch: Encoded, k: int) -> np.ndarray:
+    """(B, k) the newest added items nearest each user's support by their features (-1: none)."""
+    b = len(batch.sizes)
+    pool = snap.new_items
+    if pool is None or not len(pool) or k <= 0 or not snap.model.cfg.n_item_features:
+        return np.full((b, 0), -1, np.int64)
+    feats = snap.model.item_features  # (N, F)
+    items, mask = batch.items.to(feats.device), batch.mask.to(feats.device)
+    profile = (feats[items] * mask[..., None]).sum(1)  # (B, F) the support's summed features
+    scores = profile @ feats[pool].T  # (B, P)
+    top = scores.topk(min(k, len(pool)), dim=1).indices  # (B, k)
+    out = pool[top].cpu().numpy()
+    return np.where(mask.any(1, keepdim=True).cpu().numpy(), out, -1)
+
+
+def _snapshot(model: MetaRec, item_ids: tuple[str, ...], feature_names: tuple[str, ...],
+              previous: _Snapshot | None = None) -> _Snapshot:
     with torch.no_grad():
         vecs, bias = model.item_vectors()
         cold_vec, cold_bias = model.cold_vectors(model.item_features.new_zeros(1, model.cfg.n_item_features))
     index = {item: n for n, item in enumerate(item_ids)}
-    return _Snapshot(model, item_ids, index, vecs, bias, cold_vec[0], cold_bias[0], feature_names)
-
-
-def _pad_support(
-    index: dict[str, int], requests: Sequence[AdaptRequest], max_support: int
-) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-    """Known support items, the last ``max_support`` of each user, padded to the longest: (B, S) x 3."""
-    kept = [[(index[i], t) for i, t in r.support if i in index][-max_support:] for r in requests]
-    sizes = [len(k) for k in kept]
-    width = max(1, max(sizes))
-    rows = [b for b, pairs in enumerate(kept) for _ in pairs]
-    cols = [j for pairs in kept for j in range(len(pairs))]
-    items = torch.zeros(len(requests), width, dtype=torch.long)
-    targets = torch.zeros(len(requests), width)
-    if rows:  # one tensor per batch, not one per user
-        items[rows, cols] = torch.tensor([p[0] for pairs in kept for p in pairs])
-        targets[rows, cols] = torch.tensor([p[1] for pairs in kept for p in pairs], dtype=torch.float32)
-    mask = torch.arange(width)[None, :] < torch.tensor(sizes)[:, None]  # (B, S)
-    return items, targets, mask, sizes
-
-
-def _negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int) -> Tensor:
-    """K uniform negatives per user, seeded by the user id: a user's result never depends on the batch."""
-    return torch.as_tensor(np.stack([_user_negatives(seed, r.user_id, n_items, k) for r in requests]),
-                           dtype=torch.long)  # (B, K)
-
-
-@lru_cache(maxsize=32768)
-def _user_negatives(seed: int, user_id: str, n_items: int, k: int) -> np.ndarray:
-    """One user's negatives, cached: seeding a generator costs more than the rest of a user's bookkeeping, and
-    active users come back batch after batch (32768 users x K int32 ~ 8 MiB at K = 64)."""
-    rng = np.random.default_rng([seed, zlib.crc32(user_id.encode())])
-    out = rng.integers(0, n_items, k).astype(np.int32)
-    out.flags.writeable = False
-    return out
-
-
-def _user_features(requests: Sequence[AdaptRequest], cfg: ModelConfig, device: torch.device) -> Tensor | None:
-    if not cfg.n_user_features:
-        return None
-    rows = np.zeros((len(requests), cfg.n_user_features), np.float32)
-    for b, r in enumerate(requests):
-        if r.user_features is not None:
-            rows[b] = np.asarray(r.user_features, np.float32)
-    return torch.as_tensor(rows, device=device)
-
-
-def _excluded(index: dict[str, int], requests: Sequence[AdaptRequest]) -> tuple[Tensor, Tensor]:
-    """(row, column) pairs of every known excluded item."""
-    rows: list[int] = []
-    cols: list[int] = []
-    for b, r in enumerate(requests):
-        known = [c for c in map(index.get, r.exclude) if c is not None]
-        cols.extend(known)
-        rows.extend([b] * len(known))
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    if previous is not None and previous.taste is not None:
+        taste = previous.taste.grown(vecs, bias)
+        first_new = len(previous.item_ids)
+        old_pool = previous.new_items if previous.new_items is not None else torch.zeros(0, dtype=torch.long)
+        added = torch.arange(first_new, len(item_ids), device=vecs.device)
+        new_items = torch.cat([old_pool.to(vecs.device), added])[-NEW_ITEMS_POOL:]
+    else:
+        taste, new_items = ItemIndex(vecs, bias), None
+    return _Snapshot(model, item_ids, index, vecs, bias, cold_vec[0], cold_bias[0], feature_names, taste,
+                     new_items)

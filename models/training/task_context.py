@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from models.data.events import EventLog
-from models.features.item_stats import N_CONTEXT, ItemStats
+from models.features.context import N_CONTEXT
+from models.features.item_stats import ItemStats
 
 log = logging.getLogger(__name__)
 

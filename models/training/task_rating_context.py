@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.data.events import EVENT_TYPES, EventLog
-from models.features.item_stats import N_RATING_CONTEXT, ItemStats
+from models.features.item_stats import ItemStats
+from models.features.rating_context import N_RATING_CONTEXT
 from models.training.task_context import attach_snapshots
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from models.core.config import HUBER_DELTA, ModelConfig
 from models.core.metalearner import MetaRec
 from models.core.targets import event_target
 from models.data.events import EVENT_TYPES, EventLog
-from models.features.item_stats import N_CONTEXT, N_RATING_CONTEXT
+from models.features.context import N_CONTEXT
+from models.features.rating_context import N_RATING_CONTEXT
 from models.serving.recommender import Recommender
 from models.training.implicit_loss import add_candidates, context_width, sampled_outer_loss
 from models.training.task_context import attach_context, bank_batches

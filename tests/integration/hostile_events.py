@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from hypothesis import strategies as st
 
-from schemas.records import TS_MAX, TS_MIN, VALUE_ABS_MAX, Interaction
+from schemas.records import TS_MIN, VALUE_ABS_MAX, Interaction
 
 MAX_EVENT_BYTES = 65536  # Settings.max_event_bytes default
 FUTURE_SKEW_S = 86400.0  # Settings.max_future_skew_s default

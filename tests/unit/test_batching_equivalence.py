@@ -1,8 +1,8 @@
 """Batching changes speed, never results: the same events give the same per-user state and recommendations
 whether they arrive one by one or in large batches.
 
-The handler's steps are run purely (``plan_batch`` against a dict store, ``Recommender.recommend``,
-``finish_user``), with a small untrained model: equivalence does not depend on what the model learned.
+The handler's steps are run purely (``decode`` and ``plan`` against a dict store, ``Recommender.recommend``,
+``settle``), with a small untrained model: equivalence does not depend on what the model learned.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import torch
 from models.core.config import ModelConfig
 from models.core.metalearner import MetaRec
 from models.serving.recommender import Recommender
-from schemas.decode import encode
+from schemas.decode import decode_recommendation, encode
 from schemas.records import Interaction, UserAttributes, UserDeletion
-from stream.pipeline import RawMessage, Rules, adapt_request, finish_user, plan_batch
+from stream.model_worker import Served
+from stream.pipeline import RawMessage, Rules, decode, plan, settle
 from stream.state import Limits, UserState, decode_state
 
 TS = 1_700_000_000.0
@@ -84,26 +85,23 @@ def replay(model: Recommender, messages: list[RawMessage], batch: int):
     store: dict[str, bytes] = {}
     last_sent: dict[str, tuple[str, list[str], list[float]]] = {}
     for start in range(0, len(messages), batch):
-        plan = plan_batch(
-            messages[start : start + batch], lambda u, _m: decode_state(store.get(u)), rules, NOW
-        )
-        assert not plan.dead
-        wanted = [w for w in plan.users.values() if w.trigger is not None]
-        results = model.recommend(
-            [adapt_request(w.user_id, w.state, model.config.objective) for w in wanted], 5
-        )
-        served = {w.user_id: r for w, r in zip(wanted, results)}
-        for work in plan.users.values():
-            result = served.get(work.user_id)
-            if result is not None:
-                last_sent[work.user_id] = (work.trigger.event_id, result.items, result.scores)
-            elif work.deleted:
-                last_sent.pop(work.user_id, None)  # the tombstone: no list stands for this user
-            stored = finish_user(work, result, model.version)
-            if stored is None:
-                store.pop(work.user_id, None)
+        decoded = decode(messages[start : start + batch], rules, NOW)
+        assert not decoded.dead
+        states = {u: decode_state(store.get(u)) for u in decoded.users}
+        planned = plan(decoded, states, rules, model.config.objective)
+        results = model.recommend(planned.requests, 5)
+        done = settle(planned, [Served(r, model.version) for r in results], NOW)
+        for key in done.tombstones:
+            last_sent.pop(key.decode(), None)  # no list stands for this user
+        for key, value in done.lists:
+            rec = decode_recommendation(value)
+            items, scores = [i.item_id for i in rec.items], [i.score for i in rec.items]
+            last_sent[key.decode()] = (rec.event_id, items, scores)
+        for write in done.writes:
+            if write.value is None:
+                store.pop(write.key.decode(), None)
             else:
-                store[work.user_id] = stored
+                store[write.key.decode()] = write.value
     return store, last_sent
 
 
@@ -140,7 +138,8 @@ def test_batched_replay_matches_one_event_at_a_time(model, one_by_one, batch):
 def test_the_stream_exercises_deletions_redeliveries_and_several_users(model):
     """Guards the test above against a generator that stopped producing the hard cases."""
     messages = event_stream(N_EVENTS, seed=1)
-    plan = plan_batch(messages, lambda u, _m: UserState(), Rules(), NOW)
-    assert len(plan.users) >= 4
-    assert plan.duplicates > 0
-    assert any(w.deleted for w in plan.users.values())
+    decoded = decode(messages, Rules(), NOW)
+    planned = plan(decoded, {u: UserState() for u in decoded.users}, Rules(), "implicit")
+    assert len(planned.users) >= 4
+    assert planned.duplicates > 0
+    assert planned.forget and planned.learned

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from models.data.events import EventLog
 from models.eval.metarec_methods import MetarecMethod, Schedule, TrainingCache
 from models.eval.methods import BatchRanker, Query
 from models.eval.stream_protocol import plan_stream, replay
+from models.serving.candidates import CandidateBudget
 from tests.unit.eval.conftest import make_log, planted_stream
 
 TINY = Schedule(steps=2, retrain_steps=1, retrain_every=40)
@@ -104,3 +107,15 @@ def test_support_is_bounded_like_the_workers_state(cache):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown metarec variant"):
         MetarecMethod("metarec-magic")
+
+
+def test_the_candidate_stage_recall_is_recorded_and_full_scoring_has_none(cache):
+    """Ranked among a few retrieved candidates, some scored items fall outside them: the recall says how many;
+    ``metarec-full`` scores every item."""
+    plan = plan_stream(planted_stream(seed=4, users=10), 0.3)
+    small = replace(TINY, candidates=CandidateBudget(total=6, knn=3, next_items=2, position=2, popular=2,
+                                                     taste=2, new=0))
+    retrieving = replay(MetarecMethod("metarec", 0, small, cache), plan).summary()["candidate_recall"]
+    assert retrieving is not None and 0.0 < retrieving["all"] < 1.0
+    full = replay(MetarecMethod("metarec-full", 0, small, cache), plan).summary()["candidate_recall"]
+    assert full is not None and full["all"] == 1.0

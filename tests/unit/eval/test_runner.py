@@ -35,9 +35,11 @@ def test_result_files_have_the_fixed_shape(event_file, tmp_path):
     assert list(saved["bucket_events"]) == list(BUCKETS)
     assert sum(saved["bucket_events"].values()) == saved["evaluation_points"] == 400
     for block in saved["methods"].values():
-        assert list(block) == ["hr@10", "ndcg@10", "mae", "rmse", "mae_on_scale", "rmse_on_scale"]
+        assert list(block) == ["hr@10", "ndcg@10", "mae", "rmse", "mae_on_scale", "rmse_on_scale",
+                               "candidate_recall"]
         assert list(block["hr@10"]) == ["all", *BUCKETS] == list(block["ndcg@10"])
         assert block["mae"] is None and block["mae_on_scale"] is None  # implicit data
+        assert block["candidate_recall"] is None  # neither retrieves
     assert saved["methods"]["item-knn"]["hr@10"]["all"] > saved["methods"]["popularity"]["hr@10"]["all"]
     assert "| item-knn |" in (out / "stream-planted.md").read_text()
     assert (out / "stream-planted.png").read_bytes()[:4] == b"\x89PNG"
@@ -50,7 +52,8 @@ def test_a_seed_fixes_the_result(event_file):
 
 def test_method_lists_are_validated():
     assert parse_methods("isgd, popularity,isgd") == ["isgd", "popularity"]
-    assert "metarec" in parse_methods(None)
+    assert "metarec" in parse_methods(None) and "metarec-full" not in parse_methods(None)
+    assert parse_methods("metarec-full") == ["metarec-full"]  # an ablation runs when named
     with pytest.raises(ValueError, match="unknown method"):
         parse_methods("isgd,knn")
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from models.data.synthetic import generate
-from models.eval.baselines import ItemKNN
-from models.features.item_stats import CONTEXT_NAMES, N_CONTEXT, ItemStats, position_bucket
+from models.features.context import CONTEXT_NAMES, KNN_WINDOW, N_CONTEXT
+from models.features.history import HistoryBook, Learned
+from models.features.item_stats import PAIR_WINDOW, ItemStats, position_bucket
 from models.serving.recommender import AdaptRequest
+from models.serving.requests import LearnedUser
 from models.training.task_context import SNAPSHOT_EVERY, attach_context, replay_stats
 from models.training.train import default_config, sample_tasks, user_tracks
 
@@ -18,19 +20,38 @@ def small_log():
     return generate(n_users=80, n_items=40, n_categories=4, mean_events=12, seed=3).sorted_by_time()
 
 
-def test_knn_feature_is_item_knn_and_counts_are_counted():
+def windowed_cooccurrence(log) -> np.ndarray:
+    """(N, N) co-occurrence counted as the statistics count it: a user's new item with their previous
+    ``PAIR_WINDOW`` distinct items (a brute-force reference, exact while no row has more neighbours than kept)."""
+    counts = np.zeros((log.n_items, log.n_items))
+    history: dict[int, list[int]] = {}
+    for user, item in zip(log.users.tolist(), log.items.tolist()):
+        items = history.setdefault(user, [])
+        if item in items:
+            continue
+        for other in items[-PAIR_WINDOW:]:
+            counts[item, other] += 1
+            counts[other, item] += 1
+        items.append(item)
+    return counts
+
+
+def test_knn_feature_is_windowed_item_knn_and_counts_are_counted():
     log = small_log()
     stats = replay_stats(log)
-    knn = ItemKNN()
-    knn.fit_prefix(log)
-    user = int(log.users[-1])
-    seen = sorted(set(log.items[log.users == user].tolist()))
-    ctx = stats.context([seen], [seen[-3:]])[0]  # (N, C)
-    assert ctx.shape == (log.n_items, N_CONTEXT) == (log.n_items, len(CONTEXT_NAMES))
-    np.testing.assert_allclose(np.expm1(ctx[:, CONTEXT_NAMES.index("log_knn")]), knn.scores(user), rtol=1e-4,
-                               atol=1e-6)
+    cooc = windowed_cooccurrence(log)
+    users = np.bincount(log.users, minlength=log.n_users)
+    inv = np.where(stats.n_users_of > 0, 1 / np.sqrt(np.maximum(stats.n_users_of, 1)), 0.0)
+    for user in np.argsort(-users)[:5].tolist():
+        seen = list(dict.fromkeys(log.items[log.users == user].tolist()))
+        ctx = stats.context([seen], [seen[-3:]])[0]  # (N, C)
+        assert ctx.shape == (log.n_items, N_CONTEXT) == (log.n_items, len(CONTEXT_NAMES))
+        window = seen[-KNN_WINDOW:]
+        expected = (inv[window] @ cooc[window]) * inv  # (N,)
+        np.testing.assert_allclose(np.expm1(ctx[:, CONTEXT_NAMES.index("log_knn")]), expected, rtol=1e-4,
+                                   atol=1e-6)
+        assert ctx[0, CONTEXT_NAMES.index(f"position_is_{position_bucket(len(seen))}")] == 1.0
     np.testing.assert_array_equal(stats.counts, np.bincount(log.items, minlength=log.n_items))
-    assert ctx[0, CONTEXT_NAMES.index(f"position_is_{position_bucket(len(seen))}")] == 1.0
 
 
 def test_own_items_knn_leaves_the_user_out():
@@ -41,7 +62,8 @@ def test_own_items_knn_leaves_the_user_out():
     key = log.user_ids[user]
     stats = replay_stats(log)
     without = replay_stats(log.take(np.flatnonzero(log.users != user)))
-    seen = sorted(set(log.items[log.users == user].tolist()))
+    seen = list(dict.fromkeys(log.items[log.users == user].tolist()))  # first arrival first
+    assert 3 <= len(seen) <= KNN_WINDOW
     with_user = stats.context([seen], [seen[-3:]], [key])[0]  # (N, C)
     plain = stats.context([seen], [seen[-3:]])[0]
     left_out = without.context([seen], [seen[-3:]])[0]
@@ -85,8 +107,7 @@ def test_saved_statistics_give_the_same_features():
     back = ItemStats.from_state(arrays, meta)
     seen, recent = [[0, 3, 5], []], [[5, 3], []]
     np.testing.assert_array_equal(back.context(seen, recent), stats.context(seen, recent))
-    user = log.user_ids[int(log.users[0])]
-    assert back.history[user] == stats.history[user]
+    assert back.book is None  # users' histories are not saved: a served user brings their own
 
 
 def test_observed_events_move_a_new_users_list(world, tmp_path):
@@ -109,20 +130,32 @@ def test_growing_the_catalogue_keeps_counts(extra):
     np.testing.assert_array_equal(stats.counts[: len(counts)], counts)
 
 
+def served_context(model, request: AdaptRequest) -> np.ndarray:
+    """(N, C) the features ranking computes for one request, for every item."""
+    batch, reader = model._encode(model._snap, [request])
+    return reader.at(np.arange(len(model.item_ids))[None, :])[0]
+
+
 def test_serving_scores_a_users_own_items_with_the_user_left_out(world, tmp_path):
-    """The Recommender passes each request's user to the statistics, as training passes each task's user."""
+    """A request's history says which of the user's items the statistics counted: those are scored with the
+    user left out, as training scores each task's user; the fresh ones are not."""
     world.model.save(tmp_path / "m")
     model = type(world.model).load(tmp_path / "m")
     a, b = model.item_ids[:2]
     t = float(world.log.ts.max())
-    model.observe([("pair-fan", a, t), ("pair-fan", b, t + 1)])
-    request = AdaptRequest("pair-fan", [(a, 1.0), (b, 1.0)], frozenset({a, b}))
-    served = model._context(model._snap, [request])[0].numpy()  # (N, C) as ranking computes it
+    model.learn([LearnedUser("pair-fan", (), ((a, t, None), (b, t + 1, None)))])
+    request = AdaptRequest("pair-fan", [(a, 1.0), (b, 1.0)], frozenset({a, b}), history=(a, b))
+    served = served_context(model, request)
     knn = CONTEXT_NAMES.index("log_knn")
     stats = model.stats
     plain = stats.context([[0, 1]], [[0, 1]])[0]
+    stats.book = HistoryBook()  # an offline replay that counted the pair
+    stats.book.set("pair-fan", [0, 1])
     left_out = stats.context([[0, 1]], [[0, 1]], ["pair-fan"])[0]
     assert served[0, knn] == pytest.approx(left_out[0, knn]) and served[0, knn] < plain[0, knn]
+    fresh = served_context(model, AdaptRequest("pair-fan", [(a, 1.0), (b, 1.0)], frozenset({a, b}),
+                                               history=(a, b), fresh=2))
+    assert fresh[0, knn] == pytest.approx(plain[0, knn])
 
 
 def test_training_features_leave_each_tasks_user_out():
@@ -180,9 +213,37 @@ def test_serving_gives_support_items_their_transitions_at_arrival(world, tmp_pat
     t = float(world.log.ts.max())
     model.observe([("walker", i, t + n) for n, i in enumerate(ids)])
     request = AdaptRequest("walker", [(i, 1.0) for i in ids], frozenset(ids))
-    served = model._context(model._snap, [request])[0].numpy()
+    served = served_context(model, request)
     expected = model.stats.context([[0, 1, 2, 3]], [[0, 1, 2, 3]], ["walker"], [[0, 1, 2, 3]])[0]
     latest = model.stats.context([[0, 1, 2, 3]], [[0, 1, 2, 3]], ["walker"])[0]
     share = CONTEXT_NAMES.index("transition_share")
     np.testing.assert_allclose(served, expected, rtol=1e-6)
     assert not np.allclose(served[:4, share], latest[:4, share])
+
+
+def test_learning_with_histories_counts_as_an_offline_replay_does():
+    """The stream's records (history before, events) and an offline replay's book give the same statistics,
+    whatever the batches, and the stream's way keeps nothing per user."""
+    log = small_log()
+    replayed = replay_stats(log)
+    streamed, history = ItemStats(log.n_items), {}
+    for start in range(0, len(log), 37):  # batches of 37 events, grouped per user as the worker groups them
+        part = slice(start, start + 37)
+        records = {}
+        for user, item, t in zip(log.users[part].tolist(), log.items[part].tolist(), log.ts[part].tolist()):
+            key = log.user_ids[user]
+            records.setdefault(key, (list(history.get(key, [])), []))[1].append((item, t, None))
+            history[key] = list(dict.fromkeys(history.get(key, []) + [item]))
+        streamed.learn([Learned(k, h, e) for k, (h, e) in records.items()])
+    assert streamed.book is None
+    for name in ("counts", "n_users_of", "position", "out_degree"):
+        np.testing.assert_allclose(getattr(streamed, name), getattr(replayed, name))
+    np.testing.assert_allclose(streamed.decayed, replayed.decayed, rtol=1e-9)
+    for name in ("cooc", "transitions"):
+        a, b = getattr(streamed, name), getattr(replayed, name)
+        dense_a, dense_b = np.zeros((log.n_items,) * 2), np.zeros((log.n_items,) * 2)
+        for dense, table in ((dense_a, a), (dense_b, b)):
+            rows = np.repeat(np.arange(log.n_items), table.k)
+            keep = table.ids.ravel() >= 0
+            dense[rows[keep], table.ids.ravel()[keep]] = table.vals.ravel()[keep]
+        np.testing.assert_allclose(dense_a, dense_b, rtol=1e-6)

@@ -14,13 +14,13 @@ from models.core.config import HUBER_DELTA
 from models.core.metalearner import MetaRec
 from models.data.events import EVENT_TYPES
 from models.data.synthetic import generate
-from models.features.item_stats import (
+from models.features.item_stats import ItemStats
+from models.features.rating_context import (
     KNN_SHRINK,
     N_RATING_CONTEXT,
     RATING_CONTEXT_NAMES,
     RATING_SHRINK,
     USER_SHRINK,
-    ItemStats,
 )
 from models.serving.recommender import AdaptRequest
 from models.training.task_context import SNAPSHOT_EVERY, replay_stats

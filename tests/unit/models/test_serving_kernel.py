@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from models.core.adapt import adapt
 from models.serving.kernel import adapt_forward
-from models.serving.recommender import _user_negatives
 
 B, S, H, K = 24, 9, 8, 6
 
@@ -68,12 +66,3 @@ def test_forward_kernel_matches_autograd_adaptation(objective, prior, steps):
     torch.testing.assert_close(got.loss_before[real], want.loss_before[real], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.loss_after[real], want.loss_after[real], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.heads["w"][0], w["head0"]["w"][0], rtol=0, atol=0)
-
-
-def test_cached_negatives_are_the_seeded_draws():
-    import zlib
-
-    fresh = np.random.default_rng([3, zlib.crc32(b"user-7")]).integers(0, 500, 16)
-    np.testing.assert_array_equal(_user_negatives(3, "user-7", 500, 16), fresh)
-    np.testing.assert_array_equal(_user_negatives(3, "user-7", 500, 16), fresh)  # from the cache
-    assert not np.array_equal(_user_negatives(3, "user-8", 500, 16), fresh)

@@ -12,7 +12,7 @@ import torch
 from models.core.targets import event_target
 from models.data.events import EVENT_TYPES
 from models.data.synthetic import generate
-from models.features.item_stats import N_RATING_CONTEXT
+from models.features.rating_context import N_RATING_CONTEXT
 from models.serving.recommender import AdaptRequest
 from models.training.task_context import attach_context
 from models.training.train import default_config, meta_train, outer_loss, sample_tasks, user_tracks

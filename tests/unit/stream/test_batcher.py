@@ -138,3 +138,32 @@ def test_a_group_larger_than_the_queue_bound_is_handed_over_in_parts():
         assert run(main()) == [r + 1 for r in range(30)]
     finally:
         batcher.stop()
+
+
+def test_a_job_runs_between_the_requests_around_it_and_no_batch_spans_it():
+    """The worker learns a batch right after ranking it: requests queued after a job see what it did, and the
+    requests on either side of a job never share a batch, even when all are queued before the thread runs."""
+    log: list[object] = []
+    learned: list[int] = []
+
+    def fn(reqs):
+        log.append(tuple(reqs))
+        return [len(learned) for _ in reqs]  # how much had been learned when each request ran
+
+    batcher = MicroBatcher(fn, max_size=64, max_wait_s=0.05)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()  # callbacks and task steps run in the order they were scheduled
+        first = asyncio.ensure_future(batcher.submit_many([1, 2, 3]))
+        loop.call_soon(batcher.call_soon, lambda: (learned.append(3), log.append("job")))
+        loop.call_soon(batcher.call_soon, lambda: 1 / 0)  # a failing job is logged; the thread goes on
+        second = asyncio.ensure_future(batcher.submit_many([4, 5]))
+        loop.call_soon(batcher.start)  # only once everything is queued
+        return await first, await second
+
+    try:
+        first, second = run(scenario())
+    finally:
+        batcher.stop()
+    assert first == [0, 0, 0] and second == [1, 1]
+    assert log == [(1, 2, 3), "job", (4, 5)]

@@ -1,7 +1,8 @@
-"""The two-stage batch handler: later batches see earlier unfinished ones, and nothing is acked before its flush.
+"""The two-stage batch handler: later batches see earlier unfinished ones, nothing is acked before its flush,
+and the model's item statistics learn a batch after ranking it.
 
-Runs the real handler, model worker and metrics against an in-memory table and a recording producer (the Kafka
-side of both is covered by tests/integration).
+Runs the real handler, model worker and metrics against the in-memory user store and a recording producer (the
+Kafka side of both is covered by tests/integration).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from stream.model_worker import ModelWorker
 from stream.output import DeliveryError, OutputProducer
 from stream.settings import Settings
 from stream.state import decode_state
+from stream.user_store import MemoryUserStore
 
 ITEMS = [f"i{n}" for n in range(30)]
 TS = 1_700_000_000.0
@@ -49,37 +51,19 @@ class FakeEvent:
     message: FakeMessage
 
 
-class MemoryTable:
-    """UserTable's interface over a dict: what was stored, and which stores happened before a flush."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[int, bytes], bytes] = {}
-        self.persisted = 0
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        return self.data.get((partition, key))
-
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        if value is None:
-            self.data.pop((partition, key), None)
-        else:
-            self.data[(partition, key)] = value
-
-    def persist_offsets(self) -> None:
-        self.persisted += 1
-
-
 @dataclass
 class RecordingOutput:
     """Queues messages; a flush moves them to ``delivered`` (or fails, when told to)."""
 
     queued: list[tuple[str, bytes | None]] = field(default_factory=list)
     delivered: list[tuple[str, bytes | None]] = field(default_factory=list)
+    sent: list[tuple[str, bytes | None, bytes | None, Any]] = field(default_factory=list)  # whole, in order
     fail: bool = False
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None,
                 partition: int | None = None, track: bool = False) -> None:
         self.queued.append((topic, key))
+        self.sent.append((topic, key, value, headers))
 
     async def flush(self) -> None:
         await asyncio.sleep(0)  # a real flush yields to the loop while the broker answers
@@ -109,39 +93,39 @@ def parts():
     torch.set_num_threads(threads)
 
 
-def make_handler(parts, table, output, acked, failures):
+def make_handler(parts, store, output, acked, failures):
     settings, worker, metrics = parts
 
     async def ack(ev: FakeEvent) -> None:
         ev.message.refs -= 1
         acked.append(ev.message.offset)
 
-    return BatchHandler(settings, worker, metrics, table, output, ack, failures.append)
+    return BatchHandler(settings, worker, metrics, store, output, ack, failures.append)
 
 
 def test_a_later_batch_continues_from_an_unfinished_earlier_one(parts):
-    table, output, acked, failures = MemoryTable(), RecordingOutput(), [], []
-    handler = make_handler(parts, table, output, acked, failures)
+    store, output, acked, failures = MemoryUserStore(), RecordingOutput(), [], []
+    handler = make_handler(parts, store, output, acked, failures)
 
     async def run():
         first = handler.begin([event("u", 0, 0), event("v", 1, 1)])
         second = handler.begin([event("u", 2, 2)])  # u's first batch is not finished: nothing stored yet
-        assert table.get(0, b"u") is None
+        assert store.get(0, b"u") is None
         await handler.finish(first)
         await handler.finish(second)
 
     asyncio.run(run())
-    state = decode_state(table.get(0, b"u"))
+    state = decode_state(store.get(0, b"u"))
     assert state.interactions == 2 and state.recent_ids == ["u-0", "u-2"]
-    assert decode_state(table.get(0, b"v")).interactions == 1
+    assert decode_state(store.get(0, b"v")).interactions == 1
     assert [t for t, _ in output.delivered].count("t-recommendations") == 3  # u twice, v once
     assert not handler._inflight  # released once both batches finished
     assert not failures
 
 
 def test_events_are_acked_only_after_their_outputs_are_flushed(parts):
-    table, output, acked, failures = MemoryTable(), RecordingOutput(fail=True), [], []
-    handler = make_handler(parts, table, output, acked, failures)
+    store, output, acked, failures = MemoryUserStore(), RecordingOutput(fail=True), [], []
+    handler = make_handler(parts, store, output, acked, failures)
     events = [event("u", 0, 0), event("w", 1, 1)]
 
     async def run():
@@ -150,7 +134,7 @@ def test_events_are_acked_only_after_their_outputs_are_flushed(parts):
             await handler.finish(flight)
 
     asyncio.run(run())
-    assert acked == [] and table.persisted == 0
+    assert acked == [] and store.persisted == 0
     output.fail = False
 
     async def again():
@@ -158,7 +142,7 @@ def test_events_are_acked_only_after_their_outputs_are_flushed(parts):
         await handler.drain()
 
     asyncio.run(again())
-    assert acked == [0, 1] and table.persisted == 1
+    assert acked == [0, 1] and store.persisted == 1
     assert all(e.message.refs == 1 for e in events)  # the extra reference was released, take_events' kept
 
 
@@ -176,31 +160,43 @@ def test_a_finished_batch_is_counted_into_the_item_statistics(parts):
     cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
     worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v2"))
     before = worker.model.stats.events
-    table, output = MemoryTable(), RecordingOutput()
-    handler = make_handler(parts, table, output, [], [])
+    store, output = MemoryUserStore(), RecordingOutput()
+    handler = make_handler(parts, store, output, [], [])
 
     async def run():
         await handler.finish(handler.begin([event("u", 0, 0), event("v", 1, 1), event("u", 2, 2)]))
         await handler.finish(handler.begin([event("u", 2, 2)]))  # a redelivery teaches nothing new
+        await worker.settled()
 
     asyncio.run(run())
     assert worker.model.stats.events - before == 3
 
 
-def test_a_deleted_user_is_dropped_from_the_item_statistics(parts):
+def test_the_worker_keeps_nothing_per_user_and_a_deleted_user_starts_over(parts):
+    """The statistics learn each user's events from the records, which carry the user's history; after a
+    deletion the user's next events arrive with an empty history, as a new user's would."""
     settings, worker, metrics = parts
     cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
-    worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v3"))
-    handler = make_handler(parts, MemoryTable(), RecordingOutput(), [], [])
+    learned: list = []
+
+    class Spy(Recommender):
+        def learn(self, records):
+            learned.append([(r.user_id, r.history_before) for r in records])
+            super().learn(records)
+
+    worker.swap(Spy(MetaRec(cfg), ITEMS, version="v3"))
+    handler = make_handler(parts, MemoryUserStore(), RecordingOutput(), [], [])
     gone = FakeEvent(b"u", encode(UserDeletion(event_id="d", user_id="u", ts=TS + 5)), FakeMessage("in", 0, 5, TS))
 
     async def run():
         await handler.finish(handler.begin([event("u", 0, 0), event("u", 1, 1)]))
-        assert "u" in worker.model.stats.history
-        await handler.finish(handler.begin([gone]))
+        await handler.finish(handler.begin([event("u", 2, 2)]))
+        await handler.finish(handler.begin([gone, event("u", 3, 6)]))
+        await worker.settled()
 
     asyncio.run(run())
-    assert "u" not in worker.model.stats.history
+    assert learned == [[("u", ())], [("u", ("i0", "i1"))], [("u", ())]]
+    assert worker.model.stats.book is None  # no per-user memory in the worker
 
 
 def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
@@ -208,7 +204,7 @@ def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
     settings, worker, metrics = parts
     cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
     worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v4"))
-    handler = make_handler(parts, MemoryTable(), RecordingOutput(), [], [])
+    handler = make_handler(parts, MemoryUserStore(), RecordingOutput(), [], [])
 
     def rated(user: str, n: int, offset: int, stars: float | None, kind: str = "rating") -> FakeEvent:
         rec = Interaction(event_id=f"{user}-{n}", user_id=user, item_id="i7", type=kind, value=stars, ts=TS + n)
@@ -217,8 +213,77 @@ def test_ratings_reach_the_item_means_and_other_events_do_not(parts):
     async def run():
         await handler.finish(handler.begin([rated("u", 0, 0, 4.0), rated("v", 1, 1, 2.0),
                                             rated("w", 2, 2, None, kind="click")]))
+        await worker.settled()
 
     asyncio.run(run())
     stats = worker.model.stats
     assert stats.rating_count[7] == 2 and stats.rating_sum[7] == 6.0
     assert stats.counts[7] == 3  # the click is counted as an interaction, not as a rating
+
+
+def test_a_batch_is_ranked_before_its_events_reach_the_item_statistics(parts):
+    """Test, then train: the statistics a batch is ranked with hold the earlier batches, not its events."""
+    settings, worker, metrics = parts
+    cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8, n_negatives=4, max_support=8, n_context=12)
+    ranked_with: list[int] = []
+
+    class Spy(Recommender):
+        def recommend(self, requests, k, **kw):
+            ranked_with.append(self.stats.events)
+            return super().recommend(requests, k, **kw)
+
+    worker.swap(Spy(MetaRec(cfg), ITEMS, version="v5"))
+    start = worker.model.stats.events
+    handler = make_handler(parts, MemoryUserStore(), RecordingOutput(), [], [])
+
+    async def run():
+        await handler.finish(handler.begin([event("u", 0, 0), event("v", 1, 1)]))
+        await handler.finish(handler.begin([event("u", 2, 2)]))
+        await worker.settled()
+
+    asyncio.run(run())
+    assert ranked_with == [start, start + 2]
+    assert worker.model.stats.events == start + 3
+
+
+def test_losses_and_lists_count_for_the_version_that_served_them(parts):
+    """A swap between the model's answer and the batch's finish must not relabel what the old version did."""
+    settings, worker, metrics = parts
+    handler = make_handler(parts, MemoryUserStore(), RecordingOutput(), [], [])
+
+    async def run():
+        flight = handler.begin([event("u", 0, 0), event("v", 1, 1)])
+        await flight.served
+        cfg = ModelConfig(n_items=len(ITEMS), dim=8, head_dim=8)
+        worker.swap(Recommender(MetaRec(cfg), ITEMS, version="v9"))
+        await handler.finish(flight)
+
+    asyncio.run(run())
+    sample = metrics.registry.get_sample_value
+    assert sample("metarec_adaptation_loss_count", {"stage": "before", "model_version": "v1"}) == 2
+    assert sample("metarec_adaptation_loss_count", {"stage": "before", "model_version": "v9"}) is None
+    assert sample("metarec_recommendations_total", {"model_version": "v1"}) == 2
+
+
+def test_a_deletion_withdraws_the_list_and_the_state_and_bad_events_are_dead_lettered(parts):
+    settings, worker, metrics = parts
+    store, output = MemoryUserStore(), RecordingOutput()
+    handler = make_handler(parts, store, output, [], [])
+    deletion = UserDeletion(event_id="d", user_id="u", ts=TS + 5)
+    gone = FakeEvent(b"u", encode(deletion), FakeMessage("in", 0, 5, TS))
+    junk = FakeEvent(b"u", b"{not json", FakeMessage("in", 0, 6, TS))
+
+    async def run():
+        await handler.finish(handler.begin([event("u", 0, 0)]))
+        assert store.get(0, b"u") is not None
+        await handler.finish(handler.begin([gone, junk]))
+
+    asyncio.run(run())
+    assert store.get(0, b"u") is None
+    assert ("t-recommendations", b"u", None, None) in output.sent  # the tombstone
+    (dead,) = [m for m in output.sent if m[0] == "t-dead-letters"]
+    assert dead[1:3] == (b"u", b"{not json")
+    headers = dict(dead[3])
+    assert headers["metarec-reason"] == b"not_json" and headers["metarec-source-offset"] == b"6"
+    assert headers["metarec-source-topic"] == b"in" and headers["metarec-source-partition"] == b"0"
+    assert store.persisted == 2 and store.unpersisted == 0

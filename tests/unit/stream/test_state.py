@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.records import Interaction, UserAttributes
 from stream.state import (
+    Applied,
     Limits,
     UserState,
     apply_attributes,
@@ -40,11 +41,21 @@ def test_a_redelivered_event_is_not_counted_twice():
     assert encode_state(state) == before
 
 
-def test_reseen_item_moves_to_the_end_once():
+def test_seen_keeps_first_arrival_order_and_says_which_items_are_new():
+    """``seen`` is the item statistics' view of the user's history: a re-seen item keeps its place."""
     state = UserState()
-    for i, item in enumerate(["a", "b", "a"]):
-        apply_interaction(state, interaction(i, item), Limits())
-    assert state.seen == ["b", "a"]
+    results = [apply_interaction(state, interaction(i, item), Limits()) for i, item in enumerate("aba")]
+    assert state.seen == ["a", "b"]
+    assert results == [Applied.NEW_ITEM, Applied.NEW_ITEM, Applied.KNOWN_ITEM]
+    assert apply_interaction(state, interaction(2, "a"), Limits()) is Applied.DUPLICATE
+
+
+def test_a_full_seen_list_drops_the_oldest_arrivals_not_the_least_recent():
+    state = UserState()
+    limits = Limits(seen_max=3)
+    for i, item in enumerate(["a", "b", "c", "a", "d"]):
+        apply_interaction(state, interaction(i, item), limits)
+    assert state.seen == ["b", "c", "d"]  # "a" arrived first: it goes, although it was seen again
 
 
 def test_state_round_trips_through_bytes_and_empty_means_new_user():
