@@ -188,5 +188,6 @@ def timed_replay(method: StreamMethod, plan: StreamPlan, k: int = 10,
     began = time.perf_counter()
     acc = replay(method, plan, k, progress)
     seconds = time.perf_counter() - began
-    log.info("%s: %d points in %.1fs", method.name, sum(acc.count.values()), seconds)
+    log.info("%s: %d ranked points, %d rated, in %.1fs", method.name, sum(acc.count.values()), len(acc.pairs),
+             seconds)
     return acc, seconds
