@@ -1,6 +1,7 @@
-"""Kafka-side instruments for the throughput bench: a producer, a downstream clock, the passthrough, a worker.
+"""Kafka-side instruments for the throughput bench: a producer, a downstream clock, the passthrough.
 
-The passthrough and the worker run as processes of their own, so each has its own interpreter lock, as in
+The worker itself is started by :mod:`bench.worker_process` (shared with the integration tests). The
+passthrough and the worker run as processes of their own, so each has its own interpreter lock, as in
 production; the producer and the downstream consumer are threads of the bench (mostly inside librdkafka).
 """
 
@@ -9,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 import resource
-import signal
 import subprocess
 import sys
 import threading
@@ -56,8 +55,10 @@ def produce_all(
     values: Sequence[bytes],
     rate: float | None = None,
     on_sent=None,
+    on_delivery=None,
 ) -> float:
-    """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time.
+    """Produce every (key, value), paced to ``rate``/s if given; ``on_sent(i, t)`` gets each produce time,
+    ``on_delivery(err, msg)`` each acknowledgement (where it landed: ``msg.partition(), msg.offset()``).
 
     Returns the seconds from the first produce to the last acknowledgement.
     """
@@ -70,7 +71,7 @@ def produce_all(
                 time.sleep(delay)  # pacing an offered load, not synchronisation
         while True:
             try:
-                producer.produce(topic, key=key, value=value)
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.01)  # local queue full: wait for deliveries
@@ -260,71 +261,7 @@ def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> dict:
     return result
 
 
-# --- a worker process -----------------------------------------------------------------------------------
-class WorkerRun:
-    """``python -m stream worker`` as a subprocess with its environment and log; RSS read from /proc."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path, metrics_port: int) -> None:
-        self.log_path = log_path
-        self.metrics_port = metrics_port
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "worker"],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def rss_bytes(self) -> int:
-        """Resident set size now (VmRSS), in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the worker has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The worker's Prometheus samples, summed over labels: ``{"metarec_adaptation_batch_size_sum": ..}``."""
-    from urllib.request import urlopen
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:  # noqa: S310 - loopback only
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                continue
-            out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
-    return out
-
-
+# --- a worker's figures ------------------------------------------------------------------------------------
 def batch_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
     """Mean micro-batch size and adaptation time between two scrapes."""
 

@@ -2,9 +2,9 @@
 points of a run that only adds new users.
 
 A worker (the real ``python -m stream worker``, from ``--worker-root``, so an older commit can be profiled the
-same way) runs with tracemalloc on and a small ``sitecustomize`` hook: on SIGUSR1 it records RSS, glibc's
-``mallinfo2`` and a tracemalloc snapshot, and from the second signal on writes the growth since the first,
-by source line. Between the two points the worker is fed events of users it has never seen (uniform
+same way) runs with tracemalloc on and a small ``sitecustomize`` hook: asked (a request file), it records RSS,
+glibc's ``mallinfo2`` and a tracemalloc snapshot, and from the second request on writes the growth since the
+first, by source line. Between the two points the worker is fed events of users it has never seen (uniform
 activity), so what grows is what each new user costs. Python-side growth shows up by line; what RSS grows
 beyond it is native (RocksDB, torch, the allocator's free lists, which ``mallinfo2`` shows).
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import tempfile
 import textwrap
@@ -34,15 +33,18 @@ from bench.common import (
     write_results,
     zipf_events,
 )
-from bench.kafka_tools import WorkerRun, produce_all, scrape
+from bench.kafka_tools import produce_all
 from bench.throughput import fresh_settings, worker_env
+from bench.worker_process import WorkerRun, scrape
 from stream.broker import EmbeddedBroker
 
 log = logging.getLogger("bench.memory_profile")
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = textwrap.dedent('''
-    """Injected by bench.memory_profile: SIGUSR1 records memory; the second and later write the growth."""
-    import ctypes, json, os, signal, tracemalloc
+    """Injected by bench.memory_profile: a request file records memory; the second and later write the growth.
+
+    A thread of its own watches for the request (the worker's framework owns the signals)."""
+    import ctypes, json, os, threading, time, tracemalloc
 
     _first = {}
 
@@ -62,7 +64,7 @@ HOOK = textwrap.dedent('''
                 return int(line.split()[1]) * 1024
         return 0
 
-    def _record(_sig, _frame):
+    def _record():
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         point = {"rss": _rss(), "heap": _heap(), "traced": sum(s.size for s in snap.statistics("filename"))}
         if not _first:
@@ -77,9 +79,17 @@ HOOK = textwrap.dedent('''
             json.dump(point, f)
         os.replace(out + ".tmp", out)
 
+    def _watch(request):
+        while True:
+            if os.path.exists(request):
+                os.remove(request)
+                _record()
+            time.sleep(0.2)
+
     if os.environ.get("METAREC_MEMORY_PROFILE_OUT"):
         tracemalloc.start(1)
-        signal.signal(signal.SIGUSR1, _record)
+        threading.Thread(target=_watch, args=(os.environ["METAREC_MEMORY_PROFILE_OUT"] + ".request",),
+                         daemon=True).start()
 ''')
 
 
@@ -121,8 +131,8 @@ def _feed(bootstrap: str, topic: str, worker: WorkerRun, users: range, items: in
 
 
 def _point(worker: WorkerRun, path: Path, previous: float) -> dict[str, Any]:
-    """Signal the worker and read what its hook wrote (the file's time moves past ``previous``)."""
-    worker.proc.send_signal(signal.SIGUSR1)
+    """Ask the worker's hook to record and read what it wrote (the file's time moves past ``previous``)."""
+    Path(str(path) + ".request").touch()
     tick = threading.Event()
     for _ in range(600):
         if path.exists() and path.stat().st_mtime > previous:

@@ -19,8 +19,9 @@ import numpy as np
 
 from bench.analysis import event_latencies_ms, last_event_per_user
 from bench.common import EventStream, percentiles
-from bench.kafka_tools import RecCollector, WorkerRun, batch_stats, produce_all, scrape, topic_end
+from bench.kafka_tools import RecCollector, batch_stats, produce_all, topic_end
 from bench.profiling import profile_worker
+from bench.worker_process import WorkerRun, scrape
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1  # near the start and the end of a phase, where the clock is read

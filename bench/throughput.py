@@ -35,8 +35,9 @@ from bench.common import (
     write_results,
     zipf_events,
 )
-from bench.kafka_tools import RecCollector, WorkerRun, faust_ceiling, passthrough, produce_all
+from bench.kafka_tools import RecCollector, faust_ceiling, passthrough, produce_all
 from bench.phases import latency_phase, saturation, warm_up
+from bench.worker_process import WorkerRun, WorkerSpec
 from stream.broker import EmbeddedBroker, free_port
 from stream.settings import Settings
 from stream.topics import TopicSpec, app_topic_specs, ensure_topics
@@ -259,21 +260,13 @@ def latency_phases(args, bootstrap: str, checkpoint: Path, tmp: Path) -> dict[st
 
 
 def worker_env(settings: Settings, checkpoint: Path, data_dir: Path, extra: list[str]) -> dict[str, str]:
-    env = {
-        "METAREC_BROKERS": settings.brokers,
-        "METAREC_TOPIC_PREFIX": settings.topic_prefix,
-        "METAREC_APP_ID": f"{settings.topic_prefix}app",
-        "METAREC_PARTITIONS": str(settings.partitions),
-        "METAREC_CHECKPOINT": str(checkpoint),
-        "METAREC_DATA_DIR": str(data_dir),
-        "METAREC_METRICS_PORT": str(free_port()),
-        "METAREC_MODEL_POLL_S": "3600",
-        "METAREC_DEVICE": "cpu",
-    }
+    overrides = {"METAREC_MODEL_POLL_S": "3600", "METAREC_DEVICE": "cpu"}
     for item in extra:
         key, _, value = item.partition("=")
-        env[key] = value
-    return env
+        overrides[key] = value
+    spec = WorkerSpec(settings.brokers, settings.topic_prefix, checkpoint, data_dir,
+                      partitions=settings.partitions, extra_env=overrides)
+    return spec.variables(free_port())
 
 
 def save(args, run: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Write the JSON Schema files that document metarec's topics for producers in any language.
+"""Write the JSON Schema files that document metarec's topics for producers in any language (and the read API's
+OpenAPI document).
 
 The files are generated from the msgspec types in :mod:`schemas.records` and committed, so a diff shows every
 schema change in review. ``python -m schemas.export`` rewrites them; ``--check`` exits 1 when the committed
@@ -16,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from schemas.records import ItemEvent, Recommendation, UserEvent
+from schemas.read_api import openapi
+from schemas.records import DeadLetterHeaders, ItemEvent, Recommendation, UserEvent
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,11 @@ SCHEMAS: dict[str, tuple[Any, str, str]] = {
         "metarec recommendation",
         "A value on the `recommendations` topic (key: user_id).",
     ),
+    "dead-letter-headers.schema.json": (
+        DeadLetterHeaders,
+        "metarec dead-letter headers",
+        "The Kafka headers of a record on the `dead-letters` topic (its key and value are the refused message's).",
+    ),
 }
 
 
@@ -54,9 +61,15 @@ def render(type_: Any, title: str, description: str) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+#: file name -> a function returning a whole document (the read API's OpenAPI document)
+DOCUMENTS: dict[str, Any] = {"read-api.openapi.json": openapi}
+
+
 def rendered() -> dict[str, str]:
     """All schema files as they should be, by file name."""
-    return {name: render(*spec) for name, spec in SCHEMAS.items()}
+    out = {name: render(*spec) for name, spec in SCHEMAS.items()}
+    out.update({name: json.dumps(build(), indent=2, sort_keys=True) + "\n" for name, build in DOCUMENTS.items()})
+    return out
 
 
 def drifted(directory: Path = SCHEMA_DIR) -> list[str]:

@@ -18,12 +18,19 @@ from typing import Any
 import faust
 
 from stream.commit_watch import install_commit_watch
-from stream.faust_compat import use_real_highwaters
+from stream.faust_compat import (
+    commit_finished_offsets,
+    fetch_only_active_partitions,
+    keep_changelog_records,
+    use_real_highwaters,
+)
+from stream.finished_offsets import FinishedOffsets
 from stream.handler import BatchHandler
 from stream.items import install_item_agent
 from stream.metrics import Metrics, install_app_metrics
 from stream.model_worker import ModelWorker
 from stream.output import OutputProducer
+from stream.read_api import install_read_api
 from stream.settings import Settings
 from stream.user_store import RocksUserStore
 
@@ -52,12 +59,14 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, 2 * settings.take_max),
         producer_linger=0.001,
-        web_enabled=False,
+        **_web_options(settings),
         autodiscover=False,
         worker_redirect_stdouts=False,
         env={},  # Faust reads BROKER_URL, APP_DATADIR, ... from the environment; only Settings may configure us
     )
     use_real_highwaters(app, settings.kafka_config(), fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    finished = FinishedOffsets([settings.interactions_topic])
+    commit_finished_offsets(app, finished)  # commits follow what the handler finished, not Faust's acks
     interactions_topic = app.topic(
         settings.interactions_topic, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
     )
@@ -70,12 +79,14 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
         partitions=settings.partitions,
         help="Per-user state (msgpack UserState).",
     )
+    fetch_only_active_partitions(app)  # recovery and standbys never lose a changelog record they fetched
+    keep_changelog_records(app)
     output = OutputProducer(settings.kafka_config())
 
     @app.agent(interactions_topic, name="interactions")
     async def interactions(stream: faust.StreamT) -> None:
         handler = BatchHandler(settings, worker, metrics, RocksUserStore(table, output), output, stream.ack,
-                               fail_stop)
+                               fail_stop, finished)
         try:
             async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
                 try:
@@ -91,9 +102,31 @@ def build_app(settings: Settings, worker: ModelWorker, metrics: Metrics) -> faus
             await worker.watch(settings.checkpoint, settings.model_poll_s)
 
     install_app_metrics(app, metrics, [settings.interactions_topic])
-    install_commit_watch(app, [settings.interactions_topic], metrics.commit_stalls.inc)
-    install_item_agent(app, settings, worker, metrics)
+    install_commit_watch(app, settings.kafka_config(), settings.app_id, [settings.interactions_topic], finished,
+                         metrics, interval_s=settings.commit_watch_interval_s, stall_s=settings.commit_stall_s)
+    follower = install_item_agent(app, settings, worker, metrics)
+    if settings.api_enabled:
+        install_read_api(app, settings, worker, table, metrics.registry, follower)
     return app
+
+
+def _web_options(settings: Settings) -> dict[str, Any]:
+    """Faust's web server: on only for the read API, and then without Faust's own pages, which would show
+    table contents and the cluster's layout to anyone who can reach the port."""
+    if not settings.api_enabled:
+        return {"web_enabled": False}
+    return {
+        "web_enabled": True,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "canonical_url": settings.web_url,
+        "web_in_thread": settings.api_thread,
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        "web_stats_enabled": False,
+        "web_graph_enabled": False,
+        "web_metrics_enabled": False,
+    }
 
 
 def fail_stop(batch_size: int) -> None:

@@ -6,8 +6,10 @@ and producing while a batch runs, and requests from many agents/users arriving m
 Guarantees the worker relies on:
 - a batch holds at most ``max_size`` requests and waits at most ``max_wait_s`` after its first request;
 - requests are processed in submission order (one thread, FIFO), so one user's results come back in order;
-- nothing is dropped: if a whole batch fails, each request is retried alone, and a request that still fails
-  gets its exception, so its caller decides (e.g. dead-letter) instead of silently losing it;
+- nothing is dropped: if a whole batch fails, it is split in halves and each half run again, down to the
+  requests that fail alone (one poison request among n costs 2 log2(n) more calls, twice the batch's work
+  again); such a request gets its exception, so its caller decides (the handler dead-letters the
+  user's events) instead of silently losing it, and ``on_failure`` hears of it on the compute thread;
 - the number of requests waiting is bounded (``queue_max``): submitters wait, which is the backpressure;
 - a job (``call_soon``) runs on the same thread after every request queued before it and before any queued
   after it, and no batch spans it: the worker learns a batch's events right after ranking it, so the next
@@ -47,6 +49,7 @@ class MicroBatcher(Generic[Req, Res]):
         max_wait_s: float = 0.002,
         queue_max: int = 8192,
         on_batch: Callable[[int, float], None] | None = None,
+        on_failure: Callable[[Req, BaseException], None] | None = None,
         name: str = "model-worker",
     ) -> None:
         if max_size < 1 or queue_max < max_size:
@@ -56,6 +59,7 @@ class MicroBatcher(Generic[Req, Res]):
         self._max_wait_s = max_wait_s
         self._queue_max = queue_max
         self._on_batch = on_batch
+        self._on_failure = on_failure  # called on the compute thread, before anything queued later runs
         self._pending: deque[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -99,15 +103,16 @@ class MicroBatcher(Generic[Req, Res]):
             self._push(group, seal=True)
         return list(await asyncio.gather(*futures))
 
-    def enqueue(self, requests: Sequence[Req]) -> asyncio.Future:
+    def enqueue(self, requests: Sequence[Req], *, return_exceptions: bool = False) -> asyncio.Future:
         """Queue ``requests`` as one group now, without waiting for queue slots; a future of their results
-        (raises the first request's error). For a caller that bounds its own in-flight work (the handler's
-        pipeline depth) and needs its group queued before whatever it queues next (``call_soon``)."""
+        (raises the first request's error, or with ``return_exceptions`` has it in that request's place). For a
+        caller that bounds its own in-flight work (the handler's pipeline depth) and needs its group queued
+        before whatever it queues next (``call_soon``)."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in requests]
         if futures:
             self._push([(r, f, loop) for r, f in zip(requests, futures)], seal=True)
-        return asyncio.gather(*futures)
+        return asyncio.gather(*futures, return_exceptions=return_exceptions)
 
     async def submit(self, request: Req) -> Res:
         loop = asyncio.get_running_loop()
@@ -197,28 +202,41 @@ class MicroBatcher(Generic[Req, Res]):
     def _execute(self, batch: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
         started = time.perf_counter()
         try:
-            results = list(self._fn([req for req, _, _ in batch]))
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} requests")
-        except Exception:
-            log.exception("batch of %d failed; retrying its requests one by one", len(batch))
-            self._execute_singly(batch)
+            results = self._call(batch)
+        except Exception as exc:
+            log.exception("batch of %d failed; splitting it to find the requests that fail", len(batch))
+            _hand_back(self._split(batch, exc))
             return
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - started)
         _hand_back([(future, loop, result, None) for (_, future, loop), result in zip(batch, results)])
 
-    def _execute_singly(self, batch: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
-        outcomes = []
-        for req, future, loop in batch:
-            try:
-                (result,) = self._fn([req])
-            except Exception as exc:  # the caller decides what a failed request means
-                outcomes.append((future, loop, None, exc))
-            else:
-                outcomes.append((future, loop, result, None))
-        _hand_back(outcomes)
+    def _call(self, batch: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]]) -> list[Res]:
+        results = list(self._fn([req for req, _, _ in batch]))
+        if len(results) != len(batch):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} requests")
+        return results
 
+    def _split(self, batch: list[tuple[Req, asyncio.Future, asyncio.AbstractEventLoop]],
+               error: Exception) -> list[Outcome]:
+        """The outcomes of a batch that failed with ``error``: each half is run again and a failing half split
+        again, down to the requests that fail alone."""
+        if len(batch) == 1:
+            req, future, loop = batch[0]  # the caller decides what a failed request means
+            log.warning("a request failed alone: %s: %s", type(error).__name__, error)
+            if self._on_failure is not None:
+                self._on_failure(req, error)
+            return [(future, loop, None, error)]
+        outcomes: list[Outcome] = []
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            try:
+                results = self._call(half)
+            except Exception as exc:
+                outcomes.extend(self._split(half, exc))
+            else:
+                outcomes.extend((future, loop, result, None) for (_, future, loop), result in zip(half, results))
+        return outcomes
 
 def _run_job(job: Callable[[], None]) -> None:
     try:

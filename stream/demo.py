@@ -2,7 +2,8 @@
 
 It meta-trains a model on the first half of a dataset (seconds), starts the embedded broker and one worker
 process, replays the second half as live traffic, and shows users' refreshed top-10 lists, events/s and
-event→recommendation latency as they arrive downstream. Ctrl-C (or ``--duration``) stops everything it started.
+event→recommendation latency as they arrive downstream. Ctrl-C (or ``--duration``, SIGTERM, SIGINT, SIGHUP)
+stops everything it started; if the demo itself is killed, the kernel ends the broker and the worker with it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rich.table import Table
 from models.data.registry import load_dataset, split_by_time
 from models.training.train import meta_train
 from schemas.decode import DecodeError, decode_recommendation
-from stream.broker import EmbeddedBroker
+from stream.broker import EmbeddedBroker, die_with_parent, exit_on_signals
 from stream.replay import interactions, replay
 from stream.runner import DEMO_SEED, STARTUP_TRAIN_SECONDS, demo_world
 from stream.settings import Settings
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 def run_demo(data: str = "synthetic", rate: float = 300.0, partitions: int = 4, duration: float | None = None,
              root: Path = Path("var/demo")) -> None:
+    with exit_on_signals():  # a SIGTERM unwinds the with-blocks below instead of orphaning the broker
+        _run(data, rate, partitions, duration, root)
+
+
+def _run(data: str, rate: float, partitions: int, duration: float | None, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     history, live = demo_world() if data == "synthetic" else split_by_time(load_dataset(data), 0.5)
     titles = dict(zip(live.item_ids, live.item_text)) if live.item_text else {}
@@ -71,7 +77,8 @@ def _start_worker(settings: Settings, models_dir: Path, root: Path) -> subproces
     }
     logfile = open(root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the process
     log.info("worker log: %s", root / "worker.log")
-    return subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env, stdout=logfile, stderr=logfile)
+    cmd = die_with_parent([sys.executable, "-m", "stream", "worker"])  # its broker dies with us too
+    return subprocess.Popen(cmd, env=env, stdout=logfile, stderr=logfile)
 
 
 def _stream(settings: Settings, live, rate: float, titles: dict[str, str], duration: float | None,

@@ -35,6 +35,7 @@ class StoredItem(msgspec.Struct, frozen=True):
     categories: list[str]
     feature_space: str  # which feature layout ``features`` follows (see ``feature_space``)
     features: bytes  # float32 row, little-endian
+    available: bool = True  # false: never recommended (``available`` on the item's events)
 
     def row(self) -> np.ndarray:
         return np.frombuffer(self.features, dtype="<f4").copy()
@@ -84,6 +85,10 @@ class ItemStore:
             if not bytes(key).startswith(_ITEM_PREFIX):
                 break
             yield _item_decoder.decode(value)
+
+    def unavailable(self) -> list[str]:
+        """The ids of the stored items that may not be recommended now."""
+        return [item.item_id for item in self.items() if not item.available]
 
     def put_many(self, items: Iterable[StoredItem], offsets: dict[int, int]) -> None:
         """Write the items and the new offsets atomically (offsets merge with those of other partitions)."""

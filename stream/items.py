@@ -18,6 +18,11 @@ follower adds the stored items the new version lacks (rows recomputed if its fea
 update
 to a known item is stored, but the serving vector of an item already in the catalogue is not replaced
 (``add_items`` only grows it). Undecodable payloads go to the dead-letter topic with the usual headers.
+
+Availability: an event with ``available`` false takes the item out of every list from the next ranking on
+(``Recommender.availability``), true brings it back; it is stored with the item, so a restart starts from it.
+An event that says nothing but its availability (no title, text, categories or attributes) keeps the item's
+stored description and row.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 import time
 from typing import Any, Protocol, Sequence
 
+import msgspec
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -109,6 +115,10 @@ class ItemFollower:
         self._thread: threading.Thread | None = None
         self._synced: str | None = None
         self.handled = 0  # item events handled (stored or dead-lettered), for tests and logs
+        # category -> the ids of the items whose latest event lists it (the read API's ``category`` filter);
+        # replaced whole on every change, so readers on other threads see one consistent mapping
+        self.categories: dict[str, frozenset[str]] = {}
+        self._item_categories: dict[str, tuple[str, ...]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> "ItemFollower":
@@ -179,20 +189,27 @@ class ItemFollower:
                 continue
             latest[event.item_id] = event
         model = self._worker.model
+        space = feature_space(model.item_feature_names)
+        before = {i: self.store.get(i) for i in latest}
+        toggles = {i: e for i, e in latest.items() if _availability_only(e) and before[i] is not None}
+        events = [e for i, e in latest.items() if i not in toggles]
         began = time.perf_counter()
-        events = list(latest.values())
         rows = feature_rows(
             [describe(e) for e in events], model.item_feature_names, cache=self._cache
         )  # (M, F)
         self._metrics.embed_seconds.observe(time.perf_counter() - began)
-        space = feature_space(model.item_feature_names)
-        self.store.put_many([_stored(e, r, space) for e, r in zip(events, rows)], offsets)
+        stored = [_stored(e, r, space, _available(e, before[e.item_id])) for e, r in zip(events, rows)]
+        stored += [msgspec.structs.replace(before[i], available=bool(e.available))  # type: ignore[arg-type]
+                   for i, e in toggles.items()]
+        self.store.put_many(stored, offsets)
+        model.availability.set({s.item_id: s.available for s in stored})
+        self._index_categories(stored)
         known = set(model.item_ids)
         fresh = [n for n, e in enumerate(events) if e.item_id not in known]
         if fresh:
             model.add_items([events[n].item_id for n in fresh], rows[fresh])
         self._metrics.items.labels(result="added").inc(len(fresh))
-        self._metrics.items.labels(result="updated").inc(len(events) - len(fresh))
+        self._metrics.items.labels(result="updated").inc(len(stored) - len(fresh))
         self.handled += len(msgs)
 
     def sync_catalogue(self) -> None:
@@ -200,6 +217,8 @@ class ItemFollower:
         model = self._worker.model
         if model.version == self._synced:
             return
+        if self._synced is None:
+            self._index_categories(list(self.store.items()))
         known = set(model.item_ids)
         missing = [s for s in self.store.items() if s.item_id not in known]
         if missing:
@@ -211,7 +230,23 @@ class ItemFollower:
                 rows = feature_rows(descs, model.item_feature_names, cache=self._cache)
             model.add_items([s.item_id for s in missing], rows)
             log.info("model %s: added %d stored items", model.version, len(missing))
+        model.availability.reset(self.store.unavailable())
         self._synced = model.version
+
+    def _index_categories(self, items: Sequence[StoredItem]) -> None:
+        """Fold the items' categories into ``categories`` (a new mapping replaces the old one)."""
+        changed = {s.item_id: tuple(s.categories) for s in items if self._item_categories.get(s.item_id) !=
+                   tuple(s.categories)}
+        if not changed:
+            return
+        index = {c: set(ids) for c, ids in self.categories.items()}
+        for item_id, cats in changed.items():
+            for c in self._item_categories.get(item_id, ()):
+                index.get(c, set()).discard(item_id)
+            for c in cats:
+                index.setdefault(c, set()).add(item_id)
+            self._item_categories[item_id] = cats
+        self.categories = {c: frozenset(ids) for c, ids in index.items() if ids}
 
     def _dead_letter(self, producer: Any, msg: Message, exc: DecodeError) -> None:
         headers = records.dead_letter_headers(exc.reason, exc.detail, msg.topic(), msg.partition(),
@@ -221,7 +256,19 @@ class ItemFollower:
         self._metrics.items.labels(result="dead_letter").inc()
 
 
-def _stored(event: ItemEvent, row: np.ndarray, space: str) -> StoredItem:
+def _availability_only(event: ItemEvent) -> bool:
+    """The event only says whether the item is available (nothing to describe it with)."""
+    return event.available is not None and not (event.title or event.text or event.categories or event.attributes)
+
+
+def _available(event: ItemEvent, before: StoredItem | None) -> bool:
+    """The item's availability after ``event``: as it says, else as it was (a new item is available)."""
+    if event.available is not None:
+        return event.available
+    return True if before is None else before.available
+
+
+def _stored(event: ItemEvent, row: np.ndarray, space: str, available: bool = True) -> StoredItem:
     return StoredItem(
         event.item_id,
         event.event_id,
@@ -231,6 +278,7 @@ def _stored(event: ItemEvent, row: np.ndarray, space: str) -> StoredItem:
         list(event.categories),
         space,
         np.asarray(row, "<f4").tobytes(),
+        available,
     )
 
 

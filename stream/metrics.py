@@ -18,7 +18,14 @@ import time
 from collections import Counter as PyCounter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from schemas.decode import REASONS
 from stream.monitoring import Monitor, MonitorConfig
@@ -54,6 +61,7 @@ class Metrics:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, and a start time that shows restarts
         self._declare_pipeline(self.registry)
         self._declare_model(self.registry)
         self._declare_windows(self.registry)
@@ -80,8 +88,19 @@ class Metrics:
         self.recommendations = Counter("metarec_recommendations", "Recommendation lists produced.",
                                        ["model_version"], registry=r)
         self.deletions = Counter("metarec_user_deletions", "Users deleted on request.", registry=r)
-        self.commit_stalls = Counter("metarec_commit_stalls", "Partitions whose commit stopped moving while acked "
+        self.commit_stalls = Counter("metarec_commit_stalls", "Times a partition's commit stopped moving while "
                                      "events waited beyond it (stream/commit_watch.py).", registry=r)
+        self.commit_stalled = Gauge(
+            "metarec_commit_stalled", "1 while a partition's commit has not moved for the stall time although "
+            "events wait beyond it, whichever member holds it; 0 once it moves (stream/commit_watch.py).",
+            ["topic", "partition"], registry=r,
+        )
+        self.partition_offset = Gauge(
+            "metarec_partition_offset", "Where a partition stands: the group's committed offset and the "
+            "partition's end (kind committed, end: every partition), and for the partitions this worker holds the "
+            "last offset it read and the offset it has finished up to (kind read, finished).",
+            ["topic", "partition", "kind"], registry=r,
+        )
         self.latency = Histogram(
             "metarec_event_to_recommendation_seconds",
             "From the event's Kafka timestamp to its recommendation being handed to the producer.",
@@ -246,6 +265,22 @@ class Metrics:
         for (topic, partition), lag in lags.items():
             self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
         self._lag_labels = labels
+
+    def observe_commits(self, commits: Mapping[tuple[str, int], Any], stalled: set[tuple[str, int]],
+                        held: Mapping[tuple[str, int], tuple[int | None, int | None]]) -> None:
+        """What the commit watch saw: ``commits`` per partition (``PartitionCommit``), the partitions
+        ``stalled`` now, and (read, finished) of the partitions this worker ``held``."""
+        self.partition_offset.clear()  # a partition handed to another member loses its read/finished series
+        for (topic, partition), seen in commits.items():
+            labels = (topic, str(partition))
+            self.commit_stalled.labels(*labels).set(1 if (topic, partition) in stalled else 0)
+            for kind, value in (("committed", seen.committed), ("end", seen.end)):
+                if value is not None:
+                    self.partition_offset.labels(*labels, kind).set(value)
+        for (topic, partition), (read, finished) in held.items():
+            for kind, value in (("read", read), ("finished", finished)):
+                if value is not None:
+                    self.partition_offset.labels(topic, str(partition), kind).set(value)
 
     # --- model and exposition ---------------------------------------------------------------------------------
     def serving(self, version: str) -> None:

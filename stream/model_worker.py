@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Collection, Sequence
 
 import torch
 
@@ -32,6 +32,20 @@ class Served:
 
     result: AdaptResult
     version: str
+
+
+class Ranking:
+    """One group of requests queued for ranking.
+
+    ``answers`` resolves, in request order, to a :class:`Served` per request, or in its place the exception of a
+    request the model failed on alone (the micro-batcher splits a failing batch down to such requests).
+    ``failed`` names their users for the jobs queued after the group on the model thread, which alone read it.
+    """
+
+    answers: asyncio.Future
+
+    def __init__(self) -> None:
+        self.failed: set[str] = set()
 
 
 def pick_device(name: str) -> str:
@@ -55,12 +69,13 @@ class ModelWorker:
             # One process, one model thread: more intra-op threads than that fight the event loop (and, on a
             # shared machine, each other) for cores and spin in OpenMP barriers; measured in bench/README.md.
             torch.set_num_threads(settings.torch_threads)
-        self._batcher: MicroBatcher[AdaptRequest, Served] = MicroBatcher(
+        self._batcher: MicroBatcher[tuple[Ranking, AdaptRequest], Served] = MicroBatcher(
             self._run_batch,
             max_size=settings.batch_max,
             max_wait_s=settings.batch_wait_ms / 1000.0,
             queue_max=settings.queue_max,
             on_batch=self._observe_batch,
+            on_failure=_record_failure,
         )
         metrics.serving(model.version)
         metrics.catalogue_size.set(len(model.item_ids))
@@ -85,22 +100,35 @@ class ModelWorker:
     def stop(self) -> None:
         self._batcher.stop()
 
-    def recommend(self, requests: Sequence[AdaptRequest]) -> asyncio.Future[list[Served]]:
-        """Queue ``requests`` for ranking now, as one group behind everything queued before; the future
-        resolves with the answers. Queued at once (no await), so a ``learn`` called right after runs after
-        them on the model thread."""
-        return self._batcher.enqueue(requests)
+    def recommend(self, requests: Sequence[AdaptRequest]) -> Ranking:
+        """Queue ``requests`` for ranking now, as one group behind everything queued before; the ranking's
+        ``answers`` resolve with a :class:`Served` or, for a request the model failed on alone, its exception.
+        Queued at once (no await), so a ``learn`` called right after runs after them on the model thread."""
+        ranking = Ranking()
+        ranking.answers = self._batcher.enqueue([(ranking, r) for r in requests], return_exceptions=True)
+        return ranking
 
-    def learn(self, records: Sequence[LearnedUser]) -> None:
+    def learn(self, records: Sequence[LearnedUser], after: Ranking | None = None,
+              instead_of: Sequence[Ranking] = ()) -> None:
         """Count these users' new interactions into the item statistics, on the model thread, after every
         ranking queued so far and before any queued later.
 
         So a batch is ranked before it is learned (test, then train), and the next batch is ranked with
         statistics that hold it: each request's ``fresh`` count says exactly which of its user's items the
         statistics have not counted. Each record carries the user's history, so nothing per user is kept here.
+
+        ``after``: the ranking of these users just queued; a user the model failed on there is not learned (the
+        handler dead-letters their events). ``instead_of``: earlier rankings of the same events, each followed
+        by a learn of the users it did not fail on (a user ranked again after an earlier batch of theirs
+        failed): only users that failed in every one are learned now, so no event is counted twice.
         """
         if records:
-            self._batcher.call_soon(lambda: self._model.learn(records))
+            def job() -> None:
+                keep = [r for r in records if (after is None or r.user_id not in after.failed)
+                        and all(r.user_id in earlier.failed for earlier in instead_of)]
+                if keep:
+                    self._model.learn(keep)
+            self._batcher.call_soon(job)
 
     async def settled(self) -> None:
         """Wait until every ranking, learn and forget queued so far has run (tests, shutdown)."""
@@ -112,9 +140,28 @@ class ModelWorker:
         if user_ids:
             self._batcher.call_soon(lambda: [self._model.forget(u) for u in user_ids])
 
-    def _run_batch(self, requests: Sequence[AdaptRequest]) -> list[Served]:
+    def rank(self, request: AdaptRequest, k: int, only: Collection[str] | None = None) -> asyncio.Future[Served]:
+        """Rank one user now, off the stream's batches (the read API: a cold start, a filtered list): ``k``
+        items, restricted to ``only`` when given. Runs on the model thread between the stream's rankings;
+        nothing is learned or stored."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Served] = loop.create_future()
+
+        def job() -> None:
+            model = self._model
+            try:
+                (result,) = model.recommend([request], k, only=only)
+            except Exception as exc:  # noqa: BLE001 - the caller's future carries it
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+                return
+            loop.call_soon_threadsafe(_settle, done, Served(result, model.version), None)
+
+        self._batcher.call_soon(job)
+        return done
+
+    def _run_batch(self, items: Sequence[tuple[Ranking, AdaptRequest]]) -> list[Served]:
         model = self._model  # one version for the whole batch
-        results = model.recommend(requests, self._settings.top_k)
+        results = model.recommend([request for _, request in items], self._settings.top_k)
         return [Served(r, model.version) for r in results]
 
     def _observe_batch(self, size: int, seconds: float) -> None:
@@ -126,6 +173,7 @@ class ModelWorker:
         """Serve ``model`` from the next batch on."""
         old = self._model.version
         model.candidates = self._candidates
+        model.availability = self._model.availability  # what may be recommended is the worker's, not a version's
         self._model = model
         self._metrics.serving(model.version)
         self._metrics.catalogue_size.set(len(model.item_ids))
@@ -168,3 +216,18 @@ class ModelWorker:
                 continue
             if folder != self._tried:
                 await asyncio.to_thread(self.try_load, path)
+
+
+def _record_failure(item: tuple[Ranking, AdaptRequest], _error: BaseException) -> None:
+    """On the model thread: the model failed on this request alone; the jobs queued after its group read it."""
+    ranking, request = item
+    ranking.failed.add(request.user_id)
+
+
+def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller gave up meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -21,24 +21,40 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Mapping, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
+from models.core.targets import EventWeights, count_weight
 from models.serving.recommender import AdaptResult
 from models.serving.requests import AdaptRequest, LearnedUser, build_request, target
 from schemas.decode import DecodeError, decode_user_event, encode
-from schemas.records import Interaction, Recommendation, ScoredItem, UserAttributes, UserDeletion, UserEvent
+from schemas.records import (
+    Impression,
+    Interaction,
+    Recommendation,
+    ScoredItem,
+    UserAttributes,
+    UserDeletion,
+    UserEvent,
+)
 from stream.state import (
     EVENT_TYPE_NAMES,
     Applied,
     Limits,
     UserState,
     apply_attributes,
+    apply_impression,
     apply_interaction,
+    demoted,
     encode_state,
     history_bucket,
     is_redelivery,
     mark_applied,
+    shown_negatives,
+    take_shown,
 )
+
+if TYPE_CHECKING:
+    from stream.settings import Settings
 
 
 class RawMessage(NamedTuple):
@@ -69,6 +85,26 @@ class Rules:
     limits: Limits = Limits()
     max_event_bytes: int = 65536
     max_future_skew_s: float = 86400.0
+    weights: EventWeights | None = None  # the operator's event weights (None: the defaults of models/core)
+    # impressions (defaults as Settings', chosen by bench/impressions.py)
+    impression_window_s: float = 0.0  # shown this long ago and not taken: a negative
+    negatives_max: int = 32  # shown-and-not-taken negatives per request, at most
+    demote_after: int = 0  # shown (skipped) this often without a take: excluded (0: never)
+    by_skips: bool = True  # count skips (shown above a take) rather than showings
+
+    @classmethod
+    def of(cls, settings: "Settings") -> "Rules":
+        """The rules a worker's settings say (the handler and the read API build requests alike)."""
+        return cls(
+            limits=Limits(settings.support_size, settings.seen_max, settings.recent_event_ids, settings.shown_max),
+            max_event_bytes=settings.max_event_bytes,
+            max_future_skew_s=settings.max_future_skew_s,
+            weights=settings.weights,
+            impression_window_s=settings.impression_window_s,
+            negatives_max=settings.impression_negatives,
+            demote_after=settings.impression_demote_after,
+            by_skips=settings.impression_skips,
+        )
 
 
 @dataclass
@@ -88,15 +124,18 @@ class UserWork:
     partition: int  # of the user's last message: where their state is written
     state: UserState
     trigger: Interaction | None = None  # the latest interaction (also if it was a redelivered duplicate)
+    first: Interaction | None = None  # the first interaction since the batch began or its last deletion
     trigger_timestamp: float = 0.0  # Kafka timestamp of the trigger's message
     deleted: bool = False  # a deletion happened in this batch (state restarts empty after it)
     applied: int = 0  # interactions newly counted into state
+    impressions: int = 0  # impressions newly counted into state
     duplicates: int = 0
     hits: list[tuple[str, bool]] = field(default_factory=list)  # (history bucket, hit) per new interaction
     # (item, ts, rating or None) of each newly counted interaction, in order: what the item statistics learn
     learned: list[tuple[str, float, float | None]] = field(default_factory=list)
     history_before: tuple[str, ...] | None = None  # ``state.seen`` before the first of them (None: no event)
     fresh: int = 0  # items that first arrived in this batch (since a deletion in it): the tail of ``seen``
+    counted: list[RawMessage] = field(default_factory=list)  # the messages of the newly counted interactions
 
 
 @dataclass
@@ -112,7 +151,7 @@ class BatchPlan:
 
     @property
     def processed(self) -> int:
-        return sum(w.applied for w in self.users.values())
+        return sum(w.applied + w.impressions for w in self.users.values())
 
     @property
     def duplicates(self) -> int:
@@ -178,22 +217,55 @@ def plan(decoded: Decoded, states: Mapping[str, UserState], rules: Rules, object
         if work is None:
             work = out.users[event.user_id] = UserWork(event.user_id, msg.partition, states[event.user_id])
         work.partition = msg.partition
-        _apply(work, event, msg, rules.limits)
+        _apply(work, event, msg, rules)
     for work in out.users.values():
-        if work.deleted:
-            out.forget.append(work.user_id)
-        if work.learned:
-            out.learned.append(LearnedUser(work.user_id, work.history_before or (), tuple(work.learned)))
-        if work.trigger is not None:
-            out.wanted.append(work)
-            out.requests.append(adapt_request(work.user_id, work.state, objective, work.fresh))
+        _ask(out, work, objective, rules)
     return out
 
 
-def adapt_request(user_id: str, state: UserState, objective: str, fresh: int = 0) -> AdaptRequest:
-    """What the model adapts on for a stored state: its support set, its seen items in arrival order."""
+def replan(decoded: Decoded, user_id: str, partition: int, state: UserState, rules: Rules, objective: str,
+           *, interactions: bool = True) -> BatchPlan:
+    """One user's part of a planned batch, planned again on ``state`` (updated in place); no dead letters.
+
+    For a user the model failed on: with ``interactions=False`` the batch's interactions are left out (its
+    deletions, attribute changes and impressions still apply) and the user is written but asked nothing; a
+    later batch begun on the state that held them is planned again on the state without them. The user is in
+    the plan's ``users`` even when the batch left nothing of theirs, so their state is written all the same.
+    """
+    out = BatchPlan()
+    work = out.users[user_id] = UserWork(user_id, partition, state)
+    for msg, event in decoded.events:
+        if event.user_id == user_id and (interactions or not isinstance(event, Interaction)):
+            work.partition = msg.partition
+            _apply(work, event, msg, rules)
+    _ask(out, work, objective, rules)
+    return out
+
+
+def _ask(out: BatchPlan, work: UserWork, objective: str, rules: Rules) -> None:
+    """What the model hears of a planned user: forget, learn, rank."""
+    if work.deleted:
+        out.forget.append(work.user_id)
+    if work.learned:
+        out.learned.append(LearnedUser(work.user_id, work.history_before or (), tuple(work.learned)))
+    if work.trigger is not None:
+        out.wanted.append(work)
+        out.requests.append(adapt_request(work.user_id, work.state, objective, work.fresh, rules, work.trigger.ts))
+
+
+def adapt_request(user_id: str, state: UserState, objective: str, fresh: int = 0, rules: Rules = Rules(),
+                  now: float | None = None, exclude: Iterable[str] = ()) -> AdaptRequest:
+    """What the model adapts on for a stored state: its support set (under the rules' event weights), its seen
+    items in arrival order, and what impressions say: items shown ``rules.impression_window_s`` before ``now``
+    (event time; default the user's latest) and not taken as negatives, items shown too often excluded.
+    ``exclude``: more items to leave out (a read-API request's)."""
     support = [(s.item_id, EVENT_TYPE_NAMES[s.type_code], s.value, s.ts) for s in state.support]
-    return build_request(user_id, support, objective, seen=state.seen, fresh=fresh)
+    at = state.last_ts if now is None else now
+    negatives = shown_negatives(state, at, rules.impression_window_s, rules.negatives_max,
+                                rules.by_skips) if state.shown else ()
+    left_out = [*demoted(state, rules.demote_after, rules.by_skips), *exclude] if state.shown else list(exclude)
+    return build_request(user_id, support, objective, seen=state.seen, fresh=fresh, weights=rules.weights,
+                         negatives=negatives, demoted=left_out)
 
 
 def _decode(msg: RawMessage, rules: Rules, now: float) -> UserEvent:
@@ -215,7 +287,7 @@ def _source(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def _apply(work: UserWork, event: UserEvent, msg: RawMessage, limits: Limits) -> None:
+def _apply(work: UserWork, event: UserEvent, msg: RawMessage, rules: Rules) -> None:
     """Apply one event to the user's state, unless its offset says it was applied before (a redelivery).
 
     The offset check is exact for events redelivered by Kafka after a crash; the event-id window in the state
@@ -225,39 +297,55 @@ def _apply(work: UserWork, event: UserEvent, msg: RawMessage, limits: Limits) ->
     redelivered = is_redelivery(work.state, source, msg.offset, event.ts)
     if isinstance(event, UserDeletion):
         if not redelivered:
-            work.state = UserState(offsets=work.state.offsets)
+            work.state = UserState(offsets=work.state.offsets, deleted_ts=event.ts)  # a marker, nothing else
             mark_applied(work.state, source, msg.offset)
             work.learned.clear()  # nothing from before the deletion may reach the item statistics either
+            work.counted.clear()
             work.history_before = ()  # the user starts over: the statistics forget them before learning
             work.fresh = 0
             work.deleted = True
-            work.trigger = None
+            work.trigger = work.first = None
         return
     if isinstance(event, UserAttributes):
-        if not redelivered:
-            apply_attributes(work.state, event, limits)
+        if not redelivered and apply_attributes(work.state, event, rules.limits):
+            work.state.deleted_ts = 0.0  # the user came back
             mark_applied(work.state, source, msg.offset)
         return
-    _apply_interaction(work, event, msg, redelivered, limits)
+    if isinstance(event, Impression):
+        if not redelivered and apply_impression(work.state, event, rules.limits):
+            work.impressions += 1
+            mark_applied(work.state, source, msg.offset)
+        else:
+            work.duplicates += 1
+        return
+    _apply_interaction(work, event, msg, redelivered, rules)
     mark_applied(work.state, source, msg.offset)
 
 
 def _apply_interaction(work: UserWork, event: Interaction, msg: RawMessage, redelivered: bool,
-                       limits: Limits) -> None:
+                       rules: Rules) -> None:
     before = work.state.interactions
     last_recs = work.state.last_recs
     if work.history_before is None:
         work.history_before = tuple(work.state.seen)  # the user's items before this batch taught anything
-    applied = Applied.DUPLICATE if redelivered else apply_interaction(work.state, event, limits)
+    applied = Applied.DUPLICATE if redelivered else apply_interaction(work.state, event, rules.limits)
     if applied:
         work.applied += 1
+        work.counted.append(msg)
         work.fresh += applied is Applied.NEW_ITEM
-        work.learned.append((event.item_id, event.ts, target(event.type, event.value, "rating")))
+        work.state.deleted_ts = 0.0  # the user came back
+        take_shown(work.state, event.item_id)
+        rating = target(event.type, event.value, "rating")
+        if rules.weights is None:
+            work.learned.append((event.item_id, event.ts, rating))
+        elif (weight := count_weight(event.type, rules.weights)) > 0:
+            work.learned.append((event.item_id, event.ts, rating, weight))
         if last_recs:
             work.hits.append((history_bucket(before), event.item_id in last_recs))
     else:
         work.duplicates += 1
     work.trigger = event
+    work.first = work.first or event
     work.trigger_timestamp = msg.timestamp
 
 
@@ -265,9 +353,10 @@ def _apply_interaction(work: UserWork, event: Interaction, msg: RawMessage, rede
 def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlement:
     """What to write and send for a planned batch, given the model's answers to ``batch.requests`` in order.
 
-    A served user keeps the adapted head and the list just sent (the next batch measures hits against it); a
-    user deleted in this batch gets a tombstone on the lists topic, and no state at all if nothing came after
-    the deletion. Metrics are attributed to the version that served each list.
+    A served user keeps the adapted head and the list just sent, with its scores and trigger (the next batch
+    measures hits against it; the read API serves it), and counts it in ``seq``, which the list carries; a user
+    deleted in this batch gets a tombstone on the lists topic, and only a deletion marker as state if nothing
+    came after the deletion. Metrics are attributed to the version that served each list.
     """
     if len(answers) != len(batch.wanted):
         raise ValueError(f"{len(answers)} answers for {len(batch.wanted)} requests")
@@ -279,11 +368,13 @@ def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlemen
             out.tombstones.append(key)
             out.observations.deletions += 1
         answer = by_user.get(work.user_id)
-        out.writes.append(StateWrite(work.partition, key, _state_after(work, answer)))
         if answer is not None:
-            assert work.trigger is not None  # only triggered users were asked about
+            work.state.seq += 1  # before the state is encoded: the state remembers the list it sends
+        out.writes.append(StateWrite(work.partition, key, _state_after(work, answer, now)))
+        if answer is not None:
+            assert work.trigger is not None and work.first is not None  # only triggered users were asked about
             rec = recommendation(work.user_id, answer.result.items, answer.result.scores, answer.version,
-                                 work.trigger, now)
+                                 work.trigger, now, seq=work.state.seq, first=work.first)
             out.lists.append((key, encode(rec)))
             states, results = out.observations.served.setdefault(answer.version, ([], []))
             states.append(work.state)
@@ -292,25 +383,35 @@ def settle(batch: BatchPlan, answers: Sequence[Answer], now: float) -> Settlemen
     return out
 
 
-def _state_after(work: UserWork, answer: Answer | None) -> bytes | None:
-    """A user's state bytes after the batch, or None to delete the key."""
+def _state_after(work: UserWork, answer: Answer | None, now: float) -> bytes | None:
+    """A user's state bytes after the batch (a deleted user's: the deletion marker, unless they came back)."""
     if answer is not None:
-        work.state.head = answer.result.head.tobytes()
-        work.state.model_version = answer.version
-        work.state.last_recs = list(answer.result.items)
-    elif work.deleted and not work.state.recent_ids:
-        return None
+        assert work.trigger is not None
+        state = work.state
+        state.head = answer.result.head.tobytes()
+        state.model_version = answer.version
+        state.last_recs = list(answer.result.items)
+        state.last_scores = [_finite(s) for s in answer.result.scores]
+        state.list_event_id, state.list_event_ts, state.list_ts = work.trigger.event_id, work.trigger.ts, now
     return encode_state(work.state)
 
 
+def _finite(score: float) -> float:
+    return float(score) if math.isfinite(score) else 0.0
+
+
 def recommendation(
-    user_id: str, items: Sequence[str], scores: Sequence[float], version: str, trigger: Interaction, now: float
+    user_id: str, items: Sequence[str], scores: Sequence[float], version: str, trigger: Interaction, now: float,
+    *, seq: int = 0, first: Interaction | None = None,
 ) -> Recommendation:
+    """The list for ``trigger``, the user's ``seq``-th, answering the user's events from ``first`` to it."""
     return Recommendation(
         user_id=user_id,
-        items=[ScoredItem(item_id=i, score=float(s) if math.isfinite(s) else 0.0) for i, s in zip(items, scores)],
+        items=[ScoredItem(item_id=i, score=_finite(s)) for i, s in zip(items, scores)],
         model_version=version,
         event_id=trigger.event_id,
         event_ts=trigger.ts,
         produced_ts=now,
+        seq=seq,
+        first_event_id=(first or trigger).event_id,
     )

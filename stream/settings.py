@@ -57,6 +57,8 @@ class Settings:
     take_max: int = 1000
     take_within_s: float = 0.02  # a longer window makes larger batches: more events per CPU-second (bench/)
     commit_interval_s: float = 1.0
+    commit_stall_s: float = 30.0  # lag > 0 and the commit unmoved this long: a stall (stream/commit_watch.py)
+    commit_watch_interval_s: float = 5.0
     pipeline_depth: int = 2  # begun batches that may wait for the model and the producer (stream/handler.py)
     fetch_max_wait_ms: int = 10  # longest wait on an empty Fetch; the embedded broker always waits it all out
     max_event_bytes: int = 65536
@@ -77,6 +79,38 @@ class Settings:
     batch_wait_ms: float = 2.0
     queue_max: int = 8192
     model_poll_s: float = 5.0
+
+    # --- what events mean: event weights and impressions ------------------------------------------------------
+    event_weights: str = ""  # "view:0.2,click:1,cart:2,purchase:3": the positive types, their weights
+    # (defaults chosen by bench/impressions.py on a validation world: skips as negatives, no demotion)
+    impression_window_s: float = 0.0  # shown this long ago (event time) and not taken: a negative in adaptation
+    impression_negatives: int = 32  # such negatives per user and request, at most
+    impression_demote_after: int = 0  # shown (skipped) this often without a take: not recommended (0: never)
+    impression_skips: bool = True  # count skips (shown above an item the user took) instead of showings
+    shown_max: int = 200  # shown-and-not-taken items kept per user
+
+    # --- the read API (stream/read_api.py), on Faust's web server ----------------------------------------------
+    api_enabled: bool = False
+    api_token: Secret = field(default_factory=lambda: Secret(""))  # bearer token required when set
+    api_url: str = ""  # how other workers reach this one (default http://web_host:web_port)
+    api_thread: bool = True  # serve on a thread of its own (own event loop): requests do not wait for batches
+    key_partitioner: str = "consistent"  # how producers partition ``interactions``: consistent (CRC32) or murmur2
+
+    def __post_init__(self) -> None:
+        self.weights  # noqa: B018 - parse METAREC_EVENT_WEIGHTS once, so a typo fails at start-up
+        if self.key_partitioner not in KEY_PARTITIONERS:
+            raise SettingsError(f"METAREC_KEY_PARTITIONER={self.key_partitioner!r}: "
+                                f"one of {', '.join(KEY_PARTITIONERS)}")
+
+    @property
+    def weights(self) -> tuple[tuple[str, float], ...] | None:
+        """``event_weights`` as a checked, canonical mapping (``models.core.targets.EventWeights``), or None."""
+        return parse_event_weights(self.event_weights)
+
+    @property
+    def web_url(self) -> str:
+        """The read API's URL as other workers reach it (Faust's canonical URL)."""
+        return self.api_url or f"http://{self.web_host}:{self.web_port}"
 
     # --- derived topic names -----------------------------------------------------------------------------------
     @property
@@ -140,9 +174,34 @@ class Settings:
             if name in env:
                 values[f.name] = _parse(name, env[name], f.default if f.default is not dataclasses.MISSING else "")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "sasl_password" in values and not isinstance(values["sasl_password"], Secret):
-            values["sasl_password"] = Secret(values["sasl_password"])
+        for name in ("sasl_password", "api_token"):
+            if name in values and not isinstance(values[name], Secret):
+                values[name] = Secret(values[name])
         return cls(**values)
+
+
+KEY_PARTITIONERS = ("consistent", "murmur2")
+
+
+def parse_event_weights(text: str) -> tuple[tuple[str, float], ...] | None:
+    """``"view:0.2,click:1"`` -> (("click", 1.0), ("view", 0.2)); empty -> None (the defaults)."""
+    from models.core.targets import event_weights
+
+    if not text.strip():
+        return None
+    mapping: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, weight = part.strip().partition(":")
+        try:
+            if not sep:
+                raise ValueError(f"{part.strip()!r} is not type:weight")
+            mapping[name.strip()] = float(weight)
+        except ValueError as exc:
+            raise SettingsError(f"METAREC_EVENT_WEIGHTS={text!r}: {exc}") from None
+    try:
+        return event_weights(mapping)
+    except ValueError as exc:
+        raise SettingsError(f"METAREC_EVENT_WEIGHTS={text!r}: {exc}") from None
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

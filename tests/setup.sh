@@ -12,6 +12,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "note: ${missing[*]} not installed (needs root and apt-get); the tests that use them will skip" >&2
+    echo "warning: ${missing[*]} not installed (needs root and apt-get); the tests that use them will fail" >&2
   fi
 fi

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from models.core.metalearner import MetaRec
+from models.core.targets import EventWeights, count_weight
 from models.data.events import EVENT_TYPES, EventLog
 from models.eval.methods import Pending, Query, retrain_period
 from models.serving.recommender import CandidateBudget, Recommender
@@ -67,6 +68,7 @@ class Schedule:
     candidates: CandidateBudget = CandidateBudget()  # retrieve-then-rank, as the worker serves
     overrides: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields of the ranking model (chosen settings)
     rating_overrides: tuple[tuple[str, Any], ...] = ()  # the same for the rating model
+    event_weights: EventWeights | None = None  # the operator's event weights, as the worker's (None: default)
 
 
 SETTINGS_GRID: tuple[dict[str, Any], ...] = tuple(  # the ranking model, chosen by validation HR@10
@@ -194,7 +196,8 @@ class MetarecMethod:
         self.template = log_
         self.period = retrain_period(len(log_), self.schedule.retrain_every)
         self.since = 0
-        self.unobserved: list[tuple[str, str, float, float | None]] = []  # learned, not yet in the statistics
+        # learned, not yet in the statistics: (user, item, ts, rating or None, count weight)
+        self.unobserved: list[tuple[str, str, float, float | None, float]] = []
         self.columns: list[list[float]] = [[] for _ in range(5)]  # users, items, ts, values, types
         self.support: dict[int, deque[Pending]] = {}
         for u, i, v, t, ts in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist(),
@@ -250,11 +253,15 @@ class MetarecMethod:
             self._train(self.schedule.retrain_steps, init=self.trained)
             return
         rating = value if type_code == RATING and not math.isnan(value) else None
-        self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts, rating))
+        weights = self.schedule.event_weights
+        weight = count_weight(EVENT_TYPES[type_code], weights)
+        if weight > 0:  # as the worker: a type that is not a positive teaches the statistics nothing
+            self.unobserved.append((self.template.user_ids[user], self.template.item_ids[item], ts, rating,
+                                    weight))
         if len(self.unobserved) >= self.schedule.stats_every:
-            self.model.observe(self.unobserved)
+            self.model.observe(self.unobserved, weighted=weights is not None)
             if self.rater is not self.model:  # the rating model's item means (its context) follow the stream
-                self.rater.observe(self.unobserved)
+                self.rater.observe(self.unobserved, weighted=weights is not None)
             self.unobserved = []
 
     def events_until_refresh(self) -> int | None:
@@ -279,6 +286,7 @@ class MetarecMethod:
             self.objective,
             exclude=frozenset(map(ids.__getitem__, query.exclude)),
             user_features=None if feats is None else feats[query.user].tolist(),
+            weights=self.schedule.event_weights,
         )
 
     def _rating_request(self, query: Query, request: AdaptRequest) -> AdaptRequest:
@@ -324,11 +332,12 @@ def build_metarec(variant: str, seed: int = 0, schedule: Schedule | None = None)
     return MetarecMethod(variant, seed, schedule or Schedule())
 
 
-def rating_trial(seed: int, settings: dict[str, Any]) -> MetarecMethod:
+def rating_trial(seed: int, settings: dict[str, Any],
+                 event_weights: EventWeights | None = None) -> MetarecMethod:
     """The rating model alone with ``settings`` (``RATING_GRID``), for choosing them on validation MAE: it
     ranks nothing (``ranks = False``), so a trial costs its training and its rating predictions only."""
     schedule = Schedule(objective="rating", rating_model=False, choose_taste=False,
-                        overrides=tuple(sorted(settings.items())))
+                        overrides=tuple(sorted(settings.items())), event_weights=event_weights)
     method = MetarecMethod("metarec", seed, schedule)
     method.ranks = False  # type: ignore[attr-defined]
     return method

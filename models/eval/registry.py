@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from models.core.targets import EventWeights
 from models.eval.methods import StreamMethod
 
 Setting = dict[str, Any]
@@ -32,6 +33,7 @@ class Entry:
     rating_grid: tuple[Setting, ...] = ()  # a second model predicting the ratings, chosen by MAE
     rating_trial: Builder | None = None  # builds that model alone for a rating_grid trial
     default: bool = True  # in the method list when none is named
+    weighted: bool = False  # takes the operator's event weights (the metarec methods, as the worker)
 
 
 def _lazy(module: str, cls: str, **fixed: Any) -> Builder:
@@ -46,18 +48,20 @@ def _grid(module: str) -> tuple[Setting, ...]:
 
 
 def _metarec(variant: str) -> Builder:
-    def build(seed: int, setting: Setting) -> StreamMethod:
-        from models.eval.metarec_methods import build_metarec, schedule_for
+    def build(seed: int, setting: Setting, event_weights: EventWeights | None = None) -> StreamMethod:
+        from models.eval.metarec_methods import Schedule, build_metarec, schedule_for
 
-        return build_metarec(variant, seed, schedule_for(setting) if setting else None)
+        base = Schedule(event_weights=event_weights)
+        return build_metarec(variant, seed, schedule_for(setting, base) if setting else base)
 
     return build
 
 
-def _metarec_rating_trial(seed: int, setting: Setting) -> StreamMethod:
+def _metarec_rating_trial(seed: int, setting: Setting,
+                          event_weights: EventWeights | None = None) -> StreamMethod:
     from models.eval.metarec_methods import rating_trial
 
-    return rating_trial(seed, setting)
+    return rating_trial(seed, setting, event_weights)
 
 
 def _entries() -> dict[str, Entry]:
@@ -85,12 +89,16 @@ def _entries() -> dict[str, Entry]:
         "river-biasedmf": Entry(_lazy("models.eval.river_mf", "RiverBiasedMF"), river, criterion="mae"),
         "item-cf": Entry(_lazy(peers + "item_cf", "ItemCF"), _grid(peers + "item_cf"), criterion="mae",
                          explicit_only=True),
-        "metarec": Entry(_metarec("metarec"), SETTINGS_GRID, peer=False, rating_grid=RATING_GRID,
+        "metarec": Entry(_metarec("metarec"), SETTINGS_GRID, peer=False, weighted=True,
+                         rating_grid=RATING_GRID,
                          rating_trial=_metarec_rating_trial),
-        "metarec-no-adapt": Entry(_metarec("metarec-no-adapt"), peer=False, settings_of="metarec"),
-        "metarec-finetune": Entry(_metarec("metarec-finetune"), peer=False, settings_of="metarec"),
+        "metarec-no-adapt": Entry(_metarec("metarec-no-adapt"), peer=False, weighted=True,
+                                  settings_of="metarec"),
+        "metarec-finetune": Entry(_metarec("metarec-finetune"), peer=False, weighted=True,
+                                  settings_of="metarec"),
         # metarec scoring the whole catalogue instead of its retrieved candidates (only when named)
-        "metarec-full": Entry(_metarec("metarec-full"), peer=False, settings_of="metarec", default=False),
+        "metarec-full": Entry(_metarec("metarec-full"), peer=False, weighted=True, settings_of="metarec",
+                              default=False),
     }
 
 
@@ -114,5 +122,12 @@ def default_methods() -> list[str]:
     return [name for name, entry in METHODS.items() if entry.default]
 
 
-def build(name: str, seed: int, setting: Setting | None = None) -> StreamMethod:
-    return METHODS[name].build(seed, setting or {})
+def build(name: str, seed: int, setting: Setting | None = None,
+          event_weights: EventWeights | None = None) -> StreamMethod:
+    """A fresh method with ``setting``; ``event_weights`` (the operator's, ``models.core.targets``) reach the
+    metarec methods, which serve as the worker does (support targets, item statistics); the peers take every
+    event."""
+    entry = METHODS[name]
+    if entry.weighted:
+        return entry.build(seed, setting or {}, event_weights)  # type: ignore[call-arg]
+    return entry.build(seed, setting or {})

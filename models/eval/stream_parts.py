@@ -2,9 +2,9 @@
 
 A part holds what the summary needs (the method's summary, its per-user sums keyed by user id, its choices on
 the warm-up, its setting, seconds and training notes) and the run's key (data set, event limit, warm-up share,
-tuned or not). A part whose key differs is ignored. Parts are a cache of one version of the code: the version
-given to the run is stored with each part and reported per method in the results (``code_versions``), so a
-file combining parts made by different code says so.
+tuned or not, event weights if given). A part whose key differs is ignored. Parts are a cache of one version
+of the code: the version given to the run is stored with each part and reported per method in the results
+(``code_versions``), so a file combining parts made by different code says so.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ class Parts:
     """The parts of one run's key under ``root/<dataset>/seed<N>/<method>.json``."""
 
     def __init__(self, root: Path, dataset: str, max_events: int | None, warmup_fraction: float,
-                 tuned: bool) -> None:
+                 tuned: bool, event_weights: dict[str, float] | None = None) -> None:
         self.folder = Path(root) / dataset
-        self.key = {"dataset": dataset, "max_events": max_events, "warmup_fraction": warmup_fraction,
-                    "tuned": tuned}
+        self.key: dict[str, Any] = {"dataset": dataset, "max_events": max_events,
+                                    "warmup_fraction": warmup_fraction, "tuned": tuned}
+        if event_weights is not None:  # the operator's weights change metarec's outcomes
+            self.key["event_weights"] = event_weights
 
     def path(self, seed: int, name: str) -> Path:
         return self.folder / f"seed{seed}" / f"{name}.json"

@@ -17,14 +17,15 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from models.core.targets import EventWeights
 from models.data.events import EventLog
 from models.data.registry import dataset_name, load_dataset
 from models.eval import registry
 from models.eval.metrics import Accumulator
 from models.eval.report import write_results
+from models.eval.stream_parts import Parts
 from models.eval.stream_protocol import StreamPlan, plan_stream, shuffle_ties, timed_replay
 from models.eval.stream_summary import summarise
-from models.eval.stream_parts import Parts
 from models.eval.tuning import FALLBACK, chosen_setting, tune_method, tuned_names, validation_plan
 from models.eval.uncertainty import UserSums, user_sums
 
@@ -54,16 +55,18 @@ def _bars(enabled: bool) -> Iterator[Any]:
 
 def evaluate_methods(plan: StreamPlan, names: Sequence[str], seed: int,
                      settings: dict[str, dict[str, Any]] | None = None, k: int = 10, progress: bool = False,
-                     label: str = "") -> tuple[dict[str, Accumulator], dict[str, float], dict[str, Any]]:
+                     label: str = "", event_weights: EventWeights | None = None,
+                     ) -> tuple[dict[str, Accumulator], dict[str, float], dict[str, Any]]:
     """Replay each named method over ``plan`` (a fresh instance each, with its setting); metric sums,
-    seconds, and what methods report of their own training (``notes``: fits, epochs, fit times)."""
+    seconds, and what methods report of their own training (``notes``: fits, epochs, fit times).
+    ``event_weights``: the operator's event weights, as the worker takes them (METAREC_EVENT_WEIGHTS)."""
     results: dict[str, Accumulator] = {}
     seconds: dict[str, float] = {}
     notes: dict[str, Any] = {}
     settings = settings or {}
     with _bars(progress) as bars:
         for name in names:
-            method = registry.build(name, seed, settings.get(name))
+            method = registry.build(name, seed, settings.get(name), event_weights)
             advance = None
             if bars is not None:
                 task = bars.add_task(f"{label}{name}", total=len(plan.log) - plan.start)
@@ -113,7 +116,8 @@ def _order(names: Sequence[str]) -> list[str]:
 
 def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIndex, *,
              max_events: int | None, warmup_fraction: float, k: int, tuned: bool, progress: bool,
-             parts: Parts | None = None, code_version: str | None = None) -> SeedRun:
+             parts: Parts | None = None, code_version: str | None = None,
+             event_weights: EventWeights | None = None) -> SeedRun:
     """One seed: its event order; per method its choice on the warm-up, then one replay of the scored part.
 
     With ``parts``, each method's outcome is saved as it finishes and a saved one is read instead of run
@@ -138,13 +142,13 @@ def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIn
                    (events.explicit or not registry.METHODS[s].explicit_only)] if tuned else []
         for source in missing:
             fallback = choices[FALLBACK]["picked"] if FALLBACK in choices else None
-            choices[source] = tune_method(source, val, seed, fallback, k)
+            choices[source] = tune_method(source, val, seed, fallback, k, event_weights)
         if missing:
             _forget_trained_models([name])  # the trial models are not reused (an ablation's source's are)
         tuning_seconds = time.monotonic() - began
         setting = chosen_setting(name, choices)
         accs, seconds, notes = evaluate_methods(plan, [name], seed, {name: setting}, k, progress,
-                                                f"seed {seed} ")
+                                                f"seed {seed} ", event_weights)
         outcomes[name] = {"summary": accs[name].summary(), "setting": setting, "seconds": seconds[name],
                           "tuning_seconds": round(tuning_seconds, 1), "notes": notes.get(name),
                           "user_ids": list(events.user_ids), "code_version": code_version,
@@ -200,6 +204,7 @@ def run_stream(
     parts: Path | None = None,
     code_version: str | None = None,
     command: str | None = None,
+    event_weights: EventWeights | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset`` with seeds ``seed .. seed + seeds - 1``; write
     stream-<dataset>.{json,md,png} to ``out``. ``tuned=False`` serves every method's defaults (quick runs);
@@ -210,13 +215,16 @@ def run_stream(
     began = time.monotonic()
     names = list(methods) if methods else registry.default_methods()
     users = UserIndex()
-    store = None if parts is None else Parts(parts, dataset_name(dataset), max_events, warmup_fraction, tuned)
+    weights = dict(event_weights) if event_weights is not None else None
+    store = None if parts is None else Parts(parts, dataset_name(dataset), max_events, warmup_fraction, tuned,
+                                             weights)
     runs = [run_seed(dataset, s, names, users, max_events=max_events, warmup_fraction=warmup_fraction, k=k,
-                     tuned=tuned, progress=progress, parts=store, code_version=code_version)
+                     tuned=tuned, progress=progress, parts=store, code_version=code_version,
+                     event_weights=event_weights)
             for s in range(seed, seed + seeds)]
     result = summarise(runs, len(users.ids), k)
     result = {"dataset": dataset_name(dataset), **result, "warmup_fraction": warmup_fraction,
-              "max_events": max_events, "tuned": tuned,
+              "event_weights": weights, "max_events": max_events, "tuned": tuned,
               "wall_seconds": round(time.monotonic() - began, 1), "command": command}
     if out is not None:
         write_results(result, out)

@@ -17,10 +17,12 @@ import logging
 import time
 from typing import Any, Callable, Sequence
 
+from models.core.targets import EventWeights
 from models.data.events import EventLog
 from models.eval.methods import StreamMethod
 from models.eval.peers.position_popularity import DEFAULT as FALLBACK_DEFAULT
 from models.eval.registry import METHODS, Setting
+from models.eval.registry import build as build_method
 from models.eval.stream_protocol import StreamPlan, plan_stream, replay
 
 log = logging.getLogger(__name__)
@@ -68,27 +70,30 @@ def tuned_names(names: Sequence[str]) -> list[str]:
 
 
 def tune_method(name: str, plan: StreamPlan, seed: int, fallback: Setting | None = None,
-                k: int = 10) -> dict[str, Any]:
+                k: int = 10, event_weights: EventWeights | None = None) -> dict[str, Any]:
     """Choose ``name``'s setting on the validation ``plan``; the record of ``choose``, plus its rating
-    model's (``rating``) and the fallback setting it was tried with (``fixed``)."""
+    model's (``rating``) and the fallback setting it was tried with (``fixed``). ``event_weights`` reach the
+    methods that take them (``Entry.weighted``), as in the scored replay."""
     entry = METHODS[name]
     explicit = plan.log.explicit
     fixed = {"fallback": dict(fallback or FALLBACK_DEFAULT)} if entry.fallback else {}
 
     def build(setting: Setting) -> StreamMethod:
-        return entry.build(seed, {**setting, **fixed})
+        return build_method(name, seed, {**setting, **fixed}, event_weights)
 
     record = choose(build, entry.grid, plan, entry.criterion == "mae" and explicit, k, name)
     if fixed:
         record["fixed"] = fixed
     if entry.rating_grid and entry.rating_trial is not None and explicit:
         trial = entry.rating_trial
-        record["rating"] = choose(lambda setting: trial(seed, setting), entry.rating_grid, plan, True, k,
-                                  f"{name} (ratings)")
+        weights = (event_weights,) if entry.weighted else ()
+        record["rating"] = choose(lambda setting: trial(seed, setting, *weights), entry.rating_grid, plan,
+                                  True, k, f"{name} (ratings)")
     return record
 
 
-def tune(prefix: EventLog, names: Sequence[str], seed: int, k: int = 10) -> dict[str, dict[str, Any]]:
+def tune(prefix: EventLog, names: Sequence[str], seed: int, k: int = 10,
+         event_weights: EventWeights | None = None) -> dict[str, dict[str, Any]]:
     """Choose every setting of ``names`` on ``prefix`` (the warm-up); per method, ``tune_method``'s record."""
     plan = validation_plan(prefix)
     choices: dict[str, dict[str, Any]] = {}
@@ -96,7 +101,7 @@ def tune(prefix: EventLog, names: Sequence[str], seed: int, k: int = 10) -> dict
         if METHODS[name].explicit_only and not prefix.explicit:
             continue
         fallback = choices[FALLBACK]["picked"] if FALLBACK in choices else None
-        choices[name] = tune_method(name, plan, seed, fallback, k)
+        choices[name] = tune_method(name, plan, seed, fallback, k, event_weights)
     return choices
 
 

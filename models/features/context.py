@@ -29,7 +29,6 @@ from models.features.item_stats import (
     inv_sqrt,
     log_share,
 )
-from models.features.neighbours import group_sum, lookup
 
 KNN_WINDOW = PAIR_WINDOW  # within it every pair of the user's items was counted, so leaving them out is exact
 RECENT = 3  # the user's last items whose transitions score the next one, weighted 1/2^distance
@@ -82,43 +81,6 @@ def user_views(histories: Sequence[Sequence[int]], fresh: Sequence[int], support
     return UserViews(tail, counted, position, n_seen, support, recent)
 
 
-@dataclass(frozen=True)
-class Votes:
-    """Neighbour votes summed per (user, item), batch-wide: sorted keys user x N + item and their sums."""
-
-    n_items: int
-    keys: np.ndarray  # (V,) int64, sorted
-    sums: np.ndarray  # (V, A) one column per value set
-
-    @classmethod
-    def of(cls, n: int, ids: np.ndarray, weighted: Sequence[np.ndarray]) -> "Votes":
-        """From neighbour ids (B, R, K) (-1: none) and value sets of the same shape: one sort serves all."""
-        keys = _keys(n, ids.reshape(ids.shape[0], -1)).ravel()
-        found = keys >= 0
-        grouped, sums = group_sum(keys[found], np.stack([w.ravel()[found] for w in weighted], 1))
-        return cls(n, grouped, sums.reshape(len(grouped), len(weighted)))
-
-    def at(self, cols: np.ndarray, column: int = 0) -> np.ndarray:
-        """(B, M) the summed votes of items ``cols`` (0 where none, or padding)."""
-        if not len(self.keys):
-            return np.zeros(cols.shape)
-        return lookup(self.keys, self.sums[:, column], _keys(self.n_items, cols))
-
-    def top(self, batch: int, per_user: int, column: int = 0) -> np.ndarray:
-        """(B, per_user) each user's most-voted items, best first (-1 where fewer)."""
-        out = np.full((batch, per_user), -1, np.int64)
-        if not len(self.keys) or per_user <= 0:
-            return out
-        users, items, vals = self.keys // self.n_items, self.keys % self.n_items, self.sums[:, column]
-        order = np.lexsort((-vals, users))  # by user, heaviest first
-        users, items = users[order], items[order]
-        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-        rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
-        keep = rank < per_user
-        out[users[keep], rank[keep]] = items[keep]
-        return out
-
-
 class ContextReader:
     """One batch's view of the statistics: the votes are grouped once, then features of any columns are read
     (support, negatives, candidates) and the candidate sources use the same votes."""
@@ -132,17 +94,14 @@ class ContextReader:
             self.inv = inv_sqrt(stats.n_users_of)  # (N,)
             w = np.where(window >= 0, self.inv[safe], 0.0)  # (B, W)
             w_out = np.where(mine, inv_sqrt(stats.n_users_of - 1.0)[safe], w)  # (B, W) the user left out
-            ids, counts = stats.cooc.gather(window)  # (B, W, K)
-            self.knn = Votes.of(n, ids, [counts * w[..., None], counts * w_out[..., None]])
+            self.knn = stats.cooc.votes(window, [w, w_out])  # per (user, item): sum_j w_j C[j, i], and w'_j
             self.n_window = np.maximum((window >= 0).sum(1), 1)[:, None]  # (B, 1)
             self.own = _Own(n, window, mine, w_out)
             recent = views.recent  # (B, R) most recent first
             decay = np.where(recent >= 0, 0.5 ** np.arange(recent.shape[1])[None, :], 0.0)  # (B, R)
             out_degree = np.maximum(stats.out_degree[np.where(recent >= 0, recent, 0)], 1.0)  # (B, R)
-            ids, counts = stats.transitions.gather(recent)  # (B, R, K)
-            weighted = counts * decay[..., None]
-            self.next_total = weighted.sum((1, 2))[:, None]  # (B, 1) the rows' mass
-            self.next = Votes.of(n, ids, [weighted, weighted / out_degree[..., None]])
+            self.next = stats.transitions.votes(recent, [decay, decay / out_degree])
+            self.next_total = self.next.total(0)[:, None]  # (B, 1) the rows' mass
             self.arrival = _Arrival(stats, views)
             self.bucket = np.searchsorted(POSITION_EDGES, views.n_seen, side="right")  # (B,)
             self.position_totals = stats.position.sum(1)  # (P,)

@@ -21,7 +21,7 @@ class Learned:
 
     user: Hashable
     history: Sequence[int]  # the user's distinct items before these events, first arrival first (indices)
-    events: Sequence[tuple[int, float, float | None]]  # (item index, seconds, rating or None), in order
+    events: Sequence[tuple]  # (item index, seconds, rating or None[, count weight]), in order
 
 
 class HistoryBook:
@@ -47,11 +47,15 @@ class HistoryBook:
         self._items[user] = list(items)
 
     def records(self, users: Sequence[Hashable], items: Sequence[int], ts: Sequence[float],
-                values: Sequence[float | None] | None = None) -> list[Learned]:
-        """Time-ordered events -> one record per user (their events in order), and the book moved past them."""
-        grouped: dict[Hashable, list[tuple[int, float, float | None]]] = {}
+                values: Sequence[float | None] | None = None,
+                weights: Sequence[float] | None = None) -> list[Learned]:
+        """Time-ordered events -> one record per user (their events in order), and the book moved past them.
+
+        ``weights``: each event's count weight (``ItemStats.learn``), carried as a fourth element."""
+        grouped: dict[Hashable, list[tuple]] = {}
         for n, (user, item, t) in enumerate(zip(users, items, ts)):
-            grouped.setdefault(user, []).append((int(item), float(t), None if values is None else values[n]))
+            event = (int(item), float(t), None if values is None else values[n])
+            grouped.setdefault(user, []).append(event if weights is None else (*event, float(weights[n])))
         out = []
         for user, events in grouped.items():
             before = self._items.get(user, [])

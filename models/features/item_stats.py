@@ -11,8 +11,9 @@ What a user contributes is decided by the user's own history, which arrives with
 the stream worker reads it from the user's state, so its memory holds per-item aggregates only, whatever the
 number of users. Offline callers (training, evaluation) that replay a log use ``observe``, which keeps the
 histories in a ``HistoryBook`` for them. Every per-event cost is bounded: co-occurrences pair a new item with
-the user's last ``PAIR_WINDOW`` distinct items, transitions with the last ``TRANSITION_WINDOW``, and each item
-keeps its ``NEIGHBOURS`` strongest neighbours (``models.features.neighbours``).
+the user's last ``PAIR_WINDOW`` distinct items, transitions with the last ``TRANSITION_WINDOW``, and beyond
+``DENSE_MAX_ITEMS`` items each item keeps its strongest neighbours, as many as a memory budget allows
+(``models.features.neighbours``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from models.features.history import HistoryBook, Learned
-from models.features.neighbours import NeighbourTable
+from models.features.neighbours import (
+    DENSE_MAX_ITEMS,
+    DenseTable,
+    Table,
+    make_table,
+    neighbours_for,
+    table_from_arrays,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,6 @@ HALF_LIVES_DAYS: tuple[float, ...] = (1.0, 14.0)
 POSITION_EDGES: tuple[int, ...] = (1, 5, 10)  # a user's distinct items before the event: 0, 1-4, 5-9, 10+
 TRANSITION_WINDOW = 5  # an item counts as following each of the user's previous 5 items, weighted 1/distance
 PAIR_WINDOW = 30  # a new item co-occurs with the user's previous 30 distinct items (bounded cost per event)
-NEIGHBOURS = 50  # columns kept per item in the co-occurrence and transition tables
 HARMONIC = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, TRANSITION_WINDOW + 1))])  # sum_{d<=m} 1/d
 
 
@@ -50,7 +57,7 @@ class ItemStats:
     deterministic. Thread-safe: the worker may learn from one thread while another ranks.
     """
 
-    def __init__(self, n_items: int, neighbours: int = NEIGHBOURS) -> None:
+    def __init__(self, n_items: int, neighbours: int | None = None) -> None:
         self.n_items = n_items
         self.counts = np.zeros(n_items)  # (N,) events
         self.n_users_of = np.zeros(n_items)  # (N,) distinct users
@@ -59,8 +66,9 @@ class ItemStats:
         self.t_ref: float | None = None
         self.now: float | None = None
         self.position = np.zeros((len(POSITION_EDGES) + 1, n_items))  # (P, N) first-time events by position
-        self.cooc = NeighbourTable(n_items, neighbours)  # symmetric
-        self.transitions = NeighbourTable(n_items, neighbours)  # directed: earlier item -> later item
+        self.neighbours = neighbours
+        self.cooc: Table = make_table(n_items, neighbours)  # symmetric
+        self.transitions: Table = make_table(n_items, neighbours)  # directed: earlier item -> later item
         self.out_degree = np.zeros(n_items)  # (N,) total transition weight out of each item (exact)
         self.events = 0
         self.rating_sum = np.zeros(n_items)  # (N,) sum of the ratings observed (events with a value)
@@ -108,9 +116,10 @@ class ItemStats:
                 raise ValueError(f"item statistics: {name} is missing or mis-shaped")
             setattr(stats, name, arrays[name].astype(np.float64))
         for name in ("cooc", "transitions"):
-            if f"{name}_ids" not in arrays:
+            saved = {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(f"{name}_")}
+            if "vals" not in saved or not ({"ids"} <= set(saved) or {"rows", "cols"} <= set(saved)):
                 raise ValueError(f"item statistics: {name} neighbours are missing (saved by an older version)")
-            table = NeighbourTable.from_arrays(arrays[f"{name}_ids"], arrays[f"{name}_vals"])
+            table = table_from_arrays(stats.n_items, saved)
             if table.n_items != stats.n_items:
                 raise ValueError(f"item statistics: {name} has {table.n_items} rows for {stats.n_items} items")
             setattr(stats, name, table)
@@ -128,8 +137,11 @@ class ItemStats:
                 setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
             self.decayed = np.concatenate([self.decayed, np.zeros((len(self.taus), extra))], axis=1)
             self.position = np.concatenate([self.position, np.zeros((len(self.position), extra))], axis=1)
-            self.cooc.grow(extra)
-            self.transitions.grow(extra)
+            for name in ("cooc", "transitions"):
+                table = getattr(self, name)
+                table.grow(extra)
+                if isinstance(table, DenseTable) and self.n_items > DENSE_MAX_ITEMS:  # too large to keep dense
+                    setattr(self, name, table.top_k(self.neighbours or neighbours_for(self.n_items)))
             self.version += 1
 
     def forget(self, user: Hashable) -> None:
@@ -139,32 +151,38 @@ class ItemStats:
                 self.book.forget(user)
 
     def observe(self, users: Sequence[Hashable], items: Sequence[int], ts: Sequence[float],
-                values: Sequence[float | None] | None = None) -> None:
-        """Offline replays: time-ordered events (user, item index, seconds[, rating]); the users' histories
-        are kept in a ``HistoryBook``. Items outside the catalogue are skipped."""
+                values: Sequence[float | None] | None = None, weights: Sequence[float] | None = None) -> None:
+        """Offline replays: time-ordered events (user, item index, seconds[, rating][, count weight]); the
+        users' histories are kept in a ``HistoryBook``. Items outside the catalogue are skipped."""
         keep = [n for n, item in enumerate(items) if 0 <= item < self.n_items]
         with self._lock:
             if self.book is None:
                 self.book = HistoryBook()
-            self.learn(self.book.records([users[n] for n in keep], [items[n] for n in keep],
-                                         [ts[n] for n in keep], None if values is None else [values[n] for n in keep]))
+            records = self.book.records([users[n] for n in keep], [items[n] for n in keep], [ts[n] for n in keep],
+                                        None if values is None else [values[n] for n in keep],
+                                        None if weights is None else [weights[n] for n in keep])
+            self.learn(records)
 
     def learn(self, records: Sequence[Learned]) -> None:
         """Count each user's new events, given the user's distinct items before them (first arrival first).
 
         Within a user the events are taken in order; users are independent, so the result does not depend on
-        how users' events interleave. Ratings (a finite ``value``) also feed the rating model's item means.
+        how users' events interleave. Ratings (a finite ``value``) also feed the rating model's item means. An
+        event may carry a fourth element, its count weight (operator event weights): what it adds to the counts
+        and decayed counts (1 otherwise); first arrivals (positions, co-occurrences, transitions) stay binary.
         """
         items, ts, ratings, pair_rows, pair_cols, edge_rows, edge_cols, edge_w = [], [], [], [], [], [], [], []
-        firsts, buckets = [], []
+        firsts, buckets, weights = [], [], []
         for record in records:
             history = [i for i in record.history if 0 <= i < self.n_items]
             has = set(history)
-            for item, t, value in record.events:
+            for event in record.events:
+                item, t, value = event[0], event[1], event[2]
                 if not 0 <= item < self.n_items:
                     continue
                 items.append(item)
                 ts.append(t)
+                weights.append(event[3] if len(event) > 3 else 1.0)
                 ratings.append(value if value is not None and math.isfinite(value) else math.nan)
                 if item in has:
                     continue  # user sets are binary: a repeat changes no co-occurrence or position count
@@ -182,7 +200,8 @@ class ItemStats:
         if not items:
             return
         with self._lock:
-            self._count(np.asarray(items, np.int64), np.asarray(ts, np.float64), np.asarray(ratings))
+            self._count(np.asarray(items, np.int64), np.asarray(ts, np.float64), np.asarray(ratings),
+                        np.asarray(weights, np.float64))
             np.add.at(self.position, (np.asarray(buckets, np.int64), np.asarray(firsts, np.int64)), 1.0)
             np.add.at(self.n_users_of, np.asarray(firsts, np.int64), 1.0)
             self.cooc.add(np.asarray(pair_rows, np.int64), np.asarray(pair_cols, np.int64),
@@ -192,10 +211,11 @@ class ItemStats:
             np.add.at(self.out_degree, rows, weights)
             self.version += 1
 
-    def _count(self, items: np.ndarray, ts: np.ndarray, ratings: np.ndarray) -> None:
-        """Counts, decayed counts (rebased so exp() stays finite) and rating sums of events (E,)."""
+    def _count(self, items: np.ndarray, ts: np.ndarray, ratings: np.ndarray, weights: np.ndarray) -> None:
+        """Counts, decayed counts (rebased so exp() stays finite) and rating sums of events (E,), each event
+        adding its weight to the counts."""
         self.events += len(items)
-        np.add.at(self.counts, items, 1.0)
+        np.add.at(self.counts, items, weights)
         if self.t_ref is None:
             self.t_ref = float(ts[0])
         latest = float(ts.max())
@@ -204,7 +224,7 @@ class ItemStats:
             self.decayed *= np.exp(-(latest - self.t_ref) / self.taus)[:, None]
             self.t_ref = latest
         for level, tau in enumerate(self.taus):
-            np.add.at(self.decayed[level], items, np.exp((ts - self.t_ref) / tau))
+            np.add.at(self.decayed[level], items, weights * np.exp((ts - self.t_ref) / tau))
         rated = np.isfinite(ratings)
         np.add.at(self.rating_sum, items[rated], ratings[rated])
         np.add.at(self.rating_count, items[rated], 1.0)

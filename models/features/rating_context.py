@@ -15,7 +15,6 @@ from typing import Sequence
 import numpy as np
 
 from models.features.item_stats import ItemStats, inv_sqrt
-from models.features.neighbours import group_sum, lookup
 
 RATING_SHRINK: tuple[float, ...] = (3.0, 25.0)  # prior counts of the shrunk item means: quick, and cautious
 KNN_SHRINK = 1.0  # prior similarity mass of the item-kNN residual: few similar items, a smaller pull
@@ -56,18 +55,13 @@ def rating_context(stats: ItemStats, supports: Sequence[Sequence[tuple[int, floa
                 item_mean = mean + (stats.rating_sum[idx] - count[idx] * mean) / (count[idx] + RATING_SHRINK[0])
                 res[row, : len(pairs)] = np.array([r for _, r in pairs]) - item_mean
         inv = inv_sqrt(stats.n_users_of)  # (N,)
-        ids, counts = stats.cooc.gather(items)  # (B, S, K)
-    valid = items >= 0
-    sizes = np.maximum(valid.sum(1), 1)[:, None]  # (B, 1)
-    centred = np.where(valid, res - res.sum(1, keepdims=True) / sizes, 0.0)  # the offset is the last feature's
-    w = np.where(valid, inv[np.where(valid, items, 0)], 0.0)  # (B, S)
-    keys = np.where(ids >= 0, np.arange(b)[:, None, None] * n + ids, -1).ravel()
-    found = keys >= 0
-    grouped, sums = group_sum(keys[found], np.stack([(counts * w[..., None]).ravel()[found],
-                                                     (counts * (w * centred)[..., None]).ravel()[found]], 1))
-    want = np.where(cols >= 0, np.arange(b)[:, None] * n + cols, -1)
-    mass = lookup(grouped, sums[:, 0], want) * inv[safe] if len(grouped) else np.zeros(cols.shape)
-    pull = lookup(grouped, sums[:, 1], want) * inv[safe] if len(grouped) else np.zeros(cols.shape)
+        valid = items >= 0
+        sizes = np.maximum(valid.sum(1), 1)[:, None]  # (B, 1)
+        centred = np.where(valid, res - res.sum(1, keepdims=True) / sizes, 0.0)  # the offset: the last feature
+        w = np.where(valid, inv[np.where(valid, items, 0)], 0.0)  # (B, S)
+        votes = stats.cooc.votes(items, [w, w * centred])
+    mass = votes.at(cols, 0) * inv[safe]  # (B, M) sum_j cos(i, j)
+    pull = votes.at(cols, 1) * inv[safe]  # (B, M) sum_j cos(i, j) centred_j
     has = valid.any(1)[:, None]
     out[..., 3] = np.where(has, pull / (mass + KNN_SHRINK), 0.0)
     out[..., 4] = np.where(has, np.log1p(mass), 0.0)

@@ -78,22 +78,26 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def gather_candidates(reader: ContextReader, popular: PopularLists, taste: np.ndarray, new: np.ndarray,
-                      excluded: np.ndarray, budget: CandidateBudget) -> np.ndarray:
+                      excluded: np.ndarray, budget: CandidateBudget,
+                      banned: np.ndarray | None = None) -> np.ndarray:
     """(B, M) candidate item indices per user, -1 padded, M <= ``budget.total``.
 
     ``taste`` (B, T) and ``new`` (B, T') are the head's and the new items' proposals (-1: none);
-    ``excluded``: sorted batch-wide keys user x N + item of the items never to propose.
+    ``excluded``: sorted batch-wide keys user x N + item of the items never to propose; ``banned`` (N,): items
+    never to propose to anyone (unavailable).
     """
     b, n = len(reader.views.n_seen), reader.stats.n_items
     sources = [
-        reader.knn.top(b, budget.knn),
-        reader.next.top(b, budget.next_items),
+        reader.knn.top(budget.knn),
+        reader.next.top(budget.next_items),
         popular.by_position[reader.bucket][:, : budget.position],
         np.broadcast_to(popular.now[: budget.popular], (b, min(budget.popular, len(popular.now)))),
         taste[:, : budget.taste],
         new[:, : budget.new],
     ]
     proposed = np.concatenate([np.asarray(s, np.int64).reshape(b, -1) for s in sources], axis=1)  # (B, R)
+    if banned is not None:
+        proposed = np.where((proposed >= 0) & ~banned[np.maximum(proposed, 0)], proposed, -1)
     return _distinct_allowed(proposed, n, excluded, budget.total)
 
 

@@ -84,6 +84,20 @@ def negatives(requests: Sequence[AdaptRequest], n_items: int, k: int, seed: int)
     return torch.as_tensor((x % np.uint64(max(n_items, 1))).astype(np.int64))  # (B, K)
 
 
+def shown_negatives(index: dict[str, int], requests: Sequence[AdaptRequest], uniform: Tensor) -> Tensor:
+    """(B, K) ``uniform`` negatives with each user's shown-and-not-taken items (``AdaptRequest.negatives``,
+    ids outside the catalogue skipped) in the first slots, at most K of them."""
+    if not any(r.negatives for r in requests):
+        return uniform
+    out = uniform.clone()
+    k = out.shape[1]
+    for b, r in enumerate(requests):
+        codes = [c for c in map(index.get, r.negatives) if c is not None][:k]
+        if codes:
+            out[b, : len(codes)] = torch.tensor(codes, dtype=out.dtype)
+    return out
+
+
 def user_features(requests: Sequence[AdaptRequest], cfg: ModelConfig, device: torch.device) -> Tensor | None:
     """(B, G) side features of the users (zeros where a request has none), None for a model without them."""
     if not cfg.n_user_features:

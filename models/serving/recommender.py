@@ -12,9 +12,8 @@ the retrieval is measured against).
 
 A model with stream context features (``ModelConfig.n_context``) also owns an ``ItemStats``: per-item counts and
 neighbours that ``learn`` updates with the users' events (each with the user's history, which the stream reads
-from the user's state: nothing per user is kept here) and that ``recommend`` turns into features. ``meta_train``
-hands back a Recommender whose statistics already hold its training log; offline callers feed events through
-``observe``, which keeps their users' histories in the statistics' history book.
+from the user's state: nothing per user is kept here) and that ``recommend`` turns into features. Offline
+callers feed events through ``observe``. Unavailable items (``availability``) are never retrieved nor ranked.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import torch
@@ -39,8 +38,9 @@ from models.features.context import ContextReader
 from models.features.history import Learned
 from models.features.item_stats import ItemStats
 from models.features.rating_context import rating_context
+from models.serving.availability import Availability, allowed_mask
 from models.serving.candidates import CandidateBudget, PopularLists, excluded_keys, gather_candidates
-from models.serving.encode import Encoded, encode, negatives, user_features
+from models.serving.encode import Encoded, encode, negatives, shown_negatives, user_features
 from models.serving.item_index import ItemIndex
 from models.serving.kernel import adapt_forward
 from models.serving.requests import AdaptRequest, LearnedUser
@@ -113,10 +113,10 @@ class Recommender:
         self._snap = _snapshot(model, tuple(item_ids), tuple(item_feature_names))
         self._stats: ItemStats | None = None
         self._popular = PopularLists(max(candidates.position, candidates.popular) if candidates else 0)
+        self.availability = Availability()  # the worker hands the same one to every version it serves
         if model.cfg.n_context:
             self.use_stats(stats or ItemStats(model.cfg.n_items))
 
-    # --- attributes -----------------------------------------------------------------------------------------
     @property
     def config(self) -> ModelConfig:
         return self._snap.model.cfg
@@ -157,20 +157,21 @@ class Recommender:
         index = self._snap.index
         self._stats.learn([
             Learned(r.user_id, [index.get(i, -1) for i in r.history_before],
-                    [(index.get(i, -1), t, v) for i, t, v in r.events])
+                    [(index.get(e[0], -1), *e[1:]) for e in r.events])
             for r in records
         ])
 
-    def observe(self, events: Sequence[tuple[str, str, float] | tuple[str, str, float, float | None]],
-                ) -> None:
-        """Offline callers: count time-ordered events (user id, item id, seconds[, rating]) into the item
-        statistics, which keep these users' histories in their history book. The worker calls ``learn``."""
+    def observe(self, events: Sequence[tuple], weighted: bool = False) -> None:
+        """Offline callers: count time-ordered events (user id, item id, seconds[, rating][, count weight])
+        into the item statistics, which keep these users' histories in their history book. ``weighted``: every
+        event carries its count weight (operator event weights). The worker calls ``learn``."""
         if self._stats is None or not events:
             return
         index = self._snap.index
         values = [e[3] if len(e) > 3 else None for e in events]
+        weights = [e[4] for e in events] if weighted else None
         self._stats.observe([e[0] for e in events], [index.get(e[1], -1) for e in events],
-                            [e[2] for e in events], values)
+                            [e[2] for e in events], values, weights)
 
     def forget(self, user_id: str) -> None:
         """Drop an offline caller's history of a deleted user (the stream keeps none; counts stay)."""
@@ -196,24 +197,27 @@ class Recommender:
     # --- serving --------------------------------------------------------------------------------------------
     def recommend(
         self, requests: Sequence[AdaptRequest], k: int, *, steps: int | None = None,
-        proposed: list[np.ndarray] | None = None,
+        proposed: list[np.ndarray] | None = None, only: Collection[str] | None = None,
     ) -> list[AdaptResult]:
-        """Adapt each user on their support set and return their top-``k`` unseen items, best first.
+        """Adapt each user on their support set and return their top-``k`` unseen, available items, best first.
 
-        Fewer than ``k`` items come back only when few items are left to propose. ``steps`` overrides the
-        number of inner steps (0 = the meta-init alone), for ablations. ``proposed``, when given, receives each
-        user's candidate item indices (-1 padded; every item when the whole catalogue is scored).
+        Fewer than ``k`` items only when few are left to propose. ``steps`` overrides the inner steps (0 = the
+        meta-init alone). ``proposed`` receives each user's candidate item indices (-1 padded). ``only``
+        restricts every list of the call to these items (e.g. a category asked for through the read API).
         """
         if not requests:
             return []
         snap = self._snap  # one catalogue for the whole call
+        banned = self.availability.banned(snap.item_ids, snap.index)  # (N,) or None
+        allowed = None if only is None else allowed_mask(only, snap.index, len(snap.item_ids))  # (N,)
+        banned = banned if allowed is None else ~allowed if banned is None else banned | ~allowed
         batch, reader = self._encode(snap, requests)
         out = self._adapt(snap, requests, batch, reader, steps)
-        cols = self._columns(snap, batch, reader, out.heads)  # (B, M)
+        cols = self._columns(snap, batch, reader, out.heads, banned, allowed)  # (B, M)
         if proposed is not None:
             proposed.extend(cols)
         with torch.inference_mode():
-            scores = self._score(snap, batch, reader, out.heads, cols)  # (B, M)
+            scores = self._score(snap, batch, reader, out.heads, cols, banned=banned)  # (B, M)
             top = scores.topk(min(k, scores.shape[1]), dim=1)
         values, slots = top.values.cpu().numpy(), top.indices.cpu().numpy()
         picked = np.take_along_axis(cols, slots, 1)  # (B, k) item indices
@@ -298,7 +302,8 @@ class Recommender:
         items, targets, mask = batch.items.to(dev), batch.targets.to(dev), batch.mask.to(dev)
         cols = np.where(batch.mask.numpy(), batch.items.numpy(), -1)  # (B, S)
         if cfg.objective == "implicit":
-            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed).to(dev)  # (B, K)
+            neg = negatives(requests, len(snap.item_ids), cfg.n_negatives, cfg.seed)  # (B, K)
+            neg = shown_negatives(snap.index, requests, neg).to(dev)  # shown, not taken: the first slots
             items = torch.cat([items, neg], dim=1)  # (B, S + K): one gather, one product per step
             cols = np.concatenate([cols, neg.cpu().numpy()], axis=1)
         context = self._context(snap, batch, reader, cols)  # (B, S + K, C) or None
@@ -316,20 +321,30 @@ class Recommender:
             )
 
     def _columns(self, snap: _Snapshot, batch: Encoded, reader: ContextReader | None,
-                 heads: dict[str, Tensor]) -> np.ndarray:
-        """(B, M) the items to score per user: the retrieved candidates, or every item (-1: none)."""
+                 heads: dict[str, Tensor], banned: np.ndarray | None = None,
+                 allowed: np.ndarray | None = None) -> np.ndarray:
+        """(B, M) the items to score per user: the retrieved candidates, or every item (-1: none), none of
+        them ``banned`` (N,); a call restricted to ``allowed`` (N,) items scores them all when they fit the
+        budget."""
         n, b = len(snap.item_ids), len(batch.sizes)
         budget = self.candidates
-        if budget is None or not budget.total or n <= budget.total or reader is None:
+        everything = budget is None or not budget.total or n <= budget.total or reader is None
+        if allowed is not None and (everything or int(allowed.sum()) <= budget.total):  # type: ignore[union-attr]
+            rows = np.flatnonzero(allowed if banned is None else allowed & ~banned)
+            rows = rows if len(rows) else np.full(1, -1, np.int64)  # nothing allowed: one padding column
+            return np.ascontiguousarray(np.broadcast_to(rows, (b, len(rows))))
+        if everything:
             return np.ascontiguousarray(np.broadcast_to(np.arange(n), (b, n)))
+        assert budget is not None
         taste = snap.taste.top(heads["w"][:, : snap.vecs.shape[1]].float(), budget.taste) if snap.taste else \
             np.full((b, 0), -1, np.int64)
         return gather_candidates(reader, self._popular.refresh(reader.stats), taste,
-                                 _new_items(snap, batch, budget.new), excluded_keys(n, batch.excluded), budget)
+                                 _new_items(snap, batch, budget.new), excluded_keys(n, batch.excluded), budget,
+                                 banned)
 
     def _score(self, snap: _Snapshot, batch: Encoded, reader: ContextReader | None, heads: dict[str, Tensor],
-               cols: np.ndarray, exclude: bool = True) -> Tensor:
-        """(B, M) scores of items ``cols`` (-inf where padding or, with ``exclude``, excluded)."""
+               cols: np.ndarray, exclude: bool = True, banned: np.ndarray | None = None) -> Tensor:
+        """(B, M) scores of items ``cols`` (-inf where padding or, with ``exclude``, excluded or ``banned``)."""
         context = self._context(snap, batch, reader, cols)  # (B, M, C) or None
         idx = torch.as_tensor(np.where(cols >= 0, cols, 0), device=self.device)  # (B, M)
         known = torch.as_tensor(cols >= 0, device=self.device)
@@ -341,14 +356,14 @@ class Recommender:
             scores = scores + torch.einsum("bmc,bc->bm", context, heads["w"][:, vecs.shape[-1]:])
             scores = scores + snap.model.context_offset(context)
         if exclude:
-            banned = np.zeros(cols.shape, bool)
+            out = np.zeros(cols.shape, bool) if banned is None else banned[np.where(cols >= 0, cols, 0)]
             if any(len(e) for e in batch.excluded):
                 n = len(snap.item_ids)
                 keys = excluded_keys(n, batch.excluded)
                 want = np.where(cols >= 0, np.arange(len(cols))[:, None] * n + cols, -1)
                 slot = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
-                banned = keys[slot] == want
-            scores = scores.masked_fill(torch.as_tensor(banned | (cols < 0), device=self.device), float("-inf"))
+                out |= keys[slot] == want
+            scores = scores.masked_fill(torch.as_tensor(out | (cols < 0), device=self.device), float("-inf"))
         return scores
 
 

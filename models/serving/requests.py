@@ -16,12 +16,13 @@ import math
 from dataclasses import dataclass
 from typing import Collection, Iterable, NamedTuple, Sequence
 
-from models.core.targets import EVENT_TYPE_CODES, EVENT_TYPES, event_target
+from models.core.targets import EVENT_TYPE_CODES, EVENT_TYPES, EventWeights, event_target
 
 __all__ = [
     "EVENT_TYPES",
     "EVENT_TYPE_CODES",
     "AdaptRequest",
+    "EventWeights",
     "LearnedUser",
     "Support",
     "build_request",
@@ -47,6 +48,9 @@ class AdaptRequest:
     # How many trailing items of ``history`` first arrived in the batch being served: they are not yet counted
     # into the item statistics when this request is ranked (a batch is ranked before it is learned).
     fresh: int = 0
+    # Items the user was shown and did not take (most recent first): the inner loop's first negatives, before
+    # the uniform ones (implicit objective).
+    negatives: tuple[str, ...] = ()
 
 
 class LearnedUser(NamedTuple):
@@ -54,37 +58,41 @@ class LearnedUser(NamedTuple):
 
     ``history_before`` is the user's distinct items before the batch, in first-arrival order (empty after a
     deletion in the batch: the user starts over); ``events`` are the batch's newly applied interactions, in
-    order, as (item_id, ts, rating or None).
+    order, as (item_id, ts, rating or None), or (item_id, ts, rating or None, count weight) under operator
+    event weights (``models.core.targets.count_weight``; events of a type that is not a positive are left out).
     """
 
     user_id: str
     history_before: tuple[str, ...]
-    events: tuple[tuple[str, float, float | None], ...]
+    events: tuple[tuple[str, float, float | None] | tuple[str, float, float | None, float], ...]
 
 
-_TARGETS: dict[tuple[str, float | None, str], float | None] = {}
+_TARGETS: dict[tuple[str, float | None, str, EventWeights | None], float | None] = {}
 _TARGETS_MAX = 4096  # distinct (type, value, objective) remembered; a stream repeats a few (ratings, weights)
 
 
-def target(type_name: str, value: float | None, objective: str) -> float | None:
+def target(type_name: str, value: float | None, objective: str,
+           weights: EventWeights | None = None) -> float | None:
     """``event_target``, memoised: it runs for every support event of every served user (50 per user)."""
     if value is not None and math.isnan(value):
         value = None  # NaN never equals itself, so it would never hit the memo; event_target reads it as None
-    key = (type_name, value, objective)
+    key = (type_name, value, objective, weights)
     try:
         return _TARGETS[key]
     except KeyError:
         if len(_TARGETS) >= _TARGETS_MAX:
             _TARGETS.clear()
-        result = _TARGETS[key] = event_target(type_name, value, objective)
+        result = _TARGETS[key] = event_target(type_name, value, objective, weights)
         return result
 
 
-def support_targets(support: Iterable[Support], objective: str) -> list[tuple[str, float]]:
-    """The support events the ``objective`` adapts on, as (item_id, target), oldest first."""
+def support_targets(support: Iterable[Support], objective: str,
+                    weights: EventWeights | None = None) -> list[tuple[str, float]]:
+    """The support events the ``objective`` adapts on (under ``weights``), as (item_id, target), oldest
+    first."""
     out = []
     for item_id, type_name, value, _ts in support:
-        mapped = target(type_name, value, objective)
+        mapped = target(type_name, value, objective, weights)
         if mapped is not None:
             out.append((item_id, mapped))
     return out
@@ -99,21 +107,29 @@ def build_request(
     exclude: Collection[str] | None = None,
     fresh: int = 0,
     user_features: Sequence[float] | None = None,
+    weights: EventWeights | None = None,
+    negatives: Sequence[str] = (),
+    demoted: Collection[str] = (),
 ) -> AdaptRequest:
     """The request for one user: their support mapped to targets, their seen items excluded.
 
     ``seen``: the user's distinct items in first-arrival order; it becomes both the request's ``history`` and,
     unless ``exclude`` is given, its ``exclude`` set. A caller without an arrival order passes ``exclude``
-    alone (``history`` stays empty). ``fresh`` is clamped to the history's length.
+    alone (``history`` stays empty). ``fresh`` is clamped to the history's length. ``weights``: the operator's
+    event weights (``models.core.targets``). ``negatives``: items shown and not taken (the inner loop's first
+    negatives); ``demoted``: items shown too often without a take, excluded like seen ones.
     """
     history = tuple(seen) if seen is not None else ()
     if exclude is None:
         exclude = frozenset(history)
+    if demoted:
+        exclude = frozenset(exclude).union(demoted)
     return AdaptRequest(
         user_id=user_id,
-        support=support_targets(support, objective),
+        support=support_targets(support, objective, weights),
         exclude=exclude,
         user_features=user_features,
         history=history,
         fresh=max(0, min(fresh, len(history))),
+        negatives=tuple(negatives),
     )

@@ -1,9 +1,10 @@
 """Deletion: a user-deletion event removes the user's state (table and changelog) and their last list.
 
-Users in ``gone`` are deleted and never come back: their last changelog record and their last recommendation are
-tombstones and their RocksDB key is gone. Users in ``back`` are deleted and then act once more: their state holds
-only that event, and their new list is exactly what the model gives for a state holding only that event (the
-same pure request the worker builds, run in the test), so no part of the deleted history can have shaped it.
+Users in ``gone`` are deleted and never come back: their last recommendation is a tombstone, and their RocksDB
+key and last changelog record hold only a deletion marker (nothing of the user but the fact, so the read API
+can answer 404). Users in ``back`` are deleted and then act once more: their state holds only that event, and
+their new list is exactly what the model gives for a state holding only that event (the same pure request the
+worker builds, run in the test), so no part of the deleted history can have shaped it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from schemas.records import Interaction, UserDeletion
 from stream import versions
 from stream.pipeline import adapt_request
 from stream.replay import interactions
+from stream.state import UserState, decode_state, is_deleted
 from tests.integration.kafka_helpers import produce
 from tests.integration.workers import (
     WorkerProcess,
@@ -45,6 +47,11 @@ def histories(n_users: int, per_user: int) -> dict[str, list[Interaction]]:
     users = [u for u, evs in by_user.items() if len(evs) >= per_user][:n_users]
     assert len(users) == n_users
     return {u: by_user[u][:per_user] for u in users}
+
+
+def is_marker(state: UserState) -> bool:
+    """A deletion marker: the deletion's time and source offsets, nothing of what the user did."""
+    return is_deleted(state) and state == UserState(deleted_ts=state.deleted_ts, offsets=state.offsets)
 
 
 def tombstoned(bootstrap: str, topic: str, users: set[str]) -> bool:
@@ -83,15 +90,18 @@ def test_deletion_forgets_the_user_everywhere(broker, topic_prefix, tmp_path, ch
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
 
-    # the table: gone users absent, returning users hold only their new event, the others untouched
+    # the table: gone users only a marker, returning users hold only their new event, the others untouched
     expected = reference_states([e for e in first if e.user_id in kept] + again)
-    assert_states_equal(read_user_states(spec.data_dir), expected, "RocksDB")
+    stored = read_user_states(spec.data_dir)
+    assert all(is_marker(stored[u]) for u in gone), "a deleted user's state is a marker and nothing else"
+    assert_states_equal({u: s for u, s in stored.items() if u not in gone}, expected, "RocksDB")
     changelog = read_to_end(broker.bootstrap, changelog_topic(settings.app_id))
     last = last_by_key(changelog)
-    assert all(last[u] is None for u in gone), "a deleted user's last changelog record is a tombstone"
+    assert all(is_marker(decode_state(last[u])) for u in gone), "a deleted user's last changelog record"
     for u in back:
-        values = [m.value() for m in changelog if m.key().decode() == u]
-        assert None in values[:-1] and values[-1] is not None, f"{u}: old state, tombstone, then the new state"
+        values = [decode_state(m.value()) for m in changelog if m.key().decode() == u]
+        assert any(is_marker(v) for v in values[:-1]) and not is_deleted(values[-1]), (
+            f"{u}: old state, the marker, then the new state")
 
     # the output: gone users' last record is a tombstone; returning users got the list of their new state alone
     latest = last_recommendations(broker.bootstrap, rec_topic)

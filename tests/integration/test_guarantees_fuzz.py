@@ -1,9 +1,11 @@
 """Hostile input: over 10k generated messages, valid and hostile mixed, through one real worker.
 
-Every hostile message must land in dead-letters with a reason (matched by its source partition and offset),
-no valid one may, every valid one must be counted into state and served, and the worker must neither restart
-nor grow without bound. Hypothesis generates the chunks (see hostile_events.py); each chunk is checked before
-the next is sent, so a failure names the chunk that caused it.
+Every hostile message must land in dead-letters with the reason its generator planted (matched by its source
+partition and offset), no valid one may, every valid one must be counted into state and served, and the worker
+must neither restart nor grow without bound: its process start time (its own ``process_start_time_seconds``)
+is read after every chunk and must never change, it must never exit, and no agent may crash and restart inside
+it. Hypothesis generates the chunks (see hostile_events.py); each chunk is checked before the next is sent, so a
+failure names the chunk that caused it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from schemas.decode import REASONS, decode_recommendation, encode
+from schemas.decode import DECODE_REASONS, decode_recommendation, encode
 from schemas.records import HEADER_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, Interaction
 from stream import versions
 from stream.settings import Settings
@@ -30,6 +32,8 @@ from tests.integration.workers import (
     assert_states_equal,
     read_user_states,
     reference_states,
+    scrape,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,6 +44,11 @@ MIN_MESSAGES = 10_000
 RSS_GROWTH_MAX_MB = 100.0  # after warm-up (measured: ~35 MB); 700 leaked 64-900 kB payloads would be ~300
 USERS = ["user-0", "user-1", "\u00fc-ser", "\u7528\u6237", "\U0001f600-user", "u" * 256,
          *[f"user-{n}" for n in range(2, 26)]]
+
+
+def started_at(port: int) -> float:
+    """When the process serving ``port``'s metrics started, by its own account (it changes on any restart)."""
+    return scrape(port)[("process_start_time_seconds", ())]
 
 
 def rss_mb(pid: int) -> float:
@@ -101,7 +110,7 @@ class Rig:
 
     def check(self, chunk: list[Interaction | Hostile], timeout_s: float = 90.0) -> None:
         where = self.send(chunk)
-        bad = {at: item.why for at, item in zip(where, chunk) if isinstance(item, Hostile)}
+        bad = {at: item for at, item in zip(where, chunk) if isinstance(item, Hostile)}
         good = [item for item in chunk if isinstance(item, Interaction)]
         self.valid.extend(good)
         self.valid_at.update(at for at, item in zip(where, chunk) if isinstance(item, Interaction))
@@ -110,11 +119,13 @@ class Rig:
         while set(bad) - set(self.dead) or last - self.served:
             assert self.worker.alive(), f"the worker died:\n{self.worker.log_text()[-4000:]}"
             assert time.monotonic() < deadline, (
-                f"not dead-lettered: {[bad[a] for a in set(bad) - set(self.dead)][:10]}; "
+                f"not dead-lettered: {[bad[a].why for a in set(bad) - set(self.dead)][:10]}; "
                 f"not served: {sorted(last - self.served)[:5]}")
             self.read()
         assert not self.valid_at & set(self.dead), "a valid event was dead-lettered"
-        assert set(self.dead[a] for a in bad) <= REASONS
+        wrong = [(h.why, h.reason, self.dead[at], h.value[:80] if h.value else None) for at, h in bad.items()
+                 if self.dead[at] != h.reason]
+        assert not wrong, f"{len(wrong)} dead letters with the wrong reason (what, planted, given, value): {wrong[:5]}"
 
 
 def _position(err: KafkaError | None, msg: Message) -> tuple[int, int]:
@@ -130,6 +141,9 @@ def test_hostile_input_is_dead_lettered_and_valid_input_processed(broker, topic_
     worker = WorkerProcess(spec, tmp_path / "worker.log")
     rig = Rig(broker.bootstrap, spec.settings(), worker)
     pid = worker.proc.pid
+    wait_until(lambda: ("process_start_time_seconds", ()) in scrape(worker.metrics_port), 120,
+               "the worker to serve its metrics", alive=[worker])
+    starts = [started_at(worker.metrics_port)]
     pairs = st.tuples(valid_interactions(USERS, items, now, lambda: next(ids)), hostile_messages(USERS, now))
     chunks = st.lists(pairs, min_size=CHUNK // 2, max_size=CHUNK // 2).map(
         lambda ps: [m for pair in ps for m in pair])  # valid and hostile alternate, half and half
@@ -141,17 +155,19 @@ def test_hostile_input_is_dead_lettered_and_valid_input_processed(broker, topic_
     def one_chunk(chunk: list[Interaction | Hostile]) -> None:
         rig.check(chunk)
         rss.append(rss_mb(pid))
+        starts.append(started_at(worker.metrics_port))
 
     try:
         one_chunk()
-        assert worker.alive() and worker.proc.pid == pid, "the worker never restarts"
+        assert worker.alive(), "the worker never exits"
+        assert len(set(starts)) == 1, f"the worker restarted {len(set(starts)) - 1} times: started at {set(starts)}"
     finally:
         rig.close()
         assert worker.stop() == 0, worker.log_text()[-3000:]
     summary = {"sent": rig.sent, "valid": len(rig.valid), "rss_mb": rss, "reasons": sorted(set(rig.dead.values()))}
     (tmp_path / "fuzz-summary.json").write_text(json.dumps(summary))
     assert rig.sent >= MIN_MESSAGES, f"only {rig.sent} messages were generated"
-    assert set(rig.dead.values()) == set(REASONS), "the generator reaches every way of being refused"
+    assert set(rig.dead.values()) == set(DECODE_REASONS), "the generator reaches every way of being refused"
     assert "Traceback" not in worker.log_text(), "no agent crashed and restarted inside the process either"
     assert max(rss) - rss[0] <= RSS_GROWTH_MAX_MB, f"RSS grew from {rss[0]:.0f} MB to {max(rss):.0f} MB"
     assert_states_equal(read_user_states(spec.data_dir), reference_states(rig.valid), "RocksDB")

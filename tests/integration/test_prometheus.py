@@ -2,7 +2,8 @@
 data, and a planted drift (the items people use change mid-stream) drives the PSI over its threshold until
 Prometheus reports the drift alert firing.
 
-Prometheus comes from Debian's `prometheus` package; the test skips, saying so, where the binary is absent.
+Prometheus comes from Debian's `prometheus` package (tests/setup.sh installs it); the test fails, saying so,
+where the binary is absent.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def rule_exprs(prom: Prometheus) -> list[tuple[str, str]]:
 def prometheus_binary() -> str:
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("prometheus not installed (Debian package 'prometheus': apt-get install -y prometheus)")
+        pytest.fail("prometheus not installed (tests/setup.sh installs it, as root: apt-get install -y "
+                    "prometheus)", pytrace=False)
     return binary
 
 

@@ -108,7 +108,10 @@ def replay(model: Recommender, messages: list[RawMessage], batch: int):
 def assert_same_state(one: UserState, other: UserState) -> None:
     head_one, head_other = np.frombuffer(one.head, np.float32), np.frombuffer(other.head, np.float32)
     np.testing.assert_allclose(head_one, head_other, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.last_scores, other.last_scores, rtol=1e-5, atol=1e-6)  # the list's scores
     one.head = other.head = b""
+    one.last_scores = other.last_scores = []
+    one.seq = other.seq = 0  # lists sent: one per user and batch, so batching changes how many, by design
     assert one == other
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from models.data.events import EventLog
-from models.eval.methods import StreamMethod
+from models.eval.methods import StreamMethod, top_k
 from models.eval.peers.item_knn import ItemKNNFallback
-from models.eval.methods import top_k
 from models.eval.peers.position_popularity import PositionCounts, PositionPopularity
 from models.eval.peers.session_knn import SessionKNN
 from models.eval.stream_protocol import plan_stream, replay

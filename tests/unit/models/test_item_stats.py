@@ -240,10 +240,16 @@ def test_learning_with_histories_counts_as_an_offline_replay_does():
         np.testing.assert_allclose(getattr(streamed, name), getattr(replayed, name))
     np.testing.assert_allclose(streamed.decayed, replayed.decayed, rtol=1e-9)
     for name in ("cooc", "transitions"):
-        a, b = getattr(streamed, name), getattr(replayed, name)
-        dense_a, dense_b = np.zeros((log.n_items,) * 2), np.zeros((log.n_items,) * 2)
-        for dense, table in ((dense_a, a), (dense_b, b)):
-            rows = np.repeat(np.arange(log.n_items), table.k)
-            keep = table.ids.ravel() >= 0
-            dense[rows[keep], table.ids.ravel()[keep]] = table.vals.ravel()[keep]
-        np.testing.assert_allclose(dense_a, dense_b, rtol=1e-6)
+        np.testing.assert_allclose(getattr(streamed, name).counts, getattr(replayed, name).counts, rtol=1e-6)
+
+
+def test_an_event_s_count_weight_is_what_it_adds_to_the_counts():
+    from models.features.history import Learned
+
+    plain, weighted = ItemStats(3), ItemStats(3)
+    plain.learn([Learned("u", [], [(0, 1e9, None), (1, 1e9 + 1, None)])])
+    weighted.learn([Learned("u", [], [(0, 1e9, None, 3.0), (1, 1e9 + 1, None, 0.5)])])
+    assert plain.counts.tolist() == [1.0, 1.0, 0.0]
+    assert weighted.counts.tolist() == [3.0, 0.5, 0.0]
+    assert weighted.decayed[:, 0] / plain.decayed[:, 0] == pytest.approx([3.0, 3.0])
+    assert weighted.n_users_of.tolist() == plain.n_users_of.tolist(), "first arrivals stay binary"

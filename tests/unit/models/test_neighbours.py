@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features.neighbours import NeighbourTable, group_sum, lookup
+from models.features.neighbours import NeighbourTable, SortedVotes, group_sum, lookup, neighbours_for
 
 
 def dense(table: NeighbourTable) -> np.ndarray:
@@ -65,3 +65,35 @@ def test_growing_adds_empty_rows_and_arrays_round_trip():
     assert table.n_items == 5 and (table.ids[3:] == -1).all()
     back = NeighbourTable.from_arrays(**table.to_arrays())
     np.testing.assert_array_equal(back.ids, table.ids)
+
+
+def test_dense_and_bounded_tables_vote_alike_while_rows_fit():
+    """A small catalogue keeps exact counts; a bounded table that holds every column gives the same votes,
+    reads and top items, so the features do not depend on which one a catalogue gets."""
+    from models.features.neighbours import DenseTable
+
+    rng = np.random.default_rng(2)
+    rows, cols = rng.integers(0, 9, 300), rng.integers(0, 9, 300)
+    weights = rng.random(300)
+    dense, bounded = DenseTable(9), NeighbourTable(9, 9)
+    dense.add(rows, cols, weights)
+    bounded.add(rows, cols, weights)
+    users = np.array([[0, 3, -1], [5, -1, -1]])
+    w = [np.array([[1.0, 0.5, 0.0], [2.0, 0.0, 0.0]]), np.ones((2, 3))]
+    want = np.array([[0, 1, 2, 8, -1], [4, 5, 6, 7, 3]])
+    ids, counts = bounded.gather(users)
+    sorted_votes = SortedVotes.of(9, ids, [counts * x[..., None] for x in w])  # what a huge batch would use
+    a, b = dense.votes(users, w), bounded.votes(users, w)
+    for column in (0, 1):
+        for other in (b, sorted_votes):
+            np.testing.assert_allclose(a.at(want, column), other.at(want, column), rtol=1e-5)
+            np.testing.assert_allclose(a.total(column), other.total(column), rtol=1e-5)
+            np.testing.assert_array_equal(a.top(4, column), other.top(4, column))
+    np.testing.assert_allclose(dense.entries(rows[:9], cols[:9]), bounded.entries(rows[:9], cols[:9]), rtol=1e-5)
+    np.testing.assert_allclose(dense.top_k(9).vals.sum(1), dense.counts.sum(1), rtol=1e-5)
+
+
+def test_a_bounded_table_keeps_as_many_neighbours_as_its_memory_budget_allows():
+    assert neighbours_for(17_632) == 400  # Last.fm: the long tails fit
+    assert 50 < neighbours_for(100_000) < 400
+    assert neighbours_for(10_000_000) == 50  # never fewer

@@ -1,7 +1,7 @@
 """The operations files agree with the code: compose validates, rules pass promtool, dashboards name real metrics.
 
-Tools come from Debian packages (`docker-compose`, `prometheus` for promtool); a test whose tool is missing skips
-and says which package brings it.
+Tools come from Debian packages (`docker-compose`, `prometheus` for promtool; tests/setup.sh installs them); a
+test whose tool is missing fails and says which package brings it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ METRIC = re.compile(r"\b((?:metarec|faust)_[a-z_]+)\b")
 def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} not installed (Debian package {package!r}: apt-get install -y {package})")
+        why = f"{name} not installed (tests/setup.sh installs it, as root: apt-get install -y {package})"
+        pytest.fail(why, pytrace=False)
     return path
 
 

@@ -198,3 +198,13 @@ def test_decode_error_survives_pickling() -> None:
 
     err = pickle.loads(pickle.dumps(DecodeError("not_json", "bad")))
     assert (err.reason, err.detail, str(err)) == ("not_json", "bad", "not_json: bad")
+
+
+@pytest.mark.parametrize("text", ["teleport", "a >= b", "x of length y", "Expected `int`"])
+def test_an_unknown_enum_value_is_invalid_whatever_text_it_quotes(text: str) -> None:
+    """The reason comes from what msgspec says, and msgspec quotes the producer's value: it must not steer it."""
+    raw = json.dumps({"kind": "interaction", "event_id": "e", "user_id": "u", "item_id": "i", "type": text,
+                      "ts": 1.7e9}).encode()
+    with pytest.raises(DecodeError) as info:
+        decode_user_event(raw)
+    assert info.value.reason == "invalid"

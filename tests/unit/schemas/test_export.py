@@ -29,6 +29,14 @@ def test_check_fails_on_drift_and_passes_after_write(
 def test_user_event_schema_documents_the_union_and_bounds() -> None:
     doc = json.loads(export.rendered()["user-event.schema.json"])
     assert doc["discriminator"]["propertyName"] == "kind"
-    assert set(doc["discriminator"]["mapping"]) == {"interaction", "user", "delete"}
+    assert set(doc["discriminator"]["mapping"]) == {"interaction", "impression", "user", "delete"}
     ts = doc["$defs"]["Interaction"]["properties"]["ts"]
     assert ts["minimum"] == 631152000.0 and ts["maximum"] == 4102444800.0
+
+
+def test_the_dead_letter_headers_schema_lists_every_reason_the_worker_gives() -> None:
+    from schemas.decode import REASONS
+
+    doc = json.loads(export.rendered()["dead-letter-headers.schema.json"])
+    reason = doc["$defs"]["DeadLetterHeaders"]["properties"]["metarec-reason"]
+    assert set(reason["enum"]) == set(REASONS) and "model_error" in REASONS

@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 from schemas.decode import decode_item_event, decode_recommendation, decode_user_event, encode
 from schemas.records import (
     DEAD_LETTER_HEADERS,
+    HEADER_REASON,
     TS_MAX,
     TS_MIN,
+    DeadLetterHeaders,
     Interaction,
     ItemEvent,
     Recommendation,
     ScoredItem,
     UserAttributes,
     UserDeletion,
+    dead_letter_headers,
 )
 
 ids = st.text(min_size=1, max_size=40)
@@ -71,8 +74,24 @@ def test_recommendation_round_trip() -> None:
         event_id="e1",
         event_ts=1.7e9,
         produced_ts=1.7e9 + 0.01,
+        seq=3,
+        first_event_id="e0",
     )
     assert decode_recommendation(encode(rec)) == rec
+
+
+def test_a_list_from_before_seq_and_first_event_id_still_decodes() -> None:
+    old = b'{"kind":"recommendation","user_id":"u","items":[],"model_version":"v","event_id":"e","event_ts":1.7e9,' \
+          b'"produced_ts":1.7e9}'
+    rec = decode_recommendation(old)
+    assert rec.seq == 0 and rec.first_event_id is None
+
+
+def test_dead_letter_headers_are_what_the_schema_says() -> None:
+    headers = {name: value.decode() for name, value in dead_letter_headers("model_error", "boom", "t", 3, 41)}
+    assert msgspec.convert(headers, DeadLetterHeaders) == DeadLetterHeaders("model_error", "boom", "t", "3", "41")
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({**headers, HEADER_REASON: "bored"}, DeadLetterHeaders)
 
 
 @pytest.mark.parametrize(

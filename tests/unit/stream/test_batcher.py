@@ -81,6 +81,35 @@ def test_a_failing_batch_loses_no_request_and_only_the_bad_one_fails():
     assert any(len(c) > 1 for c in calls), "the first attempt must have been a batch"
 
 
+def test_a_failing_batch_is_split_down_to_the_request_that_fails_and_the_caller_gets_every_outcome():
+    """One poison request among 64: about 2 log2(64) more calls, not 64, and the group's future has each
+    request's result or, in the poison request's place, its exception."""
+    calls: list[int] = []
+    failures: list[tuple[int, str, str]] = []
+
+    def fn(reqs):
+        calls.append(len(reqs))
+        if 41 in reqs:
+            raise ValueError("poisoned request 41")
+        return [r + 100 for r in reqs]
+
+    batcher = MicroBatcher(fn, max_size=64, max_wait_s=0.05,
+                           on_failure=lambda req, exc: failures.append(
+                               (req, str(exc), threading.current_thread().name))).start()
+
+    async def main():
+        return await batcher.enqueue(list(range(64)), return_exceptions=True)
+
+    try:
+        outcomes = run(main())
+    finally:
+        batcher.stop()
+    assert [o for i, o in enumerate(outcomes) if i != 41] == [r + 100 for r in range(64) if r != 41]
+    assert isinstance(outcomes[41], ValueError)
+    assert failures == [(41, "poisoned request 41", "model-worker")], "heard of once, on the compute thread"
+    assert sorted(calls, reverse=True) == [64, 32, 32, 16, 16, 8, 8, 4, 4, 2, 2, 1, 1], "halves, down to the poison"
+
+
 def test_backpressure_bounds_waiting_requests():
     release = threading.Event()
     high_water = [0]

@@ -1,13 +1,12 @@
-"""The commit watch reports a partition whose commit is stuck behind acked work, once, and only that."""
+"""The commit watch: a partition with events waiting behind an unmoving commit is reported once, and recovers
+by itself when the commit moves; idle partitions and moving commits are never stalls."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from types import SimpleNamespace
+from prometheus_client import CollectorRegistry
 
-from intervaltree import IntervalTree
-
-from stream.commit_watch import CommitView, CommitWatch, unacked, view
+from stream.commit_watch import CommitWatch, PartitionCommit
+from stream.metrics import Metrics
 
 
 class Clock:
@@ -18,57 +17,73 @@ class Clock:
         return self.now
 
 
-def v(committed: int | None, acked: int) -> CommitView:
-    return CommitView(committed=committed, read=None, acked_min=None if not acked else 100, acked=acked, gaps=())
+def at(committed: int | None, end: int | None) -> PartitionCommit:
+    return PartitionCommit(committed=committed, end=end)
 
 
-def test_a_commit_stuck_behind_acked_offsets_is_reported_once_after_the_stall_time():
+def test_a_commit_that_does_not_move_while_events_wait_is_reported_once_then_recovers():
     clock = Clock()
     watch = CommitWatch(stall_s=30, clock=clock)
-    assert watch.check([("p0", v(251, 5))]) == []
+    tp = ("in", 3)
+    assert watch.check({tp: at(251, 300)}) == ([], [])
     clock.now = 29
-    assert watch.check([("p0", v(251, 40))]) == []
+    assert watch.check({tp: at(251, 400)}) == ([], [])
     clock.now = 31
-    stalled = watch.check([("p0", v(251, 90))])
-    assert [(tp, age) for tp, _, age in stalled] == [("p0", 31)]
+    assert watch.check({tp: at(251, 500)}) == ([tp], [])
+    assert watch.stalled == {tp: 31}
     clock.now = 60
-    assert watch.check([("p0", v(251, 120))]) == [], "one report per stall"
+    assert watch.check({tp: at(251, 500)}) == ([], []), "one report per stall"
+    assert watch.stalled == {tp: 60}, "still stalled, and for longer"
+    clock.now = 65
+    assert watch.check({tp: at(480, 500)}) == ([], [tp]), "the commit moved: recovered, nobody restarted"
+    assert watch.stalled == {}
+    clock.now = 96
+    assert watch.check({tp: at(480, 500)}) == ([tp], []), "stuck again: reported again"
 
 
-def test_a_moving_commit_or_an_idle_partition_is_not_a_stall():
+def test_an_idle_partition_or_a_moving_commit_is_never_a_stall():
     clock = Clock()
     watch = CommitWatch(stall_s=30, clock=clock)
-    for step in range(10):
+    for step in range(20):
         clock.now = step * 10.0
-        assert watch.check([("moving", v(step * 100, 5)), ("idle", v(7, 0))]) == []
+        assert watch.check({("in", 0): at(step * 100, step * 100 + 50), ("in", 1): at(7, 7),
+                            ("in", 2): at(None, 0)}) == ([], [])
 
 
-def test_a_stall_is_reported_again_after_the_commit_moved_and_stuck_again():
+def test_the_stall_clock_starts_when_events_arrive_not_when_the_commit_last_moved():
     clock = Clock()
     watch = CommitWatch(stall_s=30, clock=clock)
-    watch.check([("p0", v(1, 1))])
+    tp = ("in", 0)
+    watch.check({tp: at(40, 40)})
+    clock.now = 3600.0  # an hour idle, then an event arrives
+    assert watch.check({tp: at(40, 41)}) == ([], [])
+    clock.now = 3629.0
+    assert watch.check({tp: at(40, 41)}) == ([], [])
+    clock.now = 3631.0
+    assert watch.check({tp: at(40, 41)}) == ([tp], [])
+
+
+def test_a_partition_nobody_consumes_is_a_stall_and_an_unknown_end_changes_nothing():
+    """Never committed and never consumed (no member holds it): the watch sees it from any worker."""
+    clock = Clock()
+    watch = CommitWatch(stall_s=30, clock=clock)
+    tp = ("in", 2)
+    watch.check({tp: at(None, 12)})
     clock.now = 40
-    assert len(watch.check([("p0", v(1, 1))])) == 1
-    clock.now = 41
-    assert watch.check([("p0", v(9, 1))]) == []
-    clock.now = 80
-    assert len(watch.check([("p0", v(9, 1))])) == 1
+    assert watch.check({tp: at(None, None)}) == ([], []), "the probe did not answer: no verdict"
+    assert watch.check({tp: at(None, 12)}) == ([tp], [])
 
 
-def test_view_reads_faust_bookkeeping_without_changing_it():
-    tp, other = ("t", 3), ("t", 0)
-    gaps = IntervalTree()
-    gaps.addi(260, 262)
-    consumer = SimpleNamespace(
-        _acked=defaultdict(list, {tp: [270, 265, 266]}),
-        _gap=defaultdict(IntervalTree, {tp: gaps}),
-        _read_offset=defaultdict(lambda: None, {tp: 280}),
-        _committed_offset=defaultdict(lambda: None, {tp: 251}),
-        _unacked_messages=[SimpleNamespace(tp=tp, offset=251), SimpleNamespace(tp=other, offset=1)],
-    )
-    got = view(consumer, tp)
-    assert got == CommitView(committed=251, read=280, acked_min=265, acked=3, gaps=((260, 262),))
-    assert unacked(consumer, tp) == [251]
-    assert got.waiting
-    assert view(consumer, other).waiting is False
-    assert other not in consumer._acked and other not in consumer._gap, "reading must not create entries"
+def test_the_metrics_say_which_partitions_are_stalled_and_where_every_partition_stands():
+    metrics = Metrics(CollectorRegistry())
+    sample = metrics.registry.get_sample_value
+    commits = {("in", 0): at(10, 12), ("in", 1): at(None, 0)}
+    metrics.observe_commits(commits, {("in", 0)}, {("in", 1): (None, None), ("in", 0): (11, 11)})
+    assert sample("metarec_commit_stalled", {"topic": "in", "partition": "0"}) == 1
+    assert sample("metarec_commit_stalled", {"topic": "in", "partition": "1"}) == 0
+    assert sample("metarec_partition_offset", {"topic": "in", "partition": "0", "kind": "end"}) == 12
+    assert sample("metarec_partition_offset", {"topic": "in", "partition": "0", "kind": "finished"}) == 11
+    metrics.observe_commits({("in", 0): at(12, 12), ("in", 1): at(None, 0)}, set(), {})
+    assert sample("metarec_commit_stalled", {"topic": "in", "partition": "0"}) == 0, "it clears by itself"
+    assert sample("metarec_partition_offset", {"topic": "in", "partition": "0", "kind": "finished"}) is None, (
+        "a partition no longer held loses this worker's series")

@@ -13,7 +13,7 @@ import pytest
 from models.serving.recommender import AdaptResult
 from schemas.decode import decode_recommendation, encode
 from schemas.records import Interaction, UserAttributes, UserDeletion
-from stream.pipeline import BatchPlan, RawMessage, Rules, adapt_request, decode, plan, settle
+from stream.pipeline import BatchPlan, RawMessage, Rules, adapt_request, decode, plan, replan, settle
 from stream.state import Limits, UserState, apply_interaction, decode_state
 
 TS = 1_700_000_000.0
@@ -220,6 +220,54 @@ def test_settle_writes_each_user_s_state_and_sends_the_lists_the_model_answered(
     assert done.observations.latencies == [NOW - (TS + 1), NOW - (TS + 2)]
 
 
+def test_each_list_counts_in_the_user_s_seq_and_names_the_events_it_answers():
+    """seq: the lists sent to the user so far, kept in the state (so a redelivery's list comes after); the list
+    answers the user's events of the batch, from first_event_id to event_id."""
+    p = run_plan([ev(1, "a"), ev(2, "b"), ev(3, "a"), ev(4, "a")], {"a": state_of("x")})
+    done = settle(p, [answer(["x"]), answer(["y"])], NOW)
+    lists = {k: decode_recommendation(v) for k, v in done.lists}
+    assert (lists[b"a"].seq, lists[b"a"].first_event_id, lists[b"a"].event_id) == (1, "e1", "e4")
+    assert (lists[b"b"].seq, lists[b"b"].first_event_id, lists[b"b"].event_id) == (1, "e2", "e2")
+    stored = decode_state(done.writes[0].value)
+    assert stored.seq == 1, "the state remembers the list it sent"
+    again = run_plan([ev(4, "a")], {"a": stored})  # the same event, redelivered
+    assert again.processed == 0 and again.duplicates == 1
+    (_key, value), = settle(again, [answer(["z"])], NOW + 1).lists
+    assert decode_recommendation(value).seq == 2 and decode_recommendation(value).event_id == "e4"
+
+
+def test_a_list_after_a_deletion_answers_only_what_came_after_it():
+    delete = msg(encode(UserDeletion(event_id="d1", user_id="a", ts=TS + 2)), b"a", 2)
+    served_before = state_of("x")
+    served_before.seq = 5
+    p = run_plan([ev(1, "a"), delete, ev(3, "a"), ev(4, "a")], {"a": served_before})
+    (_, value), = settle(p, [answer(["q"])], NOW).lists
+    rec = decode_recommendation(value)
+    assert (rec.first_event_id, rec.event_id, rec.seq) == ("e3", "e4", 1), (
+        "a deletion forgets the user, their count included: the tombstone sent first separates the sequences")
+
+
+def test_a_user_planned_again_without_the_batch_s_interactions_keeps_its_other_events():
+    """What the handler does when the model fails on a user: the batch's interactions are left out (they are
+    dead-lettered), the rest of the user's events still apply, and nothing is asked of the model."""
+    attrs = UserAttributes(event_id="at", user_id="a", ts=TS + 2, attributes={"plan": "pro"})
+    p = run_plan([ev(1, "a"), msg(encode(attrs), b"a", 2), ev(3, "a"), ev(4, "b")], {"a": state_of("x")})
+    assert [m.offset for m in p.users["a"].counted] == [1, 3], "the messages a failure dead-letters"
+    decoded = decode([ev(1, "a"), msg(encode(attrs), b"a", 2), ev(3, "a"), ev(4, "b")], Rules(), NOW)
+    before = state_of("x")
+    undone = replan(decoded, "a", 0, before, Rules(), "implicit", interactions=False)
+    work = undone.users["a"]
+    assert work.state is before and before.seen == ["x"] and before.attributes == {"plan": "pro"}
+    assert before.interactions == 1 and not work.counted and not undone.requests and not undone.learned
+    assert list(undone.users) == ["a"] and not undone.dead
+    redo = replan(decoded, "a", 0, state_of("x"), Rules(), "implicit")
+    assert redo.users["a"].state.seen == ["x", "i1", "i3"] and [r.user_id for r in redo.requests] == ["a"]
+    assert redo.learned[0].events == tuple(p.learned[0].events)
+    nothing = replan(decode([ev(1, "a")], Rules(), NOW), "a", 0, state_of("x"), Rules(), "implicit",
+                     interactions=False)
+    assert list(nothing.users) == ["a"], "still written: an earlier batch may have stored the undone events"
+
+
 def test_metrics_are_attributed_to_the_version_that_served_each_list():
     """A batch can straddle a model swap: each list counts for the version that computed it."""
     p = run_plan([ev(1, "a"), ev(2, "b"), ev(3, "c")])
@@ -230,11 +278,13 @@ def test_metrics_are_attributed_to_the_version_that_served_each_list():
     assert decode_state(done.writes[1].value).model_version == "v2"
 
 
-def test_a_deleted_user_gets_a_tombstone_and_no_state_unless_something_came_after():
+def test_a_deleted_user_gets_a_tombstone_and_only_a_marker_unless_something_came_after():
     delete = msg(encode(UserDeletion(event_id="d1", user_id="a", ts=TS + 2)), b"a", 2)
     gone = run_plan([delete], {"a": state_of("x")})
     done = settle(gone, [], NOW)
-    assert done.tombstones == [b"a"] and done.writes[0].value is None and not done.lists
+    assert done.tombstones == [b"a"] and not done.lists
+    marker = decode_state(done.writes[0].value)
+    assert marker == UserState(offsets={"interactions:0": 2}, deleted_ts=TS + 2), "nothing of the user is kept"
     assert done.observations.deletions == 1
     back = run_plan([delete, ev(3, "a")], {"a": state_of("x")})
     done = settle(back, [answer(["q"])], NOW)
