@@ -96,6 +96,8 @@ def _command_line() -> str:
               help="Seeds seed .. seed + N - 1, each with its own tie order and model seeds (stream).")
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="Choose every method's settings on the warm-up (stream protocol); --no-tune: defaults.")
+@click.option("--tune-seed", type=int, help="The seed whose warm-up chooses the costliest methods' settings "
+                                             "(metarec, sasrec) for every seed; default: each seed its own.")
 @click.option("--methods", help="Comma list of methods (default: all).")
 @click.option("--max-events", type=click.IntRange(min=10), help="Only the earliest N events (quick runs).")
 @click.option("--parts", type=click.Path(file_okay=False, path_type=Path),
@@ -106,8 +108,8 @@ def _command_line() -> str:
 @click.option("--event-weights", help="Positive event types and their weights, e.g. view:0.2,click:1 "
                                       "(default: METAREC_EVENT_WEIGHTS, as the worker; stream protocol).")
 def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
-             seeds: int, tune: bool, methods: str | None, max_events: int | None, parts: Path | None,
-             warmup: float, event_weights: str | None) -> None:
+             seeds: int, tune: bool, tune_seed: int | None, methods: str | None, max_events: int | None,
+             parts: Path | None, warmup: float, event_weights: str | None) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
     from models.data.registry import DatasetError, load_dataset
@@ -139,7 +141,7 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
             result = run_stream(dataset, out=out, seed=seed, seeds=seeds, methods=_stream_methods(methods),
                                 max_events=max_events, warmup_fraction=warmup, tuned=tune, progress=True,
                                 parts=parts, code_version=_code_version(), command=_command_line(),
-                                event_weights=_event_weights(event_weights))
+                                event_weights=_event_weights(event_weights), tune_seed=tune_seed)
     except (DatasetError, EventFileError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="--dataset") from None
     click.echo(f"wrote {protocol} results for {result.get('dataset', dataset)} to {out}")

@@ -34,6 +34,12 @@ class Entry:
     rating_trial: Builder | None = None  # builds that model alone for a rating_grid trial
     default: bool = True  # in the method list when none is named
     weighted: bool = False  # takes the operator's event weights (the metarec methods, as the worker)
+    tune_once: bool = False  # too costly to choose per seed: chosen on one seed's warm-up, served on all
+    large_grid: tuple[Setting, ...] | None = None  # the grid above ``large_items`` items (costly trials)
+    large_items: int = 0
+
+    def grid_for(self, n_items: int) -> tuple[Setting, ...]:
+        return self.large_grid if self.large_grid is not None and n_items > self.large_items else self.grid
 
 
 def _lazy(module: str, cls: str, **fixed: Any) -> Builder:
@@ -65,7 +71,7 @@ def _metarec_rating_trial(seed: int, setting: Setting,
 
 
 def _entries() -> dict[str, Entry]:
-    from models.eval.metarec_methods import RATING_GRID, SETTINGS_GRID
+    from models.eval.metarec_methods import LARGE_CATALOGUE, LARGE_SETTINGS_GRID, RATING_GRID, SETTINGS_GRID
 
     peers = "models.eval.peers."
     decays = tuple({"half_life_days": d} for d in (0.5, 1.0, 3.0, 7.0, 14.0, 30.0, 90.0, 365.0))
@@ -84,13 +90,14 @@ def _entries() -> dict[str, Entry]:
         "session-knn": Entry(_lazy(peers + "session_knn", "SessionKNN"), _grid(peers + "session_knn"),
                              fallback=True),
         "ease": Entry(_lazy(peers + "ease", "EASE"), _grid(peers + "ease"), fallback=True),
-        "sasrec": Entry(_lazy(peers + "sasrec", "SASRec"), _grid(peers + "sasrec"), fallback=True),
+        "sasrec": Entry(_lazy(peers + "sasrec", "SASRec"), _grid(peers + "sasrec"), fallback=True,
+                        tune_once=True),
         "isgd": Entry(_lazy("models.eval.isgd", "ISGD"), isgd),
         "river-biasedmf": Entry(_lazy("models.eval.river_mf", "RiverBiasedMF"), river, criterion="mae"),
         "item-cf": Entry(_lazy(peers + "item_cf", "ItemCF"), _grid(peers + "item_cf"), criterion="mae",
                          explicit_only=True),
-        "metarec": Entry(_metarec("metarec"), SETTINGS_GRID, peer=False, weighted=True,
-                         rating_grid=RATING_GRID,
+        "metarec": Entry(_metarec("metarec"), SETTINGS_GRID, peer=False, weighted=True, tune_once=True,
+                         large_grid=LARGE_SETTINGS_GRID, large_items=LARGE_CATALOGUE, rating_grid=RATING_GRID,
                          rating_trial=_metarec_rating_trial),
         "metarec-no-adapt": Entry(_metarec("metarec-no-adapt"), peer=False, weighted=True,
                                   settings_of="metarec"),

@@ -46,6 +46,25 @@ class Parts:
         tmp.write_text(json.dumps(data))
         tmp.replace(path)  # a part is whole or absent
 
+    def choice_path(self, seed: int, source: str) -> Path:
+        return self.folder / f"seed{seed}" / "choices" / f"{source}.json"
+
+    def save_choice(self, seed: int, source: str, record: dict[str, Any]) -> None:
+        """A tuned method's choice on ``seed``'s warm-up, kept as soon as it is made, so runs of other seeds
+        that serve it (``Entry.tune_once``) can start while this seed's replay goes on."""
+        path = self.choice_path(seed, source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "record": record}))
+        tmp.replace(path)
+
+    def load_choice(self, seed: int, source: str) -> dict[str, Any] | None:
+        path = self.choice_path(seed, source)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return data["record"] if data.get("key") == self.key else None
+
     def load(self, seed: int, name: str) -> dict[str, Any] | None:
         path = self.path(seed, name)
         if not path.exists():

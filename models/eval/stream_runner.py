@@ -117,11 +117,14 @@ def _order(names: Sequence[str]) -> list[str]:
 def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIndex, *,
              max_events: int | None, warmup_fraction: float, k: int, tuned: bool, progress: bool,
              parts: Parts | None = None, code_version: str | None = None,
-             event_weights: EventWeights | None = None) -> SeedRun:
+             event_weights: EventWeights | None = None, tune_seed: int | None = None,
+             inherited: dict[str, dict[str, Any]] | None = None) -> SeedRun:
     """One seed: its event order; per method its choice on the warm-up, then one replay of the scored part.
 
     With ``parts``, each method's outcome is saved as it finishes and a saved one is read instead of run
-    again, so a long run can resume, and methods run in separate processes combine into one file.
+    again, so a long run can resume, and methods run in separate processes combine into one file. With
+    ``tune_seed``, the methods too costly to choose per seed (``Entry.tune_once``) serve the choice made on
+    that seed's warm-up: from ``inherited`` (filled when this run is that seed) or from ``parts``.
     """
     events = first_events(shuffle_ties(load_dataset(dataset, seed=seed), seed), max_events)
     plan = plan_stream(events, warmup_fraction)
@@ -142,7 +145,8 @@ def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIn
                    (events.explicit or not registry.METHODS[s].explicit_only)] if tuned else []
         for source in missing:
             fallback = choices[FALLBACK]["picked"] if FALLBACK in choices else None
-            choices[source] = tune_method(source, val, seed, fallback, k, event_weights)
+            choices[source] = _choice(source, seed, val, fallback, k, event_weights, parts, tune_seed,
+                                      inherited)
         if missing:
             _forget_trained_models([name])  # the trial models are not reused (an ablation's source's are)
         tuning_seconds = time.monotonic() - began
@@ -174,6 +178,29 @@ def run_seed(dataset: str | Path, seed: int, names: Sequence[str], users: UserIn
                    {n: outcomes[n]["code_version"] for n in runnable})
 
 
+def _choice(source: str, seed: int, val: StreamPlan, fallback: dict[str, Any] | None, k: int,
+            event_weights: EventWeights | None, parts: Parts | None, tune_seed: int | None,
+            inherited: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """``source``'s choice for ``seed``: tuned on its warm-up, or, for a tune-once method on another seed than
+    ``tune_seed``, the record made on that seed's (its fallback re-fixed to this seed's pick)."""
+    entry = registry.METHODS[source]
+    if entry.tune_once and tune_seed is not None and seed != tune_seed:
+        record = (inherited or {}).get(source) or (parts.load_choice(tune_seed, source) if parts else None)
+        if record is None:
+            raise RuntimeError(f"{source} is chosen on seed {tune_seed}'s warm-up: run that seed first "
+                               "(with the same --parts folder)")
+        record = {**record, "chosen_on_seed": tune_seed}
+        if "fixed" in record and fallback is not None:
+            record["fixed"] = {"fallback": dict(fallback)}
+        return record
+    record = tune_method(source, val, seed, fallback, k, event_weights)
+    if parts is not None:
+        parts.save_choice(seed, source, record)
+    if entry.tune_once and seed == tune_seed and inherited is not None:
+        inherited[source] = record
+    return record
+
+
 def _reindexed(sums: UserSums, index: np.ndarray, n_users: int) -> UserSums:
     """``sums`` over a run's users moved to the pooled index ``index`` (U_run,)."""
     out = UserSums.zeros(n_users)
@@ -187,6 +214,15 @@ def _forget_trained_models(names: Sequence[str]) -> None:
         from models.eval.metarec_methods import CACHE
 
         CACHE.clear()
+
+
+def _tuned_once(names: Sequence[str], tune_seed: int | None) -> dict[str, Any] | None:
+    once = [n for n in names if registry.METHODS[registry.METHODS[n].settings_of or n].tune_once]
+    if tune_seed is None or not once:
+        return None
+    return {"seed": tune_seed, "methods": once,
+            "why": "each setting tried is a full (meta-)training: these are chosen on one seed's warm-up and "
+                   "served on every seed; every other method chooses on each seed's own warm-up"}
 
 
 def run_stream(
@@ -205,11 +241,13 @@ def run_stream(
     code_version: str | None = None,
     command: str | None = None,
     event_weights: EventWeights | None = None,
+    tune_seed: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset`` with seeds ``seed .. seed + seeds - 1``; write
     stream-<dataset>.{json,md,png} to ``out``. ``tuned=False`` serves every method's defaults (quick runs);
     ``parts`` keeps each (seed, method) outcome there and reuses it (``models.eval.stream_parts``);
-    ``code_version`` (e.g. a git commit) is recorded with each outcome."""
+    ``code_version`` (e.g. a git commit) is recorded with each outcome. ``tune_seed``: the seed whose
+    warm-up chooses the tune-once methods' settings for every seed (None: each seed chooses its own)."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     began = time.monotonic()
@@ -218,13 +256,15 @@ def run_stream(
     weights = dict(event_weights) if event_weights is not None else None
     store = None if parts is None else Parts(parts, dataset_name(dataset), max_events, warmup_fraction, tuned,
                                              weights)
+    inherited: dict[str, dict[str, Any]] = {}
     runs = [run_seed(dataset, s, names, users, max_events=max_events, warmup_fraction=warmup_fraction, k=k,
                      tuned=tuned, progress=progress, parts=store, code_version=code_version,
-                     event_weights=event_weights)
-            for s in range(seed, seed + seeds)]
+                     event_weights=event_weights, tune_seed=tune_seed, inherited=inherited)
+            for s in sorted(range(seed, seed + seeds), key=lambda s: s != tune_seed)]
     result = summarise(runs, len(users.ids), k)
     result = {"dataset": dataset_name(dataset), **result, "warmup_fraction": warmup_fraction,
               "event_weights": weights, "max_events": max_events, "tuned": tuned,
+              "tuned_once": _tuned_once(names, tune_seed) if tuned else None,
               "wall_seconds": round(time.monotonic() - began, 1), "command": command}
     if out is not None:
         write_results(result, out)

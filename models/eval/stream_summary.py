@@ -20,9 +20,10 @@ from models.eval.uncertainty import RESAMPLES, PairedBootstrap, UserSums, compar
 if TYPE_CHECKING:
     from models.eval.stream_runner import SeedRun
 
-PROTOCOL = ("Every setting was chosen per seed on the warm-up alone (its first 75% warms each method, its "
-            "last 25% is scored test-then-train); the scored events were read once, at the end, with the "
-            "chosen settings, and never decided anything.")
+PROTOCOL = ("Every setting was chosen on the warm-up alone (its first 75% warms each method, its last 25% "
+            "is scored test-then-train): per seed, or on one seed for the methods in tuned_once; the scored "
+            "part (the events after the warm-up) was read once, at the end, with the chosen settings, and "
+            "decided nothing.")
 METAREC, NO_ADAPT, FINETUNE = "metarec", "metarec-no-adapt", "metarec-finetune"
 
 
@@ -92,7 +93,8 @@ def _tuning(runs: list[SeedRun]) -> dict[str, Any]:
                 entry = out.setdefault(part, {"criterion": rec["criterion"], "grid": rec["grid"],
                                               "fixed": rec.get("fixed"), "by_seed": []})
                 entry["by_seed"].append({"seed": run.seed, "scores": rec["scores"], "seconds": rec["seconds"],
-                                         "picked": rec["picked"]})
+                                         "picked": rec["picked"],
+                                         "chosen_on_seed": record.get("chosen_on_seed", run.seed)})
     return out
 
 

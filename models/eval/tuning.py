@@ -81,7 +81,8 @@ def tune_method(name: str, plan: StreamPlan, seed: int, fallback: Setting | None
     def build(setting: Setting) -> StreamMethod:
         return build_method(name, seed, {**setting, **fixed}, event_weights)
 
-    record = choose(build, entry.grid, plan, entry.criterion == "mae" and explicit, k, name)
+    grid = entry.grid_for(plan.log.n_items)
+    record = choose(build, grid, plan, entry.criterion == "mae" and explicit, k, name)
     if fixed:
         record["fixed"] = fixed
     if entry.rating_grid and entry.rating_trial is not None and explicit:

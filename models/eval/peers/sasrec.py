@@ -27,9 +27,11 @@ from models.eval.peers.sasrec_net import SASRecConfig, SASRecNet, train_epochs
 log = logging.getLogger(__name__)
 
 STATS_EVERY = 32
-GRID: tuple[dict[str, Any], ...] = tuple(  # dropout 0.2 as the paper's MovieLens setting
-    {"blocks": blocks, "lr": lr, "epochs": epochs}
-    for blocks in (1, 2) for lr in (1e-3, 3e-3) for epochs in (20, 40)
+# Dropout 0.2 as the paper's MovieLens setting; two blocks and lr 3e-3 won on ML-100K's validation part
+# when 1 or 2 blocks and 1e-3 or 3e-3 were tried (seed 0), so only the epochs are chosen now: a refit cost
+# up to 15 minutes on the shared 2-core machine; each is warm-started, so 2 epochs a refit (refit_epochs).
+GRID: tuple[dict[str, Any], ...] = tuple(
+    {"blocks": 2, "lr": 3e-3, "epochs": epochs, "refit_epochs": 2} for epochs in (20, 40)
 )
 
 

@@ -100,7 +100,7 @@ def test_seeds_pool_into_one_file_with_the_choices_and_the_protocol(event_file):
     result = run_stream(event_file, out=None, seed=0, seeds=2, methods=["popularity", "position-popularity"],
                         max_events=400)
     assert result["seeds"] == 2 and result["seed_list"] == [0, 1]
-    assert "read once, at the end" in result["protocol"] and "never decided anything" in result["protocol"]
+    assert "read once, at the end" in result["protocol"] and "decided nothing" in result["protocol"]
     tried = result["tuning"]["position-popularity"]
     assert len(tried["grid"]) == 8 and [s["seed"] for s in tried["by_seed"]] == [0, 1]
     assert all(len(s["scores"]) == 8 and s["picked"] in tried["grid"] for s in tried["by_seed"])
@@ -136,3 +136,31 @@ def test_parts_resume_a_run_without_replaying_and_give_the_same_file(event_file,
     assert again["code_versions"] == {"popularity": ["abc"], "position-popularity": ["abc"]}
     with pytest.raises(AssertionError, match="replayed again"):  # another key: nothing is reused
         run_stream(event_file, **{**args, "max_events": 250})
+
+
+def test_tune_once_methods_serve_the_tune_seeds_choice_on_every_seed(event_file, tmp_path, monkeypatch):
+    from models.eval import stream_runner
+
+    args = dict(out=None, methods=["position-popularity", "sasrec"], max_events=300, tune_seed=0)
+    result = run_stream(event_file, seed=0, seeds=2, parts=tmp_path / "parts", **args)
+    assert result["tuned_once"]["seed"] == 0 and result["tuned_once"]["methods"] == ["sasrec"]
+    sasrec, position = result["tuning"]["sasrec"]["by_seed"], result["tuning"]["position-popularity"]["by_seed"]
+    assert [s["chosen_on_seed"] for s in sasrec] == [0, 0] and sasrec[1]["scores"] == sasrec[0]["scores"]
+    assert [s["chosen_on_seed"] for s in position] == [0, 1]  # the cheap ones choose on each seed
+    for seed in ("0", "1"):  # each seed's fallback is its own position-popularity pick
+        setting = result["settings"][seed]["sasrec"]
+        assert setting["fallback"] == result["settings"][seed]["position-popularity"]
+
+    with pytest.raises(RuntimeError, match="run that seed first"):  # another process, no choice to serve
+        run_stream(event_file, seed=1, seeds=1, parts=tmp_path / "empty", **args)
+    (tmp_path / "parts" / "planted" / "seed1" / "sasrec.json").unlink()
+    real = stream_runner.tune_method
+
+    def tune_cheap_only(source: str, *rest: object) -> dict:
+        assert source != "sasrec", "a tune-once method was chosen again on another seed"
+        return real(source, *rest)
+
+    monkeypatch.setattr(stream_runner, "tune_method", tune_cheap_only)
+    alone = run_stream(event_file, seed=1, seeds=1, parts=tmp_path / "parts", **args)
+    assert alone["settings"]["1"]["sasrec"] == result["settings"]["1"]["sasrec"]
+    assert alone["methods"]["sasrec"]["hr@10"]["all"] == result["by_seed"][1]["hr@10"]["sasrec"]

@@ -78,11 +78,14 @@ def test_tuning_reads_only_the_warm_up_and_the_final_replay_reads_it_all(monkeyp
     assert len(result["tuning"]["spy"]["by_seed"][0]["scores"]) == 3
 
 
-def test_every_tuned_method_tries_the_same_number_of_settings():
+def test_every_tuned_method_tries_the_same_number_of_settings_but_the_costly_ones_fewer():
     sizes = {name: len(entry.grid) for name, entry in METHODS.items() if not entry.settings_of}
-    tuned = {n: s for n, s in sizes.items() if s > 1}
-    assert set(tuned.values()) == {8} and len(tuned) >= 9  # metarec's included
-    assert len(METHODS["metarec"].rating_grid) == 8
+    cheap = {n: s for n, s in sizes.items() if s > 1 and not METHODS[n].tune_once}
+    assert set(cheap.values()) == {8} and len(cheap) >= 8
+    assert {n for n, e in METHODS.items() if e.tune_once} == {"metarec", "sasrec"}  # a full training a trial
+    assert sizes["metarec"] == 4 and len(METHODS["metarec"].rating_grid) == 4 and sizes["sasrec"] == 2
+    assert len(METHODS["metarec"].grid_for(17_632)) == 2 and METHODS["metarec"].grid_for(1682) == \
+        METHODS["metarec"].grid
     assert {n for n, s in sizes.items() if s == 1} == {"popularity", "item-knn"}  # nothing to choose
 
 
