@@ -29,8 +29,9 @@ METAREC, NO_ADAPT, FINETUNE = "metarec", "metarec-no-adapt", "metarec-finetune"
 
 def _mean(values: list[Any]) -> Any:
     """The mean of numbers (None where every value is None), recursing into dicts of the same keys."""
-    if values and isinstance(values[0], dict):
-        return {key: _mean([v[key] for v in values]) for key in values[0]}
+    if values and isinstance(values[0], dict):  # a key some seeds lack (parts of older code) is averaged
+        keys = dict.fromkeys(key for v in values for key in v)  # over the seeds that have it
+        return {key: _mean([v[key] for v in values if key in v]) for key in keys}
     numbers = [v for v in values if v is not None]
     return float(np.mean(numbers)) if numbers else None
 

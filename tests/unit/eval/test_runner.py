@@ -144,7 +144,8 @@ def test_tune_once_methods_serve_the_tune_seeds_choice_on_every_seed(event_file,
     args = dict(out=None, methods=["position-popularity", "sasrec"], max_events=300, tune_seed=0)
     result = run_stream(event_file, seed=0, seeds=2, parts=tmp_path / "parts", **args)
     assert result["tuned_once"]["seed"] == 0 and result["tuned_once"]["methods"] == ["sasrec"]
-    sasrec, position = result["tuning"]["sasrec"]["by_seed"], result["tuning"]["position-popularity"]["by_seed"]
+    tuning = result["tuning"]
+    sasrec, position = tuning["sasrec"]["by_seed"], tuning["position-popularity"]["by_seed"]
     assert [s["chosen_on_seed"] for s in sasrec] == [0, 0] and sasrec[1]["scores"] == sasrec[0]["scores"]
     assert [s["chosen_on_seed"] for s in position] == [0, 1]  # the cheap ones choose on each seed
     for seed in ("0", "1"):  # each seed's fallback is its own position-popularity pick
