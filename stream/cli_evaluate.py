@@ -105,11 +105,12 @@ def _command_line() -> str:
                    "run methods in separate processes and combine them with a run naming them all.")
 @click.option("--warmup", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2, show_default=True,
               help="Share of the stream given to every method before scoring starts (stream protocol).")
+@click.option("--note", help="What this run left out or cut, and why (stream protocol: kept in the results).")
 @click.option("--event-weights", help="Positive event types and their weights, e.g. view:0.2,click:1 "
                                       "(default: METAREC_EVENT_WEIGHTS, as the worker; stream protocol).")
 def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: str, out: Path, seed: int,
              seeds: int, tune: bool, tune_seed: int | None, methods: str | None, max_events: int | None,
-             parts: Path | None, warmup: float, event_weights: str | None) -> None:
+             parts: Path | None, warmup: float, note: str | None, event_weights: str | None) -> None:
     """Evaluate metarec and the baselines offline; writes <protocol>-<dataset>.{json,md,png}."""
     from models.data.generic import EventFileError
     from models.data.registry import DatasetError, load_dataset
@@ -141,7 +142,8 @@ def evaluate(transfer: tuple[str, str] | None, dataset: str | None, protocol: st
             result = run_stream(dataset, out=out, seed=seed, seeds=seeds, methods=_stream_methods(methods),
                                 max_events=max_events, warmup_fraction=warmup, tuned=tune, progress=True,
                                 parts=parts, code_version=_code_version(), command=_command_line(),
-                                event_weights=_event_weights(event_weights), tune_seed=tune_seed)
+                                event_weights=_event_weights(event_weights), tune_seed=tune_seed,
+                                note=note)
     except (DatasetError, EventFileError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="--dataset") from None
     click.echo(f"wrote {protocol} results for {result.get('dataset', dataset)} to {out}")

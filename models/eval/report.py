@@ -67,6 +67,12 @@ def _header(result: dict[str, Any]) -> list[str]:
     ]
     if result.get("protocol"):
         lines += [result["protocol"], ""]
+    once = result.get("tuned_once")
+    if once:
+        lines += [f"Chosen on seed {once['seed']}'s warm-up and served on every seed: "
+                  f"{', '.join(once['methods'])} ({once['why']}).", ""]
+    if result.get("note"):
+        lines += [f"Note: {result['note']}", ""]
     if result.get("command"):
         wall = result.get("wall_seconds")
         took = "" if wall is None else f", {wall / 60:.1f} minutes in all"

@@ -242,12 +242,14 @@ def run_stream(
     command: str | None = None,
     event_weights: EventWeights | None = None,
     tune_seed: int | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` (default: all) on ``dataset`` with seeds ``seed .. seed + seeds - 1``; write
     stream-<dataset>.{json,md,png} to ``out``. ``tuned=False`` serves every method's defaults (quick runs);
     ``parts`` keeps each (seed, method) outcome there and reuses it (``models.eval.stream_parts``);
     ``code_version`` (e.g. a git commit) is recorded with each outcome. ``tune_seed``: the seed whose
-    warm-up chooses the tune-once methods' settings for every seed (None: each seed chooses its own)."""
+    warm-up chooses the tune-once methods' settings for every seed (None: each seed chooses its own).
+    ``note``: what the run left out or cut, and why, kept in the results."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     began = time.monotonic()
@@ -265,7 +267,7 @@ def run_stream(
     result = {"dataset": dataset_name(dataset), **result, "warmup_fraction": warmup_fraction,
               "event_weights": weights, "max_events": max_events, "tuned": tuned,
               "tuned_once": _tuned_once(names, tune_seed) if tuned else None,
-              "wall_seconds": round(time.monotonic() - began, 1), "command": command}
+              "wall_seconds": round(time.monotonic() - began, 1), "command": command, "note": note}
     if out is not None:
         write_results(result, out)
     return result
