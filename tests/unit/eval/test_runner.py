@@ -66,7 +66,8 @@ def test_cli_writes_results(event_file, tmp_path):
     result = invoke("--dataset", str(event_file), "--methods", "popularity", "--out", str(tmp_path / "r"),
                     "--max-events", "200", "--note", "EASE left out: too slow")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "r" / "stream-planted.json").read_text())["note"] == "EASE left out: too slow"
+    written = json.loads((tmp_path / "r" / "stream-planted.json").read_text())
+    assert written["note"] == "EASE left out: too slow"
     assert "Note: EASE left out: too slow" in (tmp_path / "r" / "stream-planted.md").read_text()
 
 
