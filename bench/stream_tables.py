@@ -6,6 +6,10 @@ MAE against the best online rating peer). Copying them by hand invites slips; th
 paste, from ``bench/results/stream-<dataset>.json`` as ``metarec evaluate --protocol stream`` wrote it.
 
     .venv/bin/python -m bench.stream_tables bench/results/stream-ml-100k.json
+    .venv/bin/python -m bench.stream_tables bench/results/stream-ml-100k.json --readme README.md
+
+With ``--readme``, the block between ``<!-- stream-<dataset>:begin -->`` and ``<!-- stream-<dataset>:end -->``
+in that file is replaced instead of printed.
 """
 
 from __future__ import annotations
@@ -67,11 +71,54 @@ def intervals_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def targets(result: dict[str, Any]) -> list[str]:
+    """Issue 18's stream targets, each read off the intervals: met or not."""
+    ci = result.get("ci95") or {}
+
+    def verdict(ok: bool | None) -> str:
+        return "–" if ok is None else "**met**" if ok else "not met"
+
+    ratio, best = ci.get("first10_ratio_to_best_peer"), ci.get("metarec_minus_best_peer")
+    adapt, mae = ci.get("adapted_minus_no_adapt"), ci.get("mae_metarec_minus_best_rating_peer")
+    rows = [("first-10 HR@10 ≥ 1.15× the best peer, interval's lower end above 1.0",
+             None if not ratio else ratio[1] >= 1.15 and ratio[0] > 1.0),
+            ("best overall: metarec − best peer, lower end above 0", None if not best else best["all"][0] > 0),
+            ("adapted − no adaptation on the first 10 events, lower end above 0",
+             None if not adapt else adapt["first10"][0] > 0),
+            ("MAE below the best online rating peer, upper end below 0",
+             None if not mae else mae["as_predicted"][1] < 0)]
+    return ["| issue 18 target | |", "| --- | --- |"] + [f"| {label} | {verdict(ok)} |" for label, ok in rows]
+
+
+def block(result: dict[str, Any]) -> str:
+    """The tables, with the run's seeds and command, as the README shows them."""
+    lines = [f"{result.get('seeds', 1)} seed(s) {result.get('seed_list', [result.get('seed')])}; made by "
+             f"`{result.get('command')}`.", ""]
+    if result.get("note"):
+        lines += [f"Cut from this run: {result['note']}", ""]
+    tables = methods_table(result) + [""] + intervals_table(result) + [""] + targets(result)
+    return "\n".join(lines + tables)
+
+
+def replace_block(text: str, dataset: str, content: str) -> str:
+    """``text`` with the block between the dataset's markers replaced by ``content``."""
+    begin, end = f"<!-- stream-{dataset}:begin -->", f"<!-- stream-{dataset}:end -->"
+    head, found, rest = text.partition(begin)
+    if not found or end not in rest:
+        raise SystemExit(f"no {begin} ... {end} block to replace")
+    return head + begin + "\n" + content + "\n" + end + rest.split(end, 1)[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="bench/results/stream-<dataset>.json")
-    result = json.loads(parser.parse_args().results.read_text())
-    print("\n".join(methods_table(result) + [""] + intervals_table(result)))
+    parser.add_argument("--readme", type=Path, help="replace the dataset's block in this file instead")
+    args = parser.parse_args()
+    result = json.loads(args.results.read_text())
+    if args.readme is None:
+        print(block(result))
+        return
+    args.readme.write_text(replace_block(args.readme.read_text(), result["dataset"], block(result)))
 
 
 if __name__ == "__main__":

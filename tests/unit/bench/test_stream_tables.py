@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.stream_tables import intervals_table, methods_table
+import pytest
+
+from bench.stream_tables import intervals_table, methods_table, replace_block, targets
 
 
 def _block(hr: float, mae: float | None = None) -> dict:
@@ -35,3 +37,19 @@ def test_intervals_read_above_below_or_level():
     assert "| metarec − metarec without adaptation | [-0.0030, -0.0010] | below 0 |" in text
     assert "1.083× (95% interval 0.970–1.200)" in text
     assert "(river-biasedmf): [-0.0200, -0.0100] as predicted (below 0)" in text
+
+
+def test_the_readme_block_is_replaced_between_its_markers_only():
+    text = "intro\n<!-- stream-x:begin -->\nold\n<!-- stream-x:end -->\noutro\n"
+    expected = "intro\n<!-- stream-x:begin -->\nnew\n<!-- stream-x:end -->\noutro\n"
+    assert replace_block(text, "x", "new") == expected
+    with pytest.raises(SystemExit, match="no <!-- stream-y:begin -->"):
+        replace_block(text, "y", "new")
+
+
+def test_targets_read_off_the_intervals():
+    rows = "\n".join(targets(RESULT))
+    assert "| first-10 HR@10 ≥ 1.15× the best peer, interval's lower end above 1.0 | not met |" in rows
+    assert "| best overall: metarec − best peer, lower end above 0 | **met** |" in rows
+    assert "| adapted − no adaptation on the first 10 events, lower end above 0 | not met |" in rows
+    assert "| MAE below the best online rating peer, upper end below 0 | **met** |" in rows
