@@ -82,7 +82,8 @@ def targets(result: dict[str, Any]) -> list[str]:
     adapt, mae = ci.get("adapted_minus_no_adapt"), ci.get("mae_metarec_minus_best_rating_peer")
     rows = [("first-10 HR@10 ≥ 1.15× the best peer, interval's lower end above 1.0",
              None if not ratio else ratio[1] >= 1.15 and ratio[0] > 1.0),
-            ("best overall: metarec − best peer, lower end above 0", None if not best else best["all"][0] > 0),
+            ("best overall: metarec − best peer, lower end above 0",
+             None if not best else best["all"][0] > 0),
             ("adapted − no adaptation on the first 10 events, lower end above 0",
              None if not adapt else adapt["first10"][0] > 0),
             ("MAE below the best online rating peer, upper end below 0",
