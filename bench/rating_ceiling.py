@@ -7,7 +7,8 @@ would get further. It replays (``models.eval.stream_protocol.replay``) three pre
 - ``metarec``: the rating model alone, as ``metarec evaluate`` trains and serves it (ranking switched off);
 - ``river-biasedmf``: online matrix factorisation (the issue's reference);
 - ``item-cf``: online item-based collaborative filtering, with adjusted-cosine similarities of user-centred
-  ratings accumulated pair by pair, shrunk by co-rating count, on top of shrunk item and user biases.
+  ratings accumulated pair by pair, shrunk by co-rating count, on top of shrunk item and user biases
+  (``models.eval.peers.item_cf``, with its default settings).
 
 It reports each one's MAE (as predicted and on the rating scale), the correlation of their errors, and the
 best blend of metarec with each other one (w in steps of 0.1). A blend picked on the scored events
@@ -29,72 +30,11 @@ from bench.common import explicit_dataset
 from models.data.events import EventLog
 from models.eval.metarec_methods import MetarecMethod, Schedule
 from models.eval.metrics import rating_scale, snap_to_scale
+from models.eval.peers.item_cf import ItemCF
 from models.eval.river_mf import RiverBiasedMF
 from models.eval.stream_protocol import plan_stream, replay
 
 log = logging.getLogger("bench.rating_ceiling")
-
-BIAS_SHRINK = 5.0  # prior counts of the item and user biases
-CORATED_SHRINK = 25.0  # similarities from few co-rating users count less: n / (n + this)
-
-
-class ItemCF:
-    """Online item-based CF on ratings (a reference predictor for this analysis, not a ranking method)."""
-
-    name = "item-cf"
-
-    def fit_prefix(self, log_: EventLog) -> None:
-        n = log_.n_items
-        self.products = np.zeros((n, n))  # sum over users of centred rating products
-        self.corated = np.zeros((n, n))  # users who rated both
-        self.norms = np.zeros(n)  # sum of squared centred ratings
-        self.sums, self.counts = np.zeros(n), np.zeros(n)
-        self.total, self.rated = 0.0, 0
-        self.history: dict[int, tuple[list[int], list[float]]] = {}
-        for u, i, v in zip(log_.users.tolist(), log_.items.tolist(), log_.values.tolist()):
-            self.learn(u, i, v, 0, 0.0)
-
-    def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:
-        return []
-
-    def _item_bias(self, items: np.ndarray | int, mean: float) -> np.ndarray:
-        return (self.sums[items] - self.counts[items] * mean) / (self.counts[items] + BIAS_SHRINK)
-
-    def predict_rating(self, user: int, item: int) -> float | None:
-        mean = self.total / self.rated if self.rated else 3.5
-        base = mean + float(self._item_bias(item, mean))
-        items, ratings = self.history.get(user, ([], []))
-        if not items:
-            return min(5.0, max(1.0, base))
-        idx = np.asarray(items)
-        residual = np.asarray(ratings) - mean - self._item_bias(idx, mean)  # (S,)
-        offset = residual.sum() / (len(residual) + BIAS_SHRINK)
-        corated = self.corated[item, idx]
-        sim = self.products[item, idx] / (np.sqrt(self.norms[item] * self.norms[idx]) + 1e-9)
-        sim *= corated / (corated + CORATED_SHRINK)
-        pull = float((sim * (residual - offset)).sum() / (np.abs(sim).sum() + 1.0))
-        return min(5.0, max(1.0, base + offset + pull))
-
-    def learn(self, user: int, item: int, value: float, type_code: int, ts: float) -> None:
-        if np.isnan(value):
-            return
-        items, ratings = self.history.setdefault(user, ([], []))
-        centre = (sum(ratings) + value) / (len(ratings) + 1)
-        if items:
-            idx = np.asarray(items)
-            products = (value - centre) * (np.asarray(ratings) - centre)
-            self.products[item, idx] += products
-            self.products[idx, item] += products
-            self.corated[item, idx] += 1.0
-            self.corated[idx, item] += 1.0
-        self.norms[item] += (value - centre) ** 2
-        items.append(item)
-        ratings.append(value)
-        self.sums[item] += value
-        self.counts[item] += 1.0
-        self.total += value
-        self.rated += 1
-
 
 class RiverRatingsOnly(RiverBiasedMF):
     def rank(self, user: int, k: int, exclude: set[int]) -> list[int]:

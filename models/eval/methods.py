@@ -75,8 +75,16 @@ class BatchRanker(Protocol):
         """Events that can still be learned before the shared state changes (None: never)."""
 
 
-def top_k(scores: np.ndarray, k: int, exclude: set[int], priority: np.ndarray) -> list[int]:
-    """The ``k`` best-scoring items not in ``exclude``; equal scores go by ``priority`` (higher first).
+def retrain_period(prefix_events: int, every: int | None = None) -> int:
+    """Learned events between re-trainings: ``every``, or half the warm-up (metarec's schedule, which the
+    re-trained peers share)."""
+    return every or max(1, prefix_events // 2)
+
+
+def top_k(scores: np.ndarray, k: int, exclude: set[int], priority: np.ndarray,
+          fallback: np.ndarray | None = None) -> list[int]:
+    """The ``k`` best-scoring items not in ``exclude``; equal scores go by ``fallback`` (higher first, when
+    given: a peer's cold fallback, e.g. position popularity), then by ``priority`` (higher first).
 
     A fixed random ``priority`` breaks ties instead of the item index, since dense indices follow the data
     file's order and would leak it into methods that score many items alike (popularity early on, cold users).
@@ -92,7 +100,8 @@ def top_k(scores: np.ndarray, k: int, exclude: set[int], priority: np.ndarray) -
     kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th largest score
     above = np.flatnonzero(s > kth)
     tied = np.flatnonzero(s == kth)
-    tied = tied[np.argsort(-priority[tied], kind="stable")][: k - len(above)]
+    keys = [-priority] if fallback is None else [-priority, -fallback]  # np.lexsort: the last key first
+    tied = tied[np.lexsort([key[tied] for key in keys])][: k - len(above)]
     chosen = np.concatenate([above, tied])
-    order = np.lexsort((-priority[chosen], -s[chosen]))
+    order = np.lexsort([*(key[chosen] for key in keys), -s[chosen]])
     return chosen[order].tolist()

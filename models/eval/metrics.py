@@ -74,24 +74,29 @@ class Accumulator:
     ndcg: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
     scale: tuple[float, ...] | None = None  # the rating levels; None: no on-scale errors
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (predicted, actual), in stream order
+    # per scored point, in stream order, for intervals over users (models.eval.uncertainty)
+    points: list[tuple[int, int, float]] = field(default_factory=list)  # (user, bucket index, hit)
+    pair_users: list[int] = field(default_factory=list)  # the user of each rating pair
     # a retrieving method's candidate stage: points ranked among candidates, and those whose item was one
     candidate_trials: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
     candidate_hits: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0.0))
 
-    def add_ranking(self, bucket: str, ranked: list[int], item: int) -> None:
+    def add_ranking(self, bucket: str, ranked: list[int], item: int, user: int = -1) -> None:
         hit, gain = hit_and_ndcg(ranked, item, self.k)
         self.count[bucket] += 1
         self.hits[bucket] += hit
         self.ndcg[bucket] += gain
+        self.points.append((user, BUCKETS.index(bucket), hit))
 
     def add_candidates(self, bucket: str, hit: bool) -> None:
         self.candidate_trials[bucket] += 1
         self.candidate_hits[bucket] += float(hit)
 
-    def add_rating(self, predicted: float | None, actual: float) -> None:
+    def add_rating(self, predicted: float | None, actual: float, user: int = -1) -> None:
         if predicted is None or math.isnan(actual):
             return
         self.pairs.append((float(predicted), float(actual)))
+        self.pair_users.append(user)
 
     def _rates(self, sums: dict[str, float], counts: dict[str, int] | None = None) -> dict[str, float | None]:
         counts = self.count if counts is None else counts

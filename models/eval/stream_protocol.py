@@ -1,6 +1,8 @@
 """Stream-order evaluation (test-then-train, "prequential"): every event is predicted before it is learned.
 
-Events are replayed in timestamp order (ties in file order). The first ``warmup_fraction`` of them is handed
+Events are replayed in timestamp order (ties in file order, or shuffled by ``shuffle_ties``: half of
+MovieLens-100K's events share their second with the same user's previous one, so the file's row order would
+otherwise decide every position and transition). The first ``warmup_fraction`` of them is handed
 to every method at once through ``fit_prefix`` and not scored. After that, for each event, before it is
 learned:
 
@@ -8,6 +10,8 @@ learned:
   (warm-up included); a hit is the event's item among the top ``k``;
 - on explicit data the method predicts the event's rating (MAE/RMSE, and both again with the prediction moved
   to the nearest level of the rating scale seen in the warm-up: ``models.eval.metrics``).
+
+A method with ``ranks = False`` (a rating predictor only) is asked for ratings and never for lists.
 
 Repeat interactions (the user already had the item) are not evaluation points, as is usual for next-item
 evaluation: the item is excluded from the user's list, so it could never be a hit. They are still learned.
@@ -64,6 +68,11 @@ class StreamPlan:
         return counts
 
 
+def shuffle_ties(log: EventLog, seed: int) -> EventLog:
+    """``log`` in time order, events with equal timestamps in an order drawn from ``seed``."""
+    return log.take(np.random.default_rng(seed).permutation(len(log))).sorted_by_time()
+
+
 def plan_stream(log: EventLog, warmup_fraction: float = 0.2) -> StreamPlan:
     """Sort ``log`` by time; mark each event's user history length and whether it repeats an item."""
     if not 0.0 <= warmup_fraction < 1.0:
@@ -112,13 +121,15 @@ def _learn(method: StreamMethod, plan: StreamPlan, n: int, seen: dict[int, set[i
 def _replay_events(method: StreamMethod, plan: StreamPlan, seen: dict[int, set[int]], acc: Accumulator,
                    progress: Progress | None) -> None:
     ev, scored, explicit = plan.log, plan.scored, plan.log.explicit
+    ranks = getattr(method, "ranks", True)
     for n in range(plan.start, len(ev)):
         if scored[n]:
             user, item = int(ev.users[n]), int(ev.items[n])
-            ranked = method.rank(user, acc.k, seen.get(user, set()))
-            acc.add_ranking(history_bucket(int(plan.n_before[n])), ranked, item)
+            if ranks:
+                ranked = method.rank(user, acc.k, seen.get(user, set()))
+                acc.add_ranking(history_bucket(int(plan.n_before[n])), ranked, item, user)
             if explicit:
-                acc.add_rating(method.predict_rating(user, item), float(ev.values[n]))
+                acc.add_rating(method.predict_rating(user, item), float(ev.values[n]), user)
         _learn(method, plan, n, seen)
         if progress is not None and (n + 1 - plan.start) % 256 == 0:
             progress(256)
@@ -152,16 +163,18 @@ def _replay_chunks(method: BatchRanker, plan: StreamPlan, seen: dict[int, set[in
         end = min(len(ev), n + (MAX_CHUNK if budget is None else max(1, min(MAX_CHUNK, budget))))
         points, queries = _queries(plan, n, end, seen)
         if points:
-            lists = method.rank_many(queries, acc.k)
-            for m, ranked in zip(points, lists):
-                acc.add_ranking(history_bucket(int(plan.n_before[m])), ranked, int(ev.items[m]))
-            proposed = getattr(method, "last_candidates", None)  # a retrieving method's candidate sets
-            for m, candidates in zip(points, proposed or ()):
-                acc.add_candidates(history_bucket(int(plan.n_before[m])), int(ev.items[m]) in candidates)
+            if getattr(method, "ranks", True):
+                lists = method.rank_many(queries, acc.k)
+                for m, ranked in zip(points, lists):
+                    acc.add_ranking(history_bucket(int(plan.n_before[m])), ranked, int(ev.items[m]),
+                                    int(ev.users[m]))
+                proposed = getattr(method, "last_candidates", None)  # a retrieving method's candidate sets
+                for m, candidates in zip(points, proposed or ()):
+                    acc.add_candidates(history_bucket(int(plan.n_before[m])), int(ev.items[m]) in candidates)
             if explicit:
                 items = [int(ev.items[m]) for m in points]
                 for m, predicted in zip(points, method.predict_many(queries, items)):
-                    acc.add_rating(predicted, float(ev.values[m]))
+                    acc.add_rating(predicted, float(ev.values[m]), int(ev.users[m]))
         for m in range(n, end):
             _learn(method, plan, m, seen)  # type: ignore[arg-type]
         if progress is not None:
@@ -175,5 +188,6 @@ def timed_replay(method: StreamMethod, plan: StreamPlan, k: int = 10,
     began = time.perf_counter()
     acc = replay(method, plan, k, progress)
     seconds = time.perf_counter() - began
-    log.info("%s: %d points in %.1fs", method.name, sum(acc.count.values()), seconds)
+    log.info("%s: %d ranked points, %d rated, in %.1fs", method.name, sum(acc.count.values()), len(acc.pairs),
+             seconds)
     return acc, seconds

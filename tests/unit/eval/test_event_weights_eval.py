@@ -14,10 +14,10 @@ TINY = Schedule(steps=2, retrain_steps=1, retrain_every=1000)
 
 def test_the_registry_hands_the_weights_to_the_metarec_methods_only():
     weights = event_weights({"view": 0.2})
-    method = registry.build("metarec", 0, weights)
+    method = registry.build("metarec", 0, event_weights=weights)
     assert isinstance(method, MetarecMethod) and method.schedule.event_weights == weights
     assert registry.build("metarec", 0).schedule.event_weights is None
-    registry.build("popularity", 0, weights)  # the baselines take every event as they always did
+    registry.build("popularity", 0, event_weights=weights)  # the peers take every event as they always did
 
 
 def test_requests_and_statistics_follow_the_weights():
