@@ -16,8 +16,3 @@ def test_the_users_table_store_gets_the_bounded_rocksdb_options(tmp_path):
     assert options.block_cache_size == 16 * 2**20
     assert options.write_buffer_size == 4 * 2**20
     assert options.max_write_buffer_number == 2
-
-
-def test_the_defaults_keep_a_partition_under_64_mib():
-    settings = Settings()
-    assert settings.rocksdb_block_cache_mib + 2 * settings.rocksdb_write_buffer_mib <= 64
